@@ -1,0 +1,119 @@
+"""WKV scaling benchmark: forward and forward+backward time against the number of tokens.
+
+    python -m benchmark.ops                       # T = 64^2 ... 512^2, C = 48, B = 1
+    python -m benchmark.ops --sizes 64 128 --channels 48 96 --repeat 3
+
+Prints a markdown table; the ``x4`` columns are the time ratio to the previous row of the same op,
+backend and C, i.e. the growth per 4x tokens (4.0 = linear). Timings are medians after a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from models.ops.wkv import bi_wkv, uni_wkv
+
+OPS = {"bi": bi_wkv, "uni": uni_wkv}
+BACKENDS = ("torch",)
+
+
+@dataclass
+class Row:
+    op: str
+    backend: str
+    side: int
+    channels: int
+    forward_ms: float
+    train_ms: float
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn, device: torch.device, repeat: int) -> float:
+    fn()                                                                         # warm-up
+    _synchronize(device)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure(op: str, backend: str, side: int, channels: int, batch: int, repeat: int, device: torch.device) -> Row:
+    tokens = side * side
+    gen = torch.Generator().manual_seed(0)
+    k, v = (torch.randn(batch, tokens, channels, generator=gen).to(device).requires_grad_() for _ in range(2))
+    w, u = (torch.randn(channels, generator=gen).to(device).requires_grad_() for _ in range(2))
+    fn = OPS[op]
+
+    def forward():
+        with torch.no_grad():
+            fn(w / tokens, u / tokens, k, v)
+
+    def forward_backward():
+        fn(w / tokens, u / tokens, k, v).sum().backward()
+
+    return Row(op, backend, side, channels, _median_ms(forward, device, repeat),
+               _median_ms(forward_backward, device, repeat))
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = ["| op | backend | C | tokens | T | forward ms | x4 | fwd+bwd ms | x4 |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    previous: dict[tuple, Row] = {}
+    for r in rows:
+        key = (r.op, r.backend, r.channels)
+        prev = previous.get(key)
+        growth = lambda a, b: f"{a / b:.2f}" if prev is not None and r.side == 2 * prev.side else "-"
+        lines.append(f"| {r.op} | {r.backend} | {r.channels} | {r.side}x{r.side} | {r.side ** 2} | "
+                     f"{r.forward_ms:.2f} | {growth(r.forward_ms, prev.forward_ms if prev else 1)} | "
+                     f"{r.train_ms:.2f} | {growth(r.train_ms, prev.train_ms if prev else 1)} |")
+        previous[key] = r
+    return "\n".join(lines)
+
+
+def environment(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"torch {torch.__version__}, device {name}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.ops", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512],
+                        help="image sides; T = side^2 tokens (default: 64 128 256 512)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[48], help="C values (default: 48)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--ops", nargs="+", choices=sorted(OPS), default=["bi", "uni"])
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--repeat", type=int, default=3, help="timed repetitions after one warm-up (median)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if min(args.sizes) < 1 or min(args.channels) < 1 or args.batch < 1 or args.repeat < 1:
+        parser.error("sizes, channels, batch and repeat must be positive")
+    device = torch.device(args.device)
+    print(f"WKV benchmark: B={args.batch}, {environment(device)}", flush=True)
+    rows = []
+    for op in args.ops:
+        for backend in args.backends:
+            for channels in args.channels:
+                for side in sorted(args.sizes):
+                    rows.append(measure(op, backend, side, channels, args.batch, args.repeat, device))
+                    print(f"  {op:>3} {backend:>5} C={channels:<4} {side}x{side}: "
+                          f"forward {rows[-1].forward_ms:.1f} ms, fwd+bwd {rows[-1].train_ms:.1f} ms",
+                          file=sys.stderr, flush=True)
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

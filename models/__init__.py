@@ -1,0 +1,9 @@
+"""The backbone zoo. Importing this package registers every model (here and in timm).
+
+>>> import models
+>>> model = models.create_model("restore_rwkv_tiny", wkv="bi", shift="quad")
+"""
+from ._registry import create_model, list_models, register_model
+from . import restore_rwkv  # noqa: F401  (registers its presets)
+
+__all__ = ["create_model", "list_models", "register_model"]

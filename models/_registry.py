@@ -1,0 +1,54 @@
+"""The model registry: ``register_model`` / ``create_model`` / ``list_models``.
+
+Every entry point registered here is also registered with timm, so that after
+``import models`` a name works with ``timm.create_model(name)`` too.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+from typing import Callable
+
+import torch.nn as nn
+from timm.models import register_model as _timm_register_model
+
+_ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a preset function under its ``__name__`` (here and in timm's registry)."""
+    name = fn.__name__
+    if name in _ENTRYPOINTS:
+        raise ValueError(f"model {name!r} is registered twice ({_ENTRYPOINTS[name].__module__} and {fn.__module__})")
+    _ENTRYPOINTS[name] = fn
+
+    @functools.wraps(fn)
+    def timm_entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
+                        cache_dir=None, **kwargs) -> nn.Module:
+        # timm passes its own loading options; this suite ships no pretrained weights.
+        if pretrained:
+            raise ValueError(f"{name}: no pretrained weights are shipped; load a checkpoint with "
+                             "model.load_state_dict(...) (see models.restore_rwkv.convert_official_state_dict)")
+        return create_model(name, **kwargs)
+
+    _timm_register_model(timm_entrypoint)
+    return fn
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build the registered model ``name``; keyword overrides that are ``None`` are ignored."""
+    if name not in _ENTRYPOINTS:
+        close = difflib.get_close_matches(name, _ENTRYPOINTS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(list_models())}"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    kwargs = {k: v for k, v in overrides.items() if v is not None}
+    return _ENTRYPOINTS[name](**kwargs)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a shell-style pattern such as ``'restore_*'``."""
+    names = sorted(_ENTRYPOINTS)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return names

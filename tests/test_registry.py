@@ -1,0 +1,49 @@
+"""The registry: names, overrides, errors, and the timm bridge."""
+import pytest
+import timm
+import torch.nn as nn
+
+import models
+from models import create_model, list_models, register_model
+from models.restore_rwkv import RestoreRWKV
+
+
+def test_list_models_and_patterns():
+    names = list_models()
+    assert {"restore_rwkv", "restore_rwkv_light", "restore_rwkv_tiny"} <= set(names)
+    assert names == sorted(names)
+    assert list_models("restore_rwkv_t*") == ["restore_rwkv_tiny"]
+    assert list_models("no_such_*") == []
+
+
+def test_none_overrides_are_ignored():
+    model = create_model("restore_rwkv_tiny", wkv=None, shift=None, recurrence=None)
+    plan = model.encoder1[0].spatial_mix.plan
+    assert plan.directions == ("h", "v") and not plan.causal           # the defaults: Re-WKV, M = 2
+
+
+def test_overrides_reach_the_constructor():
+    model = create_model("restore_rwkv_tiny", wkv="bi", first_scan="v")
+    assert model.encoder1[0].spatial_mix.plan.directions == ("v",)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ValueError, match="unknown model 'restore_rwvk'; did you mean restore_rwkv"):
+        create_model("restore_rwvk")
+
+
+def test_timm_creates_every_registered_model():
+    model = timm.create_model("restore_rwkv_tiny", wkv="uni", recurrence=None)
+    assert isinstance(model, RestoreRWKV) and model.encoder1[0].spatial_mix.plan.causal
+    for name in list_models():
+        assert timm.is_model(name), name
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        timm.create_model("restore_rwkv_tiny", pretrained=True)
+
+
+def test_duplicate_registration_is_an_error():
+    def restore_rwkv_tiny():
+        return nn.Identity()
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(restore_rwkv_tiny)
+    assert isinstance(models.create_model("restore_rwkv_tiny"), RestoreRWKV)
