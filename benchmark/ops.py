@@ -1,10 +1,12 @@
 """WKV scaling benchmark: forward and forward+backward time against the number of tokens.
 
     python -m benchmark.ops                       # T = 64^2 ... 512^2, C = 48, B = 1
-    python -m benchmark.ops --sizes 64 128 --channels 48 96 --repeat 3
+    python -m benchmark.ops --sizes 64 128 --channels 48 96 --backends torch cpp --repeat 3
 
 Prints a markdown table; the ``x4`` columns are the time ratio to the previous row of the same op,
-backend and C, i.e. the growth per 4x tokens (4.0 = linear). Timings are medians after a warm-up.
+backend and C, i.e. the growth per 4x tokens (4.0 = linear). ``GB/s`` is the effective bandwidth of
+forward + backward: the bytes of k, v, y and of their gradients over its time. ``speedup`` is the
+PyTorch path's forward + backward time over this backend's. Timings are medians after a warm-up.
 """
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from models.ops.wkv import bi_wkv, uni_wkv
+from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
 
 OPS = {"bi": bi_wkv, "uni": uni_wkv}
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "cpp", "cuda")
 
 
 @dataclass
@@ -30,6 +32,11 @@ class Row:
     channels: int
     forward_ms: float
     train_ms: float
+    bytes_moved: int = 0  # k, v, y, gy, gk, gv
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_moved / (self.train_ms * 1e-3) / 1e9
 
 
 def _synchronize(device: torch.device) -> None:
@@ -58,28 +65,34 @@ def measure(op: str, backend: str, side: int, channels: int, batch: int, repeat:
 
     def forward():
         with torch.no_grad():
-            fn(w / tokens, u / tokens, k, v)
+            fn(w / tokens, u / tokens, k, v, backend=backend)
 
     def forward_backward():
-        fn(w / tokens, u / tokens, k, v).sum().backward()
+        fn(w / tokens, u / tokens, k, v, backend=backend).sum().backward()
 
     return Row(op, backend, side, channels, _median_ms(forward, device, repeat),
-               _median_ms(forward_backward, device, repeat))
+               _median_ms(forward_backward, device, repeat), bytes_moved=6 * k.numel() * k.element_size())
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = ["| op | backend | C | tokens | T | forward ms | x4 | fwd+bwd ms | x4 |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| op | backend | C | tokens | T | forward ms | x4 | fwd+bwd ms | x4 | GB/s | speedup |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     previous: dict[tuple, Row] = {}
+    torch_rows = {(r.op, r.channels, r.side): r for r in rows if r.backend == "torch"}
     for r in rows:
         key = (r.op, r.backend, r.channels)
         prev = previous.get(key)
         growth = lambda a, b: f"{a / b:.2f}" if prev is not None and r.side == 2 * prev.side else "-"
         lines.append(f"| {r.op} | {r.backend} | {r.channels} | {r.side}x{r.side} | {r.side ** 2} | "
                      f"{r.forward_ms:.2f} | {growth(r.forward_ms, prev.forward_ms if prev else 1)} | "
-                     f"{r.train_ms:.2f} | {growth(r.train_ms, prev.train_ms if prev else 1)} |")
+                     f"{r.train_ms:.2f} | {growth(r.train_ms, prev.train_ms if prev else 1)} | "
+                     f"{r.gb_per_s:.2f} | {speedup(r, torch_rows.get((r.op, r.channels, r.side)))} |")
         previous[key] = r
     return "\n".join(lines)
+
+
+def speedup(row: Row, reference: Row | None) -> str:
+    return f"{reference.train_ms / row.train_ms:.2f}" if reference is not None else "-"
 
 
 def environment(device: torch.device) -> str:
@@ -94,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, nargs="+", default=[48], help="C values (default: 48)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--ops", nargs="+", choices=sorted(OPS), default=["bi", "uni"])
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS,
+                        help="default: torch and the compiled kernel of the device, when it builds")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions after one warm-up (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if min(args.sizes) < 1 or min(args.channels) < 1 or args.batch < 1 or args.repeat < 1:
         parser.error("sizes, channels, batch and repeat must be positive")
     device = torch.device(args.device)
+    if args.backends is None:
+        kernel = resolve_backend("auto", device)
+        args.backends = ["torch"] + ([kernel] if kernel != "torch" else [])
     print(f"WKV benchmark: B={args.batch}, {environment(device)}", flush=True)
     rows = []
     for op in args.ops:

@@ -1,4 +1,11 @@
-"""WKV attention in pure PyTorch: linear time and memory, differentiable, CPU and CUDA.
+"""WKV attention: linear time and memory, differentiable, on any device, with compiled kernels.
+
+Backends (``backend=`` on each op; the default comes from ``use_backend`` or ``MEDIR_WKV_BACKEND``):
+``"torch"`` is the pure-PyTorch path below; ``"cpp"`` (CPU) and ``"cuda"`` force the compiled
+kernel of ``csrc/`` and raise ``KernelUnavailable`` with the fix if it cannot be built; ``"auto"``
+(the default) picks the kernel for the tensors' device and, if its build fails, warns once and
+falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``used_backends()``
+what has run in this process (for run records).
 
 Shapes (both ops): ``w, u: (C,)``; ``k, v: (B, T, C)``; output ``(B, T, C)`` in the dtype of ``v``.
 ``w`` and ``u`` are used as given: Restore-RWKV divides them by T before the call (Eq. 8).
@@ -31,10 +38,25 @@ in float64, so that ``e^{|w| T / 2} * T`` cannot overflow.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+
 import torch
 
-# |w| * (T - 1) beyond which the centred cumulative sum could overflow in this compute dtype.
+from . import _extension
+from ._extension import KernelUnavailable
+
+BACKENDS = ("auto", "torch", "cpp", "cuda")
+_KERNEL_OF_BACKEND = {"cpp": "cpu", "cuda": "cuda"}
+_default_backend = os.environ.get("MEDIR_WKV_BACKEND", "auto")
+_used: set[str] = set()
+_warned: set[str] = set()
+
+# |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64, the
+# kernels' recurrences in their accumulation type (float32 only for bi_wkv on CUDA).
 _MAX_DECAY_SPAN = {torch.float32: 150.0, torch.float64: 1200.0}
+_MAX_DECAY_SPAN_KERNEL = {torch.float32: 80.0, torch.float64: 1200.0}
 
 
 def _check_inputs(op: str, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -53,9 +75,9 @@ def _check_inputs(op: str, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v:
         raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
-def _check_decay_span(op: str, w: torch.Tensor, tokens: int, dtype: torch.dtype) -> None:
+def _check_decay_span(op: str, w: torch.Tensor, tokens: int, dtype: torch.dtype, kernel: bool = False) -> None:
     span = float(w.detach().abs().max()) * (tokens - 1)
-    limit = _MAX_DECAY_SPAN[dtype]
+    limit = (_MAX_DECAY_SPAN_KERNEL if kernel else _MAX_DECAY_SPAN)[dtype]
     if not span <= limit:  # also catches NaN
         raise ValueError(
             f"{op}: |w| * (T - 1) = {span:.4g} exceeds {limit:g}, the range this formulation supports in "
@@ -90,12 +112,7 @@ def _ratio(terms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (terms[:, 0] / terms[:, 1]).transpose(1, 2).contiguous().to(dtype)
 
 
-def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Bidirectional WKV (Restore-RWKV Eq. 8). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)``.
-
-    float16 / bfloat16 inputs are computed in float32; float64 stays float64.
-    """
-    _check_inputs("bi_wkv", w, u, k, v)
+def _bi_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     compute = torch.float64 if v.dtype == torch.float64 else torch.float32
     _check_decay_span("bi_wkv", w, k.shape[1], compute)
     w, u, k, v_c = (t.to(compute) for t in (w, u, k, v))
@@ -105,14 +122,110 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     return _ratio(past + future + now, v.dtype)
 
 
-def uni_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal WKV (RWKV). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)``.
-
-    Computed in float64 whatever the input dtype (see the module docstring), returned in ``v.dtype``.
-    """
-    _check_inputs("uni_wkv", w, u, k, v)
+def _uni_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     compute = torch.float64
     _check_decay_span("uni_wkv", w, k.shape[1], compute)
     w, u, k, v_c = (t.to(compute) for t in (w, u, k, v))
     x, now = _weighted_terms(u, k, v_c)
     return _ratio(_decayed_past_sum(w, x) + now, v.dtype)
+
+
+# --- compiled kernels ------------------------------------------------------------------------------
+
+class _KernelWKV(torch.autograd.Function):
+    """Forward and backward of a compiled kernel; inputs already in the kernel's dtypes."""
+
+    @staticmethod
+    def forward(ctx, w, u, k, v, causal: bool, kernel):
+        y = kernel.forward(w, u, k, v, causal)
+        ctx.save_for_backward(w, u, k, v, y)
+        ctx.causal, ctx.kernel = causal, kernel
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        w, u, k, v, y = ctx.saved_tensors
+        gw, gu, gk, gv = ctx.kernel.backward(w, u, k, v, y, gy.to(y.dtype).contiguous(), ctx.causal)
+        return gw.to(w.dtype), gu.to(u.dtype), gk, gv, None, None
+
+
+def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool) -> torch.Tensor:
+    kernel = _extension.load(_KERNEL_OF_BACKEND[backend])
+    if backend == "cpp":   # float32 or float64 throughout; half types computed in float32
+        dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
+        acc = dtype
+    else:                  # CUDA takes half types as they are; w, u in the accumulation type
+        dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.promote_types(k.dtype, v.dtype)
+        acc = torch.float64 if (causal or dtype == torch.float64) else torch.float32
+    _check_decay_span(op, w, k.shape[1], acc, kernel=True)
+    args = [w.to(acc).contiguous(), u.to(acc).contiguous(), k.to(dtype).contiguous(), v.to(dtype).contiguous()]
+    return _KernelWKV.apply(*args, causal, kernel).to(v.dtype)
+
+
+def resolve_backend(backend: str | None, device: torch.device | str) -> str:
+    """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"cuda"``.
+    Forced kernels that cannot be built raise ``KernelUnavailable``; ``"auto"`` falls back to
+    ``"torch"`` with one warning per kernel and process."""
+    backend = _default_backend if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown WKV backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    device_type = torch.device(device).type
+    if backend == "torch":
+        return "torch"
+    if backend != "auto":
+        wanted = "cpu" if backend == "cpp" else "cuda"
+        if device_type != wanted:
+            raise ValueError(f"WKV backend {backend!r} runs on {wanted} tensors; got {device_type} tensors")
+        _extension.load(_KERNEL_OF_BACKEND[backend])
+        return backend
+    candidate = {"cpu": "cpp", "cuda": "cuda"}.get(device_type)
+    if candidate is None:
+        return "torch"
+    try:
+        _extension.load(_KERNEL_OF_BACKEND[candidate])
+        return candidate
+    except KernelUnavailable as err:
+        if candidate not in _warned:
+            _warned.add(candidate)
+            warnings.warn(f"WKV: the {candidate} kernel is unavailable, using the PyTorch path: {err}",
+                          RuntimeWarning, stacklevel=3)
+        return "torch"
+
+
+def used_backends() -> set[str]:
+    """The WKV backends that have run in this process."""
+    return set(_used)
+
+
+@contextlib.contextmanager
+def use_backend(backend: str):
+    """Set the default backend of ``bi_wkv`` / ``uni_wkv`` (and so of the models) inside a block."""
+    global _default_backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown WKV backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    previous, _default_backend = _default_backend, backend
+    try:
+        yield
+    finally:
+        _default_backend = previous
+
+
+def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None) -> torch.Tensor:
+    _check_inputs(op, w, u, k, v)
+    chosen = resolve_backend(backend, k.device)
+    _used.add(chosen)
+    if chosen == "torch":
+        return torch_path(w, u, k, v)
+    return _run_kernel(op, chosen, w, u, k, v, causal)
+
+
+def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Bidirectional WKV (Restore-RWKV Eq. 8). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)``
+    in ``v.dtype``. The PyTorch path computes half types in float32, float64 in float64."""
+    return _dispatch("bi_wkv", False, _bi_wkv_torch, w, u, k, v, backend)
+
+
+def uni_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Causal WKV (RWKV). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)`` in ``v.dtype``. The
+    PyTorch path computes in float64 whatever the input dtype (see the module docstring)."""
+    return _dispatch("uni_wkv", True, _uni_wkv_torch, w, u, k, v, backend)

@@ -1,0 +1,196 @@
+"""Lazy builds of the compiled WKV kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja).
+
+Nothing is compiled at import. The first call that needs a kernel builds it in a subprocess under a
+timeout, then loads it; later processes find the binary in the build cache. The extension name
+carries everything that changes the binary (sources, flags, torch and Python versions, the CPU for
+``-march=native`` builds, ``TORCH_CUDA_ARCH_LIST`` for CUDA builds), so one cache serves every
+configuration side by side.
+
+Environment:
+    MEDIR_BENCH_BUILD_DIR      the build cache (default ``~/.cache/medir-bench/extensions``)
+    MEDIR_BENCH_BUILD_TIMEOUT  seconds one build may take (default 600)
+    TORCH_CUDA_ARCH_LIST       GPU architectures of the CUDA build (torch's own variable; without
+                               it torch targets the visible GPU)
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+KINDS = ("cpu", "cuda")
+_SOURCES = {"cpu": ["wkv_cpu.cpp"], "cuda": ["wkv_cuda.cu"]}
+_loaded: dict[str, ModuleType | Exception] = {}
+
+
+class KernelUnavailable(RuntimeError):
+    """A compiled kernel could not be built or loaded; the message says why and how to fix it."""
+
+
+def sources_dir() -> Path:
+    """``csrc/`` beside the ``models`` package (a source checkout or an editable install)."""
+    return Path(__file__).resolve().parents[2] / "csrc"
+
+
+def build_dir() -> Path:
+    default = Path.home() / ".cache" / "medir-bench" / "extensions"
+    return Path(os.environ.get("MEDIR_BENCH_BUILD_DIR", default)).expanduser()
+
+
+def _cpu_flags() -> tuple[list[str], list[str]]:
+    cflags = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"]   # at::parallel_for is OpenMP inline
+    ldflags = ["-fopenmp"]
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        cflags.append("-DMEDIR_LIBMVEC")                                # glibc's vector exp
+        ldflags.append("-lmvec")
+    return cflags, ldflags
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` depends on: the CPU's feature flags."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cuda_home() -> str | None:
+    """The CUDA toolkit: $CUDA_HOME, else the folder of the nvcc on PATH (resolving wrapper scripts
+    that live outside the toolkit), else /usr/local/cuda."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent)
+    candidates.append(Path("/usr/local/cuda"))
+    for home in candidates:
+        if (home / "include" / "cuda_runtime.h").is_file():
+            return str(home)
+    return None
+
+
+def _pip_cuda_includes() -> list[str]:
+    """Headers of the CUDA libraries that torch's wheel depends on (cuSPARSE, cuBLAS, ...) when they
+    come from pip rather than from the toolkit."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    roots = [Path(p) for p in getattr(nvidia, "__path__", [])]
+    return sorted({str(Path(d)) for r in roots for d in glob.glob(str(r / "*" / "include"))})
+
+
+def build_spec(kind: str) -> dict:
+    """Arguments for ``torch.utils.cpp_extension.load``, with a name that identifies the binary."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel kind {kind!r}; expected one of {', '.join(KINDS)}")
+    sources = [sources_dir() / name for name in _SOURCES[kind]]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise KernelUnavailable(f"kernel sources not found ({', '.join(missing)}): install medir-bench from a "
+                                "source checkout (pip install -e .) to use the compiled kernels")
+    spec: dict = dict(sources=[str(p) for p in sources], build_directory=None, verbose=False)
+    identity = [torch.__version__, sys.version, platform.machine(), kind]
+    if kind == "cpu":
+        spec["extra_cflags"], spec["extra_ldflags"] = _cpu_flags()
+        identity += spec["extra_cflags"] + spec["extra_ldflags"] + [_cpu_identity()]
+    else:
+        spec["extra_cflags"] = ["-O3"]
+        spec["extra_cuda_cflags"] = ["-O3", "-lineinfo"]
+        spec["with_cuda"] = True
+        spec["extra_include_paths"] = _pip_cuda_includes()
+        identity += spec["extra_cuda_cflags"] + [os.environ.get("TORCH_CUDA_ARCH_LIST", "<visible GPU>"),
+                                                 str(torch.version.cuda)]
+    digest = hashlib.sha1()
+    for item in identity:
+        digest.update(item.encode())
+    for path in sources:
+        digest.update(path.read_bytes())
+    spec["name"] = f"medir_wkv_{kind}_{digest.hexdigest()[:12]}"
+    spec["build_directory"] = str(build_dir() / spec["name"])
+    return spec
+
+
+def _fix_hint(kind: str) -> str:
+    if kind == "cpu":
+        return "a C++17 compiler (g++) and ninja (pip install ninja) are needed"
+    return ("nvcc matching torch's CUDA version is needed (set CUDA_HOME to its toolkit), and "
+            "TORCH_CUDA_ARCH_LIST when building without a visible GPU")
+
+
+def build(kind: str) -> Path:
+    """Compile ``kind`` into the build cache in a subprocess with a timeout; returns the build folder."""
+    spec = build_spec(kind)
+    folder = Path(spec["build_directory"])
+    folder.mkdir(parents=True, exist_ok=True)
+    timeout = float(os.environ.get("MEDIR_BENCH_BUILD_TIMEOUT", 600))
+    log = folder / "build.log"
+    command = [sys.executable, "-m", "models.ops._extension", kind]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(sources_dir().parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    if kind == "cuda" and _cuda_home():
+        env["CUDA_HOME"] = _cuda_home()
+    # A session of its own, so that a timeout also stops the compilers it started.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        log.write_text(output or "")
+        raise KernelUnavailable(f"building the {kind} WKV kernel took longer than {timeout:g} s "
+                                f"(MEDIR_BENCH_BUILD_TIMEOUT); log: {log}") from None
+    done = subprocess.CompletedProcess(command, process.returncode, output)
+    log.write_text(done.stdout)
+    if done.returncode != 0:
+        tail = "\n".join(done.stdout.strip().splitlines()[-15:])
+        raise KernelUnavailable(f"building the {kind} WKV kernel failed ({_fix_hint(kind)}); log: {log}\n{tail}")
+    return folder
+
+
+def load(kind: str) -> ModuleType:
+    """The compiled ``kind`` kernel, built on first use; raises ``KernelUnavailable`` (remembered for
+    the rest of the process, so a failing build is tried once)."""
+    if kind not in _loaded:
+        try:
+            if kind == "cuda" and not torch.cuda.is_available():
+                raise KernelUnavailable("the CUDA WKV kernel needs a CUDA device; none is visible")
+            spec = build_spec(kind)
+            if not (Path(spec["build_directory"]) / f"{spec['name']}.so").is_file():
+                build(kind)                                       # in a subprocess, under the timeout
+            from torch.utils.cpp_extension import load as cpp_load
+            _loaded[kind] = cpp_load(**spec)                      # ninja finds it up to date
+        except KernelUnavailable as err:
+            _loaded[kind] = err
+        except Exception as err:  # a load error from torch: keep its message
+            _loaded[kind] = KernelUnavailable(f"loading the {kind} WKV kernel failed ({_fix_hint(kind)}): {err}")
+    result = _loaded[kind]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _compile_in_this_process(kind: str) -> None:
+    """Compile, link and import (importing a CUDA extension needs no GPU, so CI checks it this way)."""
+    from torch.utils.cpp_extension import load as cpp_load
+    cpp_load(**{**build_spec(kind), "verbose": True})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in KINDS:
+        sys.exit(f"usage: python -m models.ops._extension {{{','.join(KINDS)}}}")
+    _compile_in_this_process(sys.argv[1])

@@ -1,0 +1,198 @@
+"""Compiled WKV kernels: each backend against the float64 oracle and the PyTorch path, backend
+selection and fallback, and the lazy build (name, cache, timeout, CUDA compile check)."""
+import os
+import shutil
+import warnings
+
+import pytest
+import torch
+
+import models
+from models.ops import _extension, wkv
+from models.ops.wkv import bi_wkv, uni_wkv
+from tests.test_wkv import oracle, oracle_with_grad, random_inputs
+
+HAS_CUDA = torch.cuda.is_available()
+BACKENDS = ["cpp", pytest.param("cuda", marks=pytest.mark.gpu)]
+OPS = [(bi_wkv, False), (uni_wkv, True)]
+
+
+def device_of(backend):
+    if backend == "cuda" and not HAS_CUDA:
+        pytest.skip("no CUDA device")
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+def on(device, tensors):
+    return [t.to(device) for t in tensors]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+@pytest.mark.parametrize("T,C", [(1, 1), (2, 3), (37, 5), (300, 17)])
+def test_kernel_forward_matches_oracle(backend, op, causal, T, C):
+    device = device_of(backend)
+    w, u, k, v = random_inputs(2, T, C, k_scale=30.0, seed=T + C)
+    y = op(*on(device, (w, u, k, v)), backend=backend)
+    assert y.dtype == torch.float32 and y.device.type == device
+    torch.testing.assert_close(y.cpu().double(), oracle(w, u, k, v, causal), rtol=0,
+                               atol=2e-6 * float(v.abs().max()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+def test_kernel_extreme_inputs(backend, op, causal):
+    device = device_of(backend)
+    T, C = 256, 6
+    k = torch.full((1, T, C), -60.0)
+    k[:, T // 2:] = 60.0
+    v = torch.randn(1, T, C)
+    for span in (-20.0, 20.0):
+        w, u = torch.full((C,), span / T), torch.full((C,), -span / T)
+        y = op(*on(device, (w, u, k, v)), backend=backend).cpu()
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(y.double(), oracle(w, u, k, v, causal), rtol=0, atol=2e-6 * float(v.abs().max()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+def test_kernel_gradients_match_oracle(backend, op, causal):
+    device = device_of(backend)
+    inputs = random_inputs(3, 41, 7, k_scale=20.0, dtype=torch.float64, seed=5)
+    ours = [t.clone().to(device).requires_grad_() for t in inputs]
+    ref = [t.clone().requires_grad_() for t in inputs]
+    gy = torch.randn(3, 41, 7, dtype=torch.float64)
+    (op(*ours, backend=backend) * gy.to(device)).sum().backward()
+    (oracle_with_grad(*ref, causal) * gy).sum().backward()
+    for name, a, b in zip("wukv", ours, ref):
+        torch.testing.assert_close(a.grad.cpu(), b.grad, rtol=1e-9, atol=1e-11, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", [bi_wkv, uni_wkv], ids=["bi", "uni"])
+@pytest.mark.parametrize("C", [1, 48, 384])
+def test_kernel_matches_torch_path_on_long_sequences(backend, op, C):
+    """T = 4097 (not a multiple of any block size), B = 2: outputs and all four gradients."""
+    device = device_of(backend)
+    inputs = random_inputs(2, 4097, C, k_scale=5.0, seed=C)
+    gy = torch.randn(2, 4097, C)
+    results = {}
+    for name in ("torch", backend):
+        leaves = [t.clone().to(device).requires_grad_() for t in inputs]
+        y = op(*leaves, backend=name)
+        (y * gy.to(device)).sum().backward()
+        results[name] = [y.detach().cpu()] + [t.grad.cpu() for t in leaves]
+    for label, a, b in zip(["y", "gw", "gu", "gk", "gv"], results[backend], results["torch"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-5 * max(1.0, float(b.abs().max())), msg=label)
+
+
+@pytest.mark.parametrize("op", [bi_wkv, uni_wkv], ids=["bi", "uni"])
+def test_cpu_kernel_gradcheck(op):
+    inputs = [t.requires_grad_() for t in random_inputs(2, 7, 3, k_scale=3.0, dtype=torch.float64, seed=2)]
+    assert torch.autograd.gradcheck(lambda *a: op(*a, backend="cpp"), inputs)
+
+
+def test_cpu_kernel_is_causal_for_uni():
+    T = 13
+    w, u, k, v = (t.requires_grad_() for t in random_inputs(1, T, 4, k_scale=10.0))
+    y = uni_wkv(w, u, k, v, backend="cpp")
+    for t in range(T):
+        gk, gv = torch.autograd.grad(y[0, t].sum(), (k, v), retain_graph=True)
+        assert torch.all(gk[0, t + 1:] == 0) and torch.all(gv[0, t + 1:] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpu_kernel_accepts_half_types(dtype):
+    w, u, k, v = random_inputs(2, 50, 4, k_scale=3.0, dtype=dtype)
+    y = bi_wkv(w, u, k, v, backend="cpp")
+    assert y.dtype == dtype
+    torch.testing.assert_close(y.float(), bi_wkv(w, u, k, v, backend="torch").float(), rtol=0, atol=1e-2)
+
+
+def test_model_outputs_agree_across_backends():
+    torch.manual_seed(0)
+    model = models.create_model("restore_rwkv_tiny", num_blocks=(1, 2, 1, 1))
+    x = torch.randn(2, 1, 24, 40)
+    with torch.no_grad(), wkv.use_backend("torch"):
+        reference = model(x)
+    with torch.no_grad(), wkv.use_backend("cpp"):
+        compiled = model(x)
+    torch.testing.assert_close(compiled, reference, rtol=0, atol=1e-5)
+    assert {"torch", "cpp"} <= wkv.used_backends()
+
+
+# --- selection and fallback ----------------------------------------------------------------------
+
+def test_resolve_backend():
+    assert wkv.resolve_backend("torch", "cpu") == "torch"
+    assert wkv.resolve_backend("cpp", "cpu") == "cpp"
+    assert wkv.resolve_backend("auto", "cpu") == "cpp"
+    assert wkv.resolve_backend("auto", "meta") == "torch"
+    with pytest.raises(ValueError, match="unknown WKV backend 'gpu'; expected one of auto, torch, cpp, cuda"):
+        wkv.resolve_backend("gpu", "cpu")
+    with pytest.raises(ValueError, match="'cuda' runs on cuda tensors; got cpu tensors"):
+        wkv.resolve_backend("cuda", "cpu")
+
+
+def test_auto_falls_back_with_one_warning(monkeypatch):
+    def broken(kind):
+        raise _extension.KernelUnavailable(f"no compiler for {kind}")
+    monkeypatch.setattr(_extension, "load", broken)
+    monkeypatch.setattr(wkv, "_warned", set())
+    w, u, k, v = random_inputs(1, 5, 2)
+    with pytest.warns(RuntimeWarning, match="cpp kernel is unavailable, using the PyTorch path: no compiler"):
+        y = bi_wkv(w, u, k, v)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a second call does not warn again
+        torch.testing.assert_close(bi_wkv(w, u, k, v), y)
+    with pytest.raises(_extension.KernelUnavailable, match="no compiler for cpu"):
+        bi_wkv(w, u, k, v, backend="cpp")                   # forcing a kernel never falls back
+
+
+def test_use_backend_sets_the_default():
+    w, u, k, v = random_inputs(1, 5, 2)
+    with wkv.use_backend("torch"):
+        assert wkv.resolve_backend(None, "cpu") == "torch"
+    assert wkv.resolve_backend(None, "cpu") == wkv.resolve_backend(os.environ.get("MEDIR_WKV_BACKEND", "auto"), "cpu")
+    with pytest.raises(ValueError, match="unknown WKV backend"):
+        with wkv.use_backend("fast"):
+            pass
+
+
+# --- the build -------------------------------------------------------------------------------------
+
+def test_extension_name_carries_what_changes_the_binary(monkeypatch):
+    cpu = _extension.build_spec("cpu")
+    assert cpu["name"].startswith("medir_wkv_cpu_") and cpu["name"].isidentifier()
+    assert cpu["build_directory"].startswith(str(_extension.build_dir()))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0")
+    sm80 = _extension.build_spec("cuda")["name"]
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    sm90 = _extension.build_spec("cuda")["name"]
+    assert sm80 != sm90 and sm80.startswith("medir_wkv_cuda_")
+    monkeypatch.setattr(_extension, "_cpu_flags", lambda: (["-O2"], []))
+    assert _extension.build_spec("cpu")["name"] != cpu["name"]
+    with pytest.raises(ValueError, match="unknown kernel kind 'tpu'"):
+        _extension.build_spec("tpu")
+
+
+def test_build_times_out_with_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDIR_BENCH_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv("MEDIR_BENCH_BUILD_TIMEOUT", "0.01")
+    with pytest.raises(_extension.KernelUnavailable, match="took longer than 0.01 s"):
+        _extension.build("cpu")
+
+
+def test_missing_sources_say_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(_extension, "sources_dir", lambda: tmp_path)
+    with pytest.raises(_extension.KernelUnavailable, match=r"pip install -e \."):
+        _extension.build_spec("cpu")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_cuda_source_compiles(monkeypatch, tmp_path):
+    """CI has nvcc but no GPU: compiling and linking catches a CUDA build break."""
+    monkeypatch.setenv("MEDIR_BENCH_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    folder = _extension.build("cuda")
+    assert (folder / f"{_extension.build_spec('cuda')['name']}.so").is_file()
