@@ -13,13 +13,12 @@ from models.ops.wkv import bi_wkv, uni_wkv
 from tests.test_wkv import oracle, oracle_with_grad, random_inputs
 
 HAS_CUDA = torch.cuda.is_available()
-BACKENDS = ["cpp", pytest.param("cuda", marks=pytest.mark.gpu)]
+BACKENDS = ["cpp", pytest.param("cuda", marks=[pytest.mark.gpu,
+                                               pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")])]
 OPS = [(bi_wkv, False), (uni_wkv, True)]
 
 
 def device_of(backend):
-    if backend == "cuda" and not HAS_CUDA:
-        pytest.skip("no CUDA device")
     return "cuda" if backend == "cuda" else "cpu"
 
 
