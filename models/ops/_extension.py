@@ -131,9 +131,9 @@ def _fix_hint(kind: str) -> str:
             "TORCH_CUDA_ARCH_LIST when building without a visible GPU")
 
 
-def build(kind: str) -> Path:
+def build(kind: str, spec: dict | None = None) -> Path:
     """Compile ``kind`` into the build cache in a subprocess with a timeout; returns the build folder."""
-    spec = build_spec(kind)
+    spec = build_spec(kind) if spec is None else spec
     folder = Path(spec["build_directory"])
     folder.mkdir(parents=True, exist_ok=True)
     timeout = float(os.environ.get("MEDIR_BENCH_BUILD_TIMEOUT", 600))
@@ -141,8 +141,9 @@ def build(kind: str) -> Path:
     command = [sys.executable, "-m", "models.ops._extension", kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(sources_dir().parent),
                                                         os.environ.get("PYTHONPATH", "")])}
-    if kind == "cuda" and _cuda_home():
-        env["CUDA_HOME"] = _cuda_home()
+    cuda_home = _cuda_home() if kind == "cuda" else None
+    if cuda_home:
+        env["CUDA_HOME"] = cuda_home
     # A session of its own, so that a timeout also stops the compilers it started.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                start_new_session=True)
@@ -171,7 +172,7 @@ def load(kind: str) -> ModuleType:
                 raise KernelUnavailable("the CUDA WKV kernel needs a CUDA device; none is visible")
             spec = build_spec(kind)
             if not (Path(spec["build_directory"]) / f"{spec['name']}.so").is_file():
-                build(kind)                                       # in a subprocess, under the timeout
+                build(kind, spec)                                 # in a subprocess, under the timeout
             from torch.utils.cpp_extension import load as cpp_load
             _loaded[kind] = cpp_load(**spec)                      # ninja finds it up to date
         except KernelUnavailable as err:

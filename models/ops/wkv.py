@@ -48,7 +48,7 @@ from . import _extension
 from ._extension import KernelUnavailable
 
 BACKENDS = ("auto", "torch", "cpp", "cuda")
-_KERNEL_OF_BACKEND = {"cpp": "cpu", "cuda": "cuda"}
+_DEVICE_OF_KERNEL = {"cpp": "cpu", "cuda": "cuda"}  # also the kernel's build kind in _extension
 _default_backend = os.environ.get("MEDIR_WKV_BACKEND", "auto")
 _used: set[str] = set()
 _warned: set[str] = set()
@@ -150,7 +150,7 @@ class _KernelWKV(torch.autograd.Function):
 
 
 def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool) -> torch.Tensor:
-    kernel = _extension.load(_KERNEL_OF_BACKEND[backend])
+    kernel = _extension.load(_DEVICE_OF_KERNEL[backend])
     if backend == "cpp":   # float32 or float64 throughout; half types computed in float32
         dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
         acc = dtype
@@ -162,27 +162,31 @@ def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool) -> torch.Tensor
     return _KernelWKV.apply(*args, causal, kernel).to(v.dtype)
 
 
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown WKV backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
 def resolve_backend(backend: str | None, device: torch.device | str) -> str:
     """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"cuda"``.
     Forced kernels that cannot be built raise ``KernelUnavailable``; ``"auto"`` falls back to
     ``"torch"`` with one warning per kernel and process."""
-    backend = _default_backend if backend is None else backend
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown WKV backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    backend = _check_backend(_default_backend if backend is None else backend)
     device_type = torch.device(device).type
     if backend == "torch":
         return "torch"
     if backend != "auto":
-        wanted = "cpu" if backend == "cpp" else "cuda"
-        if device_type != wanted:
-            raise ValueError(f"WKV backend {backend!r} runs on {wanted} tensors; got {device_type} tensors")
-        _extension.load(_KERNEL_OF_BACKEND[backend])
+        if device_type != _DEVICE_OF_KERNEL[backend]:
+            raise ValueError(f"WKV backend {backend!r} runs on {_DEVICE_OF_KERNEL[backend]} tensors; "
+                             f"got {device_type} tensors")
+        _extension.load(_DEVICE_OF_KERNEL[backend])
         return backend
-    candidate = {"cpu": "cpp", "cuda": "cuda"}.get(device_type)
+    candidate = next((b for b, d in _DEVICE_OF_KERNEL.items() if d == device_type), None)
     if candidate is None:
         return "torch"
     try:
-        _extension.load(_KERNEL_OF_BACKEND[candidate])
+        _extension.load(device_type)
         return candidate
     except KernelUnavailable as err:
         if candidate not in _warned:
@@ -201,9 +205,7 @@ def used_backends() -> set[str]:
 def use_backend(backend: str):
     """Set the default backend of ``bi_wkv`` / ``uni_wkv`` (and so of the models) inside a block."""
     global _default_backend
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown WKV backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-    previous, _default_backend = _default_backend, backend
+    previous, _default_backend = _default_backend, _check_backend(backend)
     try:
         yield
     finally:
