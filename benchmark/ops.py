@@ -68,6 +68,8 @@ def measure(op: str, backend: str, side: int, channels: int, batch: int, repeat:
             fn(w / tokens, u / tokens, k, v, backend=backend)
 
     def forward_backward():
+        for leaf in (w, u, k, v):
+            leaf.grad = None                                                     # as zero_grad() does
         fn(w / tokens, u / tokens, k, v, backend=backend).sum().backward()
 
     return Row(op, backend, side, channels, _median_ms(forward, device, repeat),

@@ -154,7 +154,8 @@ void dispatch(const torch::Tensor& k, bool causal, F&& body) {
   });
 }
 
-torch::Tensor forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v, bool causal) {
+// -> [y, k]: k is what the backward needs besides w, u, v, y.
+std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v, bool causal) {
   check(w, u, k, v);
   check_decay(w, u, k, causal);
   const c10::cuda::CUDAGuard guard(k.device());
@@ -172,11 +173,14 @@ torch::Tensor forward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::
         v.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), causal ? nullptr : scratch.data_ptr<acc_t>());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return y;
+  return {y, k};
 }
 
-std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Tensor k, torch::Tensor v,
-                                    torch::Tensor y, torch::Tensor gy, bool causal) {
+// saved = [k] from the forward -> [gw, gu, gk, gv]
+std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Tensor v, torch::Tensor y,
+                                    torch::Tensor gy, std::vector<torch::Tensor> saved, bool causal) {
+  TORCH_CHECK(saved.size() == 1, "wkv_cuda: backward expects the [k] the forward returned");
+  const torch::Tensor& k = saved[0];
   check(w, u, k, v);
   check_decay(w, u, k, causal);
   TORCH_CHECK(y.sizes() == k.sizes() && gy.sizes() == k.sizes() && y.is_contiguous() && gy.is_contiguous() &&
@@ -207,6 +211,6 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "WKV forward (w, u, k, v, causal) -> y");
-  m.def("backward", &backward, "WKV backward (w, u, k, v, y, gy, causal) -> [gw, gu, gk, gv]");
+  m.def("forward", &forward, "WKV forward (w, u, k, v, causal) -> [y, *saved]");
+  m.def("backward", &backward, "WKV backward (w, u, v, y, gy, saved, causal) -> [gw, gu, gk, gv]");
 }

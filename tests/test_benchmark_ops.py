@@ -1,4 +1,5 @@
-"""The WKV benchmark CLI runs and prints one row per (op, backend, C, size) with growth ratios."""
+"""The benchmark CLIs: the WKV op benchmark prints one row per (op, backend, C, size) with growth
+ratios; the training-step benchmark one row per backend."""
 import pytest
 
 from benchmark import ops
@@ -21,3 +22,15 @@ def test_benchmark_rejects_bad_arguments():
         ops.main(["--sizes", "0"])
     with pytest.raises(SystemExit):
         ops.main(["--ops", "tri"])
+
+
+def test_train_step_benchmark_prints_one_row_per_backend(capsys):
+    from benchmark import train_step
+    assert train_step.main(["--model", "restore_rwkv_tiny", "--size", "16", "--repeat", "1",
+                            "--backends", "torch", "cpp"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| torch") or
+            line.startswith("| cpp")]
+    assert [r.split("|")[2].strip() for r in rows] == ["torch", "cpp"]              # what actually ran
+    assert rows[0].split("|")[4].strip() == "1.00" and float(rows[1].split("|")[4]) > 0
+    with pytest.raises(SystemExit):
+        train_step.main(["--size", "0"])

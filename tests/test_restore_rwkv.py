@@ -125,6 +125,23 @@ def test_omni_shift_fused_kernel_matches_branches_by_hand():
     torch.testing.assert_close(shift.fused_weight(), expected)
 
 
+def test_omni_shift_training_form_equals_the_branch_sum():
+    """The training form runs one conv with the fused kernel; its output and the gradients of every
+    branch and alpha must equal Eq. 11 evaluated branch by branch."""
+    torch.manual_seed(0)
+    shift = OmniShift(dim=3, kernel=5).double()
+    x = torch.randn(2, 7, 9, 3, dtype=torch.float64)               # (B, H, W, C)
+    image = x.permute(0, 3, 1, 2)
+    by_branch = shift.alpha[0] * image + sum(a * conv(image) for a, conv in zip(shift.alpha[1:], shift.branches))
+    gy = torch.randn_like(by_branch)
+    expected = torch.autograd.grad((by_branch * gy).sum(), list(shift.parameters()))
+    out = shift(x)[0].permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, by_branch, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad((out * gy).sum(), list(shift.parameters()))
+    for (name, _), a, b in zip(shift.named_parameters(), got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize("size", [(13, 21), (8, 8), (1, 1), (5, 3), (31, 9)])
 def test_any_image_size(size):
     model = models.create_model("restore_rwkv_tiny").eval()

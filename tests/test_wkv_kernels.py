@@ -55,6 +55,33 @@ def test_kernel_extreme_inputs(backend, op, causal):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+def test_kernel_rescales_across_chunks(backend, op, causal):
+    """k jumps by up to 120 at positions that are no multiple of any chunk size, in both directions,
+    so the maximum of k changes between and inside the kernels' chunks; outputs and gradients."""
+    device = device_of(backend)
+    T, C = 333, 3
+    gen = torch.Generator().manual_seed(7)
+    k = torch.randn(2, T, C, generator=gen, dtype=torch.float64)
+    k[:, 50:61] += 40.0
+    k[:, 200:] -= 60.0
+    k[1, 290] += 120.0
+    v = torch.randn(2, T, C, generator=gen, dtype=torch.float64)
+    w = torch.tensor([5.0, -5.0, 0.3], dtype=torch.float64) / T
+    u = torch.tensor([1.0, -2.0, 0.0], dtype=torch.float64) / T
+    ours = [t.clone().to(device).requires_grad_() for t in (w, u, k, v)]
+    ref = [t.clone().requires_grad_() for t in (w, u, k, v)]
+    gy = torch.randn(2, T, C, generator=gen, dtype=torch.float64)
+    y = op(*ours, backend=backend)
+    expected = oracle_with_grad(*ref, causal)
+    torch.testing.assert_close(y.detach().cpu(), expected.detach(), rtol=1e-10, atol=1e-12)
+    (y * gy.to(device)).sum().backward()
+    (expected * gy).sum().backward()
+    for name, a, b in zip("wukv", ours, ref):
+        torch.testing.assert_close(a.grad.cpu(), b.grad, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
 def test_kernel_gradients_match_oracle(backend, op, causal):
     device = device_of(backend)
     inputs = random_inputs(3, 41, 7, k_scale=20.0, dtype=torch.float64, seed=5)

@@ -133,19 +133,21 @@ def _uni_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
 # --- compiled kernels ------------------------------------------------------------------------------
 
 class _KernelWKV(torch.autograd.Function):
-    """Forward and backward of a compiled kernel; inputs already in the kernel's dtypes."""
+    """Forward and backward of a compiled kernel; inputs already in the kernel's dtypes. A kernel's
+    ``forward`` returns ``[y, *saved]`` (what its backward needs besides w, u, v, y: for the CPU
+    kernel the exponentials it computed, for CUDA k)."""
 
     @staticmethod
     def forward(ctx, w, u, k, v, causal: bool, kernel):
-        y = kernel.forward(w, u, k, v, causal)
-        ctx.save_for_backward(w, u, k, v, y)
+        y, *saved = kernel.forward(w, u, k, v, causal)
+        ctx.save_for_backward(w, u, v, y, *saved)
         ctx.causal, ctx.kernel = causal, kernel
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        w, u, k, v, y = ctx.saved_tensors
-        gw, gu, gk, gv = ctx.kernel.backward(w, u, k, v, y, gy.to(y.dtype).contiguous(), ctx.causal)
+        w, u, v, y, *saved = ctx.saved_tensors
+        gw, gu, gk, gv = ctx.kernel.backward(w, u, v, y, gy.to(y.dtype).contiguous(), saved, ctx.causal)
         return gw.to(w.dtype), gu.to(u.dtype), gk, gv, None, None
 
 

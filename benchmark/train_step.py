@@ -1,0 +1,73 @@
+"""Model-level effect of the WKV backend: the time of one training step (forward, L1 loss, backward,
+AdamW) of a registered model, per backend.
+
+    python -m benchmark.train_step                                   # restore_rwkv, 128x128, B=1
+    python -m benchmark.train_step --model restore_rwkv_light --size 256 --batch 2 --repeat 5
+
+Prints a markdown table; ``speedup`` is the ``torch`` backend's step time over the row's. Timings
+are medians after one warm-up step; inputs are random (the cost does not depend on the values).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import models
+from models.ops import wkv
+
+
+def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], repeat: int) -> float:
+    gen = torch.Generator().manual_seed(0)
+    x, target = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.l1_loss(model(x), target).backward()
+        optimizer.step()
+
+    with wkv.use_backend(backend):
+        step()                                                                   # warm-up (and kernel build)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.train_step", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="restore_rwkv", help="a registered model (default: restore_rwkv)")
+    parser.add_argument("--size", type=int, default=128, help="image side (default: 128)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--channels", type=int, default=1, help="image channels (default: 1)")
+    parser.add_argument("--backends", nargs="+", choices=wkv.BACKENDS, default=["torch", "auto"])
+    parser.add_argument("--repeat", type=int, default=3, help="timed steps after one warm-up (median)")
+    args = parser.parse_args(argv)
+    if min(args.size, args.batch, args.channels, args.repeat) < 1:
+        parser.error("size, batch, channels and repeat must be positive")
+    shape = (args.batch, args.channels, args.size, args.size)
+    print(f"training step: {args.model}, input {shape}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    rows = []
+    for backend in args.backends:
+        torch.manual_seed(0)
+        model = models.create_model(args.model, in_chans=args.channels, out_chans=args.channels)
+        seconds = step_seconds(model, backend, shape, args.repeat)
+        rows.append((backend, wkv.resolve_backend(backend, "cpu"), seconds))
+        print(f"  {backend}: {seconds:.3f} s", file=sys.stderr, flush=True)
+    reference = next((s for b, _, s in rows if b == "torch"), None)
+    print("| backend | ran | step s | speedup |\n|---|---|---:|---:|")
+    for backend, ran, seconds in rows:
+        speedup = f"{reference / seconds:.2f}" if reference else "-"
+        print(f"| {backend} | {ran} | {seconds:.3f} | {speedup} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
