@@ -1,0 +1,120 @@
+"""``python -m benchmark.data prepare <task> ...``, ``info <dir>`` and ``score-inputs <source>``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import dataset, prepared, sources
+from .io import DataError
+
+# task -> (modality, reader of --src, source name for the manifest)
+TASKS = {
+    "mri": ("mri", sources.ixi_cases, "IXI T2 (NIfTI)"),
+    "ct": ("ct", sources.aapm_cases, "AAPM Low-Dose CT Grand Challenge (DICOM)"),
+    "pet": ("pet", sources.paired_cases, "paired HQ/LQ PET volumes"),
+    "paired": (None, sources.paired_cases, "paired HQ/LQ files"),
+}
+PHANTOM_TASKS = ("phantom-mri", "phantom-ct", "phantom-pet")
+
+
+def _prepare(args) -> dict:
+    if args.task == "all-in-one":
+        if not args.from_:
+            raise DataError("all-in-one needs --from with the prepared datasets to combine")
+        return dataset.write_all_in_one(args.out, args.from_)
+    if args.task in PHANTOM_TASKS:
+        modality = args.task.removeprefix("phantom-")
+        cases = sources.phantom_cases(modality, tuple(args.count), args.size, args.seed)
+        return prepared.write(args.out, cases, task=args.task, modality=modality,
+                              source=f"phantom (size {args.size}, seed {args.seed})", progress=not args.quiet)
+    modality, reader, source = TASKS[args.task]
+    if args.src is None:
+        raise DataError(f"task {args.task!r} reads raw files: give --src")
+    modality = args.modality or modality
+    if modality is None:
+        raise DataError("task 'paired' needs --modality (ct, mri or pet)")
+    return prepared.write(args.out, reader(args.src), task=args.task, modality=modality,
+                          source=f"{source}: {args.src}", skip_bad=args.skip_bad, progress=not args.quiet)
+
+
+def _summary(manifest: dict) -> str:
+    lines = [f"task {manifest['task']} ({manifest['modality']}), source: {manifest.get('source', '-')}"]
+    for split, entry in manifest["splits"].items():
+        shape = "x".join(map(str, entry.get("shape") or [])) or "-"
+        ranges = ", ".join(f"{k} [{v[0]:.4g}, {v[1]:.4g}]" for k, v in entry.get("value_range", {}).items())
+        lines.append(f"  {split:<5} {entry['count']:>7} slices  {shape:>9}  {len(entry.get('cases', []))} cases  {ranges}")
+    for part in manifest.get("components", []):
+        lines.append(f"  component {part['task']} ({part['modality']}): {part['path']}")
+    if manifest.get("skipped"):
+        lines.append(f"  skipped {len(manifest['skipped'])} inputs:")
+        lines += [f"    {s['split']}/{s['case']}: {s['reason']}" for s in manifest["skipped"]]
+    return "\n".join(lines)
+
+
+def _score_inputs(source: str, split: str, phantom_size: int) -> str:
+    """Mean PSNR / SSIM / RMSE of the low-quality inputs against the high-quality images."""
+    from tqdm import tqdm
+
+    from .. import metrics
+    data = dataset.open_dataset(source, split, phantom_size=phantom_size)
+    parts = data.datasets if hasattr(data, "datasets") else [data]
+    lines = ["| task | split | images | PSNR | SSIM | RMSE |", "|---|---|---:|---:|---:|---:|"]
+    for part in parts:
+        scores = []
+        for i in tqdm(range(len(part)), desc=f"score {part.task}", unit="image", leave=False):
+            lq, hq = (np.asarray(a[i], dtype=np.float64) for a in (part.lq, part.hq))   # physical units
+            scores.append(metrics.evaluate(lq, hq, part.modality))
+        mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+        lines.append(f"| {part.task} | {split} | {len(scores)} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
+                     f"{mean['rmse']:.4g} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    prep = commands.add_parser("prepare", help="turn raw data (or phantoms) into a prepared dataset")
+    prep.add_argument("task", choices=list(TASKS) + list(PHANTOM_TASKS) + ["all-in-one"])
+    prep.add_argument("--src", help="the raw data folder")
+    prep.add_argument("--out", required=True, help="the prepared dataset folder to create")
+    prep.add_argument("--modality", choices=["ct", "mri", "pet"], help="for task 'paired'")
+    prep.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs (listed in the manifest)")
+    prep.add_argument("--from", dest="from_", nargs="+", help="all-in-one: the prepared datasets to combine")
+    prep.add_argument("--count", type=int, nargs=3, default=[32, 4, 8], metavar=("TRAIN", "VAL", "TEST"),
+                      help="phantoms per split (default: 32 4 8)")
+    prep.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
+    prep.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+    info = commands.add_parser("info", help="print a prepared dataset's manifest")
+    info.add_argument("folder")
+    info.add_argument("--json", action="store_true", help="the whole manifest as JSON")
+    info.add_argument("--verify", action="store_true", help="also check the files' sha256")
+    score = commands.add_parser("score-inputs", help="PSNR / SSIM / RMSE of the LQ inputs against HQ")
+    score.add_argument("source", help="a prepared folder or phantom-ct / phantom-mri / phantom-pet")
+    score.add_argument("--split", default="test", choices=sources.SPLITS)
+    score.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "score-inputs":
+            print(_score_inputs(args.source, args.split, args.size))
+            return 0
+        if args.command == "prepare":
+            print(_summary(_prepare(args)))
+            return 0
+        manifest = prepared.read_manifest(args.folder)
+        print(json.dumps(manifest, indent=2) if args.json else _summary(manifest))
+        if args.verify:
+            bad = prepared.verify(args.folder)
+            print("checksums: " + ("all match" if not bad else f"MISMATCH in {', '.join(bad)}"))
+            return 1 if bad else 0
+        return 0
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Training and evaluation samples, normalised to [0, 1] with the paper's ranges.
+
+``open_dataset(source, split)`` accepts a prepared folder (``python -m benchmark.data prepare``), an
+all-in-one folder, or ``phantom-<modality>`` (generated in memory, no files). Each item is a dict
+``{"lq": (1, h, w), "hq": (1, h, w), "task": str, "index": int}`` of float32 tensors. Training
+(``crop`` set) takes a random crop of both images at the same place, optionally flipped / rotated
+(off by default: the paper uses none); crops depend only on (seed, epoch, index), so they are the
+same with any number of loader workers. Evaluation (``crop=None``) returns whole slices in order.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import prepared, sources
+from .io import DataError
+from .modalities import RANGES
+
+
+
+def normalize(image, modality: str):
+    low, high = RANGES[modality]
+    return (image - low) / (high - low)
+
+
+def denormalize(image, modality: str):
+    low, high = RANGES[modality]
+    return image * (high - low) + low
+
+
+class PairedSlices(torch.utils.data.Dataset):
+    def __init__(self, lq: np.ndarray, hq: np.ndarray, modality: str, task: str, crop: int | None = None,
+                 augment: bool = False, seed: int = 0):
+        if modality not in RANGES:
+            raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(RANGES)}")
+        if lq.shape != hq.shape or lq.ndim != 3:
+            raise DataError(f"{task}: lq and hq must be (N, H, W) of one shape; got {lq.shape}, {hq.shape}")
+        if crop is not None and (crop < 1 or crop > min(lq.shape[1:])):
+            raise ValueError(f"crop {crop} does not fit slices of {lq.shape[1:]}")
+        self.lq, self.hq, self.modality, self.task = lq, hq, modality, task
+        self.crop, self.augment, self.seed, self.epoch = crop, augment, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random crops for a new epoch (call it from the training loop)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.lq.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        lq, hq = np.asarray(self.lq[index]), np.asarray(self.hq[index])
+        if self.crop is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            top = rng.integers(0, lq.shape[0] - self.crop + 1)
+            left = rng.integers(0, lq.shape[1] - self.crop + 1)
+            window = (slice(top, top + self.crop), slice(left, left + self.crop))
+            lq, hq = lq[window], hq[window]
+            if self.augment:
+                turns, flip = rng.integers(0, 4), rng.integers(0, 2)
+                lq, hq = np.rot90(lq, turns), np.rot90(hq, turns)
+                if flip:
+                    lq, hq = lq[:, ::-1], hq[:, ::-1]
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(normalize(a, self.modality), dtype=np.float32))[None]  # noqa: E731
+        return {"lq": as_tensor(lq), "hq": as_tensor(hq), "task": self.task, "index": index}
+
+
+@functools.lru_cache(maxsize=6)
+def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The phantom pairs of a split, generated once per process."""
+    cases = sources.phantom_cases(modality, size=size, seed=seed)[split]
+    pairs = [case.load() for case in cases]
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def open_dataset(source: str, split: str, crop: int | None = None, augment: bool = False, seed: int = 0,
+                 phantom_size: int = 128) -> torch.utils.data.Dataset:
+    if split not in sources.SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(sources.SPLITS)}")
+    if str(source).startswith("phantom-"):
+        modality = str(source).removeprefix("phantom-")
+        if modality not in RANGES:
+            raise ValueError(f"unknown phantom source {source!r}; expected phantom-ct, phantom-mri or phantom-pet")
+        lq, hq = phantom_split(modality, split, phantom_size, seed)
+        return PairedSlices(lq, hq, modality, str(source), crop, augment, seed)
+    folder = Path(source)
+    manifest = prepared.read_manifest(folder)
+    if manifest["task"] == "all-in-one":
+        parts = [open_dataset(c["path"], split, crop, augment, seed) for c in manifest["components"]]
+        return torch.utils.data.ConcatDataset(parts)
+    lq, hq = prepared.open_split(folder, split)
+    return PairedSlices(lq, hq, manifest["modality"], manifest["task"], crop, augment, seed)
+
+
+def write_all_in_one(out, components: list[str]) -> dict:
+    """An all-in-one dataset: a manifest naming prepared datasets (their data is not copied)."""
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"{out}: already exists; remove it or choose another --out")
+    if len(components) < 2:
+        raise DataError("all-in-one needs at least two prepared datasets (--from A B ...)")
+    parts = []
+    for path in components:
+        manifest = prepared.read_manifest(path)
+        if manifest["task"] == "all-in-one":
+            raise DataError(f"{path}: is itself all-in-one; list its components instead")
+        parts.append({"task": manifest["task"], "modality": manifest["modality"], "path": str(Path(path).resolve()),
+                      "splits": {s: e["count"] for s, e in manifest["splits"].items()}})
+    manifest = {"format": prepared.FORMAT, "task": "all-in-one", "modality": "mixed", "components": parts,
+                "splits": {s: {"count": sum(p["splits"].get(s, 0) for p in parts)} for s in sources.SPLITS},
+                "skipped": []}
+    out.mkdir(parents=True)
+    (out / prepared.MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,80 @@
+"""Reading images in physical units from NIfTI (nibabel), DICOM (pydicom) and NumPy files.
+
+``read_image(path)`` returns a float32 2D or 3D array; DICOM pixel values go through
+RescaleSlope / RescaleIntercept (HU for CT). Anything that cannot be read, or holds NaN or infinite
+values, raises ``DataError`` naming the file and what was wrong.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".ima")
+NUMPY_SUFFIXES = (".npy",)
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used; the message names it and says what was wrong."""
+
+
+def kind_of(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    if name.endswith(NUMPY_SUFFIXES):
+        return "numpy"
+    return None
+
+
+def _checked(path: Path, array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim not in (2, 3):
+        raise DataError(f"{path}: expected a 2D image or a 3D volume; got shape {array.shape}")
+    if array.size == 0:
+        raise DataError(f"{path}: the image is empty (shape {array.shape})")
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: contains {int((~np.isfinite(array)).sum())} NaN or infinite values")
+    return array
+
+
+def read_dicom(path: Path):
+    """The pydicom dataset and its pixels in physical units (slope and intercept applied)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.astype(np.float32)
+    except (InvalidDicomError, AttributeError, KeyError, ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable DICOM image ({type(err).__name__}: {err})") from None
+    slope = float(getattr(ds, "RescaleSlope", 1.0))
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0))
+    return ds, _checked(path, pixels * slope + intercept)
+
+
+def read_image(path) -> np.ndarray:
+    """One 2D image or 3D volume in physical units (float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    kind = kind_of(path)
+    if kind == "nifti":
+        import nibabel as nib
+        try:
+            array = np.asarray(nib.load(path).get_fdata(dtype=np.float32))
+        except Exception as err:  # nibabel raises several types for truncated or corrupt files
+            raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
+        return _checked(path, np.squeeze(array))
+    if kind == "dicom":
+        return read_dicom(path)[1]
+    if kind == "numpy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{path}: not a readable .npy file ({err})") from None
+        return _checked(path, array)
+    raise DataError(f"{path}: unknown image format; expected one of "
+                    f"{', '.join(NIFTI_SUFFIXES + DICOM_SUFFIXES + NUMPY_SUFFIXES)}")

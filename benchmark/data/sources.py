@@ -1,0 +1,238 @@
+"""Raw data sources: each lists its cases (a subject, patient or volume) per split, and a case loads
+to paired (low-quality, high-quality) 2D slices in physical units.
+
+- ``ixi``: IXI T2 volumes (``IXI<id>-<site>-<n>-T2.nii.gz`` in one folder, as distributed). Subjects
+  sorted by their IXI id; the first 405 train, the next 59 validate, the rest (114 in the full
+  set) test; with fewer subjects the same proportions. Of each volume the central 100 axial
+  slices (last axis), 256x256; the low-quality slice is the k-space crop of the high-quality one.
+- ``aapm``: the AAPM Low-Dose CT Grand Challenge layout: one folder per patient (sorted by name;
+  8/1/1 for train/validation/test, same proportions otherwise), each with a full-dose and a
+  quarter-dose series, told apart by "full" / "quarter" in their folder names. Slices are paired by
+  their position along the table (ImagePositionPatient z, else SliceLocation) and read in HU.
+- ``paired``: ``hq/`` and ``lq/`` folders of files with the same names (NIfTI, DICOM or NumPy; 2D
+  images or 3D volumes sliced along the last axis); split by file 80/10/10 in name order. The PET
+  task uses this layout (the paper's PET set is private).
+- ``phantom``: generated pairs (``phantoms.py`` degraded by ``degradations.py``); no files at all.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import degradations, phantoms
+from .io import DataError, kind_of, read_dicom, read_image
+
+SPLITS = ("train", "val", "test")
+IXI_SPLIT = (405, 59, 114)
+IXI_SLICES, IXI_SIZE = 100, 256
+AAPM_SPLIT = (8, 1, 1)
+
+
+@dataclass
+class Case:
+    """One subject / patient / volume: ``load()`` -> (lq, hq) arrays of shape (slices, H, W)."""
+    name: str
+    slices: int
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+
+
+def split_counts(total: int, ratios: tuple[int, ...]) -> tuple[int, ...]:
+    """The paper's split when ``total`` matches it, else the same proportions (train gets the rest)."""
+    if total == sum(ratios):
+        return ratios
+    val = int(round(total * ratios[1] / sum(ratios)))
+    test = int(round(total * ratios[2] / sum(ratios)))
+    if total >= 3:
+        val, test = max(val, 1), max(test, 1)
+    return total - val - test, val, test
+
+
+def _by_split(cases: list[Case], ratios: tuple[int, ...]) -> dict[str, list[Case]]:
+    counts = split_counts(len(cases), ratios)
+    bounds = np.cumsum((0,) + counts)
+    return {split: cases[bounds[i]:bounds[i + 1]] for i, split in enumerate(SPLITS)}
+
+
+def _folder(src) -> Path:
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: no such folder")
+    return src
+
+
+# --- IXI -------------------------------------------------------------------------------------------
+
+_IXI_NAME = re.compile(r"^IXI(\d+)-.*-T2\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def _ixi_load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    volume = read_image(path)
+    if volume.ndim != 3 or volume.shape[:2] != (IXI_SIZE, IXI_SIZE):
+        raise DataError(f"{path}: expected a {IXI_SIZE}x{IXI_SIZE}xN T2 volume; got shape {volume.shape}")
+    if volume.shape[2] < IXI_SLICES:
+        raise DataError(f"{path}: has {volume.shape[2]} slices, fewer than the {IXI_SLICES} central ones asked for")
+    first = (volume.shape[2] - IXI_SLICES) // 2
+    hq = np.moveaxis(volume[:, :, first:first + IXI_SLICES], 2, 0).astype(np.float32)
+    lq = np.stack([degradations.mri_kspace_crop(s) for s in hq]).astype(np.float32)
+    return lq, hq
+
+
+def ixi_cases(src) -> dict[str, list[Case]]:
+    files = [p for p in _folder(src).iterdir() if _IXI_NAME.match(p.name)]
+    if not files:
+        raise DataError(f"{src}: no IXI T2 volumes (IXI<id>-...-T2.nii.gz)")
+    files.sort(key=lambda p: (int(_IXI_NAME.match(p.name).group(1)), p.name))
+    cases = [Case(p.name.split(".")[0], IXI_SLICES, lambda p=p: _ixi_load(p)) for p in files]
+    return _by_split(cases, IXI_SPLIT)
+
+
+# --- AAPM ------------------------------------------------------------------------------------------
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and (kind_of(p) == "dicom" or p.suffix == ""))
+
+
+def _position(path: Path) -> float:
+    import pydicom
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as err:
+        raise DataError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from None
+    if "ImagePositionPatient" in ds:
+        return float(ds.ImagePositionPatient[2])
+    if "SliceLocation" in ds:
+        return float(ds.SliceLocation)
+    raise DataError(f"{path}: has neither ImagePositionPatient nor SliceLocation to pair slices by")
+
+
+def _series(patient: Path, word: str) -> Path:
+    found = [d for d in patient.rglob("*") if d.is_dir() and word in d.name.lower()]
+    found = [d for d in found if not any(word in p.name.lower() for p in d.parents if p != patient and p in found)]
+    if len(found) != 1:
+        raise DataError(f"{patient}: expected one folder with '{word}' in its name; found {len(found)}")
+    return found[0]
+
+
+def _aapm_pairs(patient: Path) -> list[tuple[Path, Path]]:
+    full, quarter = (_dicom_files(_series(patient, w)) for w in ("full", "quarter"))
+    by_z = {round(_position(p), 3): p for p in quarter}
+    pairs = [(by_z[z], p) for p in full if (z := round(_position(p), 3)) in by_z]
+    if not pairs:
+        raise DataError(f"{patient}: no full-dose slice has a quarter-dose slice at the same position")
+    return sorted(pairs, key=lambda pair: _position(pair[1]))
+
+
+def _aapm_load(patient: Path) -> tuple[np.ndarray, np.ndarray]:
+    lq, hq = [], []
+    for low, high in _aapm_pairs(patient):
+        low_image, high_image = read_dicom(low)[1], read_dicom(high)[1]
+        if low_image.shape != high_image.shape:
+            raise DataError(f"{low} and {high}: a pair with different shapes {low_image.shape} vs {high_image.shape}")
+        lq.append(low_image)
+        hq.append(high_image)
+    return np.stack(lq), np.stack(hq)
+
+
+def aapm_cases(src) -> dict[str, list[Case]]:
+    patients = sorted(d for d in _folder(src).iterdir() if d.is_dir())
+    if not patients:
+        raise DataError(f"{src}: no patient folders")
+    cases = []
+    for patient in patients:
+        try:
+            count = len(_aapm_pairs(patient))
+        except DataError as err:
+            cases.append(Case(patient.name, 0, lambda err=err: (_ for _ in ()).throw(err)))
+            continue
+        cases.append(Case(patient.name, count, lambda p=patient: _aapm_load(p)))
+    return _by_split(cases, AAPM_SPLIT)
+
+
+# --- paired folders (PET and any LQ/HQ pairs) -------------------------------------------------------
+
+def _as_slices(path: Path, array: np.ndarray) -> np.ndarray:
+    return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+
+
+def _paired_load(lq_path: Path, hq_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    lq, hq = read_image(lq_path), read_image(hq_path)
+    if lq.shape != hq.shape:
+        raise DataError(f"{lq_path} and {hq_path}: a pair with different shapes {lq.shape} vs {hq.shape}")
+    return _as_slices(lq_path, lq), _as_slices(hq_path, hq)
+
+
+def _slice_count(path: Path) -> int:
+    if kind_of(path) == "nifti":
+        import nibabel as nib
+        try:
+            shape = [s for s in nib.load(path).shape if s != 1] or [1]
+        except Exception as err:
+            raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from None
+        return 1 if len(shape) == 2 else int(shape[-1])
+    if kind_of(path) == "numpy":
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (ValueError, OSError) as err:
+            raise DataError(f"{path}: not a readable .npy file ({err})") from None
+        return 1 if len(shape) == 2 else int(shape[-1])
+    return 1
+
+
+def paired_cases(src) -> dict[str, list[Case]]:
+    root = _folder(src)
+    hq_dir, lq_dir = root / "hq", root / "lq"
+    for folder in (hq_dir, lq_dir):
+        if not folder.is_dir():
+            raise DataError(f"{root}: expected the sub-folders hq/ and lq/; {folder.name}/ is missing")
+    hq_files = {p.name: p for p in hq_dir.iterdir() if kind_of(p)}
+    lq_files = {p.name: p for p in lq_dir.iterdir() if kind_of(p)}
+    unmatched = sorted(set(hq_files) ^ set(lq_files))
+    if unmatched:
+        raise DataError(f"{root}: files without a partner in the other folder: {', '.join(unmatched[:5])}")
+    if not hq_files:
+        raise DataError(f"{root}: no image files in hq/ and lq/")
+    cases = []
+    for name in sorted(hq_files):
+        cases.append(Case(name, _slice_count(hq_files[name]),
+                          lambda name=name: _paired_load(lq_files[name], hq_files[name])))
+    return _by_split(cases, (8, 1, 1))
+
+
+# --- phantoms --------------------------------------------------------------------------------------
+
+DEGRADE = {
+    "mri": lambda image, seed: degradations.mri_kspace_crop(image),
+    "ct": lambda image, seed: degradations.ct_low_dose(image, seed=seed),
+    "pet": lambda image, seed: degradations.pet_low_count(image, seed=seed),
+}
+
+
+def phantom_pair(modality: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One (lq, hq) phantom pair, deterministic from ``seed``."""
+    hq = phantoms.phantom(modality, size, seed)
+    lq = DEGRADE[modality](hq, seed).astype(np.float32)
+    low, high = phantoms.MODALITY_RANGES[modality]
+    return np.clip(lq, low, high), hq
+
+
+def phantom_cases(modality: str, counts: tuple[int, int, int] = (32, 4, 8), size: int = 128,
+                  seed: int = 0) -> dict[str, list[Case]]:
+    """Phantom pairs, one per case; split s uses seeds ``seed * 10^6 + s * 10^5 + i`` (disjoint)."""
+    if modality not in DEGRADE:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(DEGRADE)}")
+    out = {}
+    for s, (split, count) in enumerate(zip(SPLITS, counts)):
+        seeds = [seed * 10 ** 6 + s * 10 ** 5 + i for i in range(count)]
+        out[split] = [Case(f"{modality}-{x}", 1, lambda x=x: tuple(a[None] for a in phantom_pair(modality, size, x)))
+                      for x in seeds]
+    return out
+
+
+def iter_slices(cases: list[Case]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    for case in cases:
+        lq, hq = case.load()
+        yield case.name, lq, hq

@@ -1,0 +1,248 @@
+"""Real-format sources built in the tests (NIfTI with nibabel, DICOM series with pydicom, in their
+real folder layouts), prepared datasets, the CLI, training samples and every bad-input case."""
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from benchmark.data import __main__ as cli
+from benchmark.data import dataset, degradations, io, prepared, sources
+
+
+# --- writers of real formats --------------------------------------------------------------------
+
+def write_nifti(path, volume):
+    nib.save(nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.eye(4)), path)
+
+
+def write_dicom(path, hu, z, slope=1.0, intercept=-1024.0):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.round((hu - intercept) / slope).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+# --- io -----------------------------------------------------------------------------------------
+
+def test_read_image_in_physical_units(tmp_path):
+    volume = np.random.default_rng(0).uniform(0, 4095, (6, 5, 4)).astype(np.float32)
+    write_nifti(tmp_path / "a.nii.gz", volume)
+    np.testing.assert_allclose(io.read_image(tmp_path / "a.nii.gz"), volume, rtol=1e-6)
+    hu = np.array([[-1000.0, 0.0], [40.0, 1200.0]])
+    write_dicom(tmp_path / "s.dcm", hu, z=1.0, slope=0.5, intercept=-1024.0)
+    np.testing.assert_allclose(io.read_image(tmp_path / "s.dcm"), hu)          # slope and intercept applied
+    np.save(tmp_path / "x.npy", hu)
+    np.testing.assert_allclose(io.read_image(tmp_path / "x.npy"), hu)
+
+
+def test_read_image_names_the_bad_file(tmp_path):
+    write_nifti(tmp_path / "good.nii.gz", np.zeros((4, 4, 4)))
+    data = (tmp_path / "good.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(io.DataError, match="cut.nii.gz: not a readable NIfTI"):
+        io.read_image(tmp_path / "cut.nii.gz")
+    (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(io.DataError, match="junk.dcm: not a readable DICOM"):
+        io.read_image(tmp_path / "junk.dcm")
+    np.save(tmp_path / "nan.npy", np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(io.DataError, match="nan.npy: contains 1 NaN"):
+        io.read_image(tmp_path / "nan.npy")
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(io.DataError, match="unknown image format"):
+        io.read_image(tmp_path / "a.png")
+    with pytest.raises(io.DataError, match="no such file"):
+        io.read_image(tmp_path / "missing.nii")
+
+
+# --- IXI ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_ixi(monkeypatch):
+    monkeypatch.setattr(sources, "IXI_SIZE", 16)
+    monkeypatch.setattr(sources, "IXI_SLICES", 4)
+
+
+def write_ixi(folder, ids, slices=7):
+    folder.mkdir(exist_ok=True)
+    for i in ids:
+        volume = np.zeros((16, 16, slices), dtype=np.float32)
+        volume += np.arange(slices, dtype=np.float32) * 100 + i                  # slice k holds 100 k + id
+        write_nifti(folder / f"IXI{i:03d}-Guys-{i}-T2.nii.gz", volume)
+
+
+def test_ixi_takes_the_central_slices_and_splits_by_subject(tmp_path, small_ixi):
+    write_ixi(tmp_path / "raw", [12, 2, 30, 7, 5])
+    (tmp_path / "raw" / "IXI002-Guys-2-PD.nii.gz").write_bytes(b"")             # other contrasts ignored
+    cases = sources.ixi_cases(tmp_path / "raw")
+    assert [c.name for split in sources.SPLITS for c in cases[split]] == [
+        "IXI002-Guys-2-T2", "IXI005-Guys-5-T2", "IXI007-Guys-7-T2", "IXI012-Guys-12-T2", "IXI030-Guys-30-T2"]
+    assert [len(cases[s]) for s in sources.SPLITS] == [3, 1, 1]                  # 405/59/114 proportions
+    lq, hq = cases["train"][0].load()
+    np.testing.assert_allclose(hq[:, 0, 0], [102, 202, 302, 402])                # slices 1..4 of 7
+    np.testing.assert_allclose(lq[0], degradations.mri_kspace_crop(hq[0]), rtol=1e-6)
+
+
+def test_ixi_split_is_the_papers_for_the_full_set():
+    assert sources.split_counts(578, sources.IXI_SPLIT) == (405, 59, 114)
+    assert sources.split_counts(10, sources.AAPM_SPLIT) == (8, 1, 1)
+
+
+def test_ixi_volume_with_too_few_slices(tmp_path, small_ixi):
+    write_ixi(tmp_path / "raw", [1], slices=3)
+    with pytest.raises(io.DataError, match="has 3 slices, fewer than the 4"):
+        sources.ixi_cases(tmp_path / "raw")["train"][0].load()
+
+
+# --- AAPM ---------------------------------------------------------------------------------------
+
+def write_aapm(root, patients, slices=3, size=8):
+    for p, name in enumerate(patients):
+        for dose, offset in (("full_3mm", 0.0), ("quarter_3mm", 5.0)):
+            folder = root / name / dose
+            folder.mkdir(parents=True)
+            for k in range(slices):
+                z = -100.0 + 3 * k
+                hu = np.full((size, size), 10.0 * k + offset + p)
+                number = (slices - k) * 7 % 11 if dose.startswith("full") else k     # the series' file
+                write_dicom(folder / f"{dose}_{number:04d}.IMA", hu, z)                # orders differ
+
+
+def test_aapm_pairs_slices_by_position_in_hu(tmp_path):
+    write_aapm(tmp_path, ["L067", "L096", "L109"])
+    cases = sources.aapm_cases(tmp_path)
+    assert [c.name for c in cases["train"]] == ["L067"] and cases["train"][0].slices == 3
+    lq, hq = cases["train"][0].load()
+    np.testing.assert_allclose(hq[:, 0, 0], [0.0, 10.0, 20.0])                   # sorted by z
+    np.testing.assert_allclose(lq[:, 0, 0], [5.0, 15.0, 25.0])                   # quarter dose, same z
+
+
+def test_aapm_patient_without_quarter_dose(tmp_path):
+    write_aapm(tmp_path, ["L067"])
+    for f in (tmp_path / "L067" / "quarter_3mm").iterdir():
+        f.unlink()
+    (tmp_path / "L067" / "quarter_3mm").rmdir()
+    case = sources.aapm_cases(tmp_path)["train"][0]
+    with pytest.raises(io.DataError, match="expected one folder with 'quarter'"):
+        case.load()
+
+
+# --- prepared datasets and the CLI ----------------------------------------------------------------
+
+def write_paired(root, names, shape=(12, 12), bad=None):
+    for sub in ("hq", "lq"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        hq = np.full(shape, float(i + 1), dtype=np.float32)
+        np.save(root / "hq" / name, hq)
+        np.save(root / "lq" / name, hq * 0.5 if name != bad else hq[:-1])
+
+
+def test_prepare_writes_memory_mapped_splits_and_a_manifest(tmp_path, capsys):
+    write_paired(tmp_path / "raw", [f"case{i:02d}.npy" for i in range(10)])
+    out = tmp_path / "prepared"
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    manifest = prepared.read_manifest(out)
+    assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 8, "val": 1, "test": 1}
+    lq, hq = prepared.open_split(out, "train")
+    assert isinstance(hq, np.memmap) and hq.shape == (8, 12, 12)
+    np.testing.assert_allclose(hq[:, 0, 0], np.arange(1, 9)) and np.testing.assert_allclose(lq, hq * 0.5)
+    assert prepared.verify(out) == []
+    assert cli.main(["info", str(out)]) == 0
+    assert "train       8 slices" in capsys.readouterr().out
+    with open(out / "train" / "hq.f32", "r+b") as f:                            # a flipped byte
+        f.seek(10)
+        f.write(b"\x01")
+    assert prepared.verify(out) == ["train/hq.f32"]
+
+
+def test_bad_pair_fails_or_is_skipped_and_listed(tmp_path, capsys):
+    write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)], bad="c3.npy")
+    out = tmp_path / "p"
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 2
+    assert "c3.npy: a pair with different shapes" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".p.partial*"))          # nothing half-written
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet",
+                     "--skip-bad"]) == 0
+    manifest = prepared.read_manifest(out)
+    assert manifest["splits"]["train"]["count"] == 7 and manifest["skipped"][0]["case"] == "c3.npy"
+
+
+def test_interrupted_preparation_leaves_nothing(tmp_path):
+    def interrupted():
+        raise KeyboardInterrupt
+    cases = {"train": [sources.Case("ok", 1, lambda: (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))),
+                       sources.Case("boom", 1, interrupted)]}
+    with pytest.raises(KeyboardInterrupt):
+        prepared.write(tmp_path / "out", cases, task="x", modality="ct", source="test", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_folders_and_options(tmp_path, capsys):
+    assert cli.main(["prepare", "mri", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    (tmp_path / "raw").mkdir()
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
+    assert "expected the sub-folders hq/ and lq/" in capsys.readouterr().err
+    assert cli.main(["prepare", "paired", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
+    assert "needs --modality" in capsys.readouterr().err
+    assert cli.main(["info", str(tmp_path)]) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+
+
+def test_phantom_task_needs_no_files_and_trains_on_crops(tmp_path):
+    out = tmp_path / "ph"
+    assert cli.main(["prepare", "phantom-mri", "--out", str(out), "--count", "3", "1", "1", "--size", "32",
+                     "--quiet"]) == 0
+    train = dataset.open_dataset(str(out), "train", crop=16, seed=1)
+    first = train[0]
+    assert first["lq"].shape == (1, 16, 16) and first["task"] == "phantom-mri"
+    assert 0.0 <= float(first["hq"].min()) and float(first["hq"].max()) <= 1.0   # normalised
+    again = train[0]
+    assert np.array_equal(first["lq"].numpy(), again["lq"].numpy())              # same epoch, same crop
+    train.set_epoch(1)
+    evaluation = dataset.open_dataset(str(out), "test")
+    assert evaluation[0]["hq"].shape == (1, 32, 32)
+    memory = dataset.open_dataset("phantom-mri", "val", phantom_size=32)
+    assert len(memory) == 4                                                     # default counts 32/4/8
+
+
+def test_all_in_one_labels_every_sample(tmp_path):
+    for task in ("phantom-mri", "phantom-pet"):
+        cli.main(["prepare", task, "--out", str(tmp_path / task), "--count", "2", "1", "1", "--size", "32", "--quiet"])
+    out = tmp_path / "all"
+    assert cli.main(["prepare", "all-in-one", "--from", str(tmp_path / "phantom-mri"), str(tmp_path / "phantom-pet"),
+                     "--out", str(out)]) == 0
+    data = dataset.open_dataset(str(out), "train", crop=16)
+    assert len(data) == 4 and [data[i]["task"] for i in range(4)] == ["phantom-mri"] * 2 + ["phantom-pet"] * 2
+    assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["count"] == 4
+
+
+def test_gzip_magic_is_not_enough(tmp_path):
+    (tmp_path / "fake.nii.gz").write_bytes(gzip.compress(b"garbage"))
+    with pytest.raises(io.DataError, match="fake.nii.gz"):
+        io.read_image(tmp_path / "fake.nii.gz")
+
+
+def test_score_inputs_reports_the_input_quality(tmp_path, capsys):
+    out = tmp_path / "ph"
+    cli.main(["prepare", "phantom-ct", "--out", str(out), "--count", "1", "1", "2", "--size", "32", "--quiet"])
+    assert cli.main(["score-inputs", str(out)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| phantom-ct")][0]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[:3] == ["phantom-ct", "test", "2"] and 0 < float(cells[4]) < 1
