@@ -132,6 +132,18 @@ def test_aapm_pairs_slices_by_position_in_hu(tmp_path):
     np.testing.assert_allclose(lq[:, 0, 0], [5.0, 15.0, 25.0])                   # quarter dose, same z
 
 
+def test_aapm_with_two_slice_thicknesses_needs_a_series(tmp_path):
+    write_aapm(tmp_path / "a", ["L067"])
+    write_aapm(tmp_path / "b", ["L067"])
+    for dose in ("full", "quarter"):                                            # add a 1 mm series
+        (tmp_path / "a" / "L067" / f"{dose}_3mm").rename(tmp_path / "a" / "L067" / f"{dose}_1mm")
+        (tmp_path / "b" / "L067" / f"{dose}_3mm").rename(tmp_path / "a" / "L067" / f"{dose}_3mm")
+    case = sources.aapm_cases(tmp_path / "a")["train"][0]
+    with pytest.raises(io.DataError, match=r"found full_1mm, full_3mm \(choose one with --series"):
+        case.load()
+    assert sources.aapm_cases(tmp_path / "a", series="3mm")["train"][0].slices == 3
+
+
 def test_aapm_patient_without_quarter_dose(tmp_path):
     write_aapm(tmp_path, ["L067"])
     for f in (tmp_path / "L067" / "quarter_3mm").iterdir():

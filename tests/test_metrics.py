@@ -1,7 +1,7 @@
 """Metrics against independent formulas and scikit-image, and the paper's evaluation protocol."""
 import numpy as np
 import pytest
-from skimage.metrics import structural_similarity
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from benchmark import metrics
 
@@ -18,6 +18,8 @@ def test_psnr_and_rmse_match_their_formulas():
     assert metrics.rmse(pred, gt) == pytest.approx(mse ** 0.5, rel=1e-12)
     assert metrics.psnr(pred, gt, 100.0) == pytest.approx(20 * np.log10(100.0) - 10 * np.log10(mse), rel=1e-12)
     assert metrics.psnr(gt, gt, 1.0) == float("inf")
+    assert metrics.psnr(pred, gt, 100.0) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=100.0))
+    assert metrics.rmse(pred, gt) == pytest.approx(mean_squared_error(gt, pred) ** 0.5)
 
 
 def test_ssim_equals_scikit_image_with_the_papers_window():

@@ -36,7 +36,8 @@ def _prepare(args) -> dict:
     modality = args.modality or modality
     if modality is None:
         raise DataError("task 'paired' needs --modality (ct, mri or pet)")
-    return prepared.write(args.out, reader(args.src), task=args.task, modality=modality,
+    cases = reader(args.src, series=args.series) if args.task == "ct" else reader(args.src)
+    return prepared.write(args.out, cases, task=args.task, modality=modality,
                           source=f"{source}: {args.src}", skip_bad=args.skip_bad, progress=not args.quiet)
 
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--src", help="the raw data folder")
     prep.add_argument("--out", required=True, help="the prepared dataset folder to create")
     prep.add_argument("--modality", choices=["ct", "mri", "pet"], help="for task 'paired'")
+    prep.add_argument("--series", help="ct: the series to use when a patient has several, e.g. 3mm")
     prep.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs (listed in the manifest)")
     prep.add_argument("--from", dest="from_", nargs="+", help="all-in-one: the prepared datasets to combine")
     prep.add_argument("--count", type=int, nargs=3, default=[32, 4, 8], metavar=("TRAIN", "VAL", "TEST"),

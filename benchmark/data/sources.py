@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -109,16 +109,20 @@ def _position(path: Path) -> float:
     raise DataError(f"{path}: has neither ImagePositionPatient nor SliceLocation to pair slices by")
 
 
-def _series(patient: Path, word: str) -> Path:
-    found = [d for d in patient.rglob("*") if d.is_dir() and word in d.name.lower()]
-    found = [d for d in found if not any(word in p.name.lower() for p in d.parents if p != patient and p in found)]
+def _series(patient: Path, word: str, series: str | None) -> Path:
+    """The one folder under ``patient`` named with ``word`` (and ``series``, e.g. '3mm', if given)."""
+    found = [d for d in patient.rglob("*") if d.is_dir() and word in d.name.lower()
+             and (series is None or series.lower() in d.name.lower())]
+    found = [d for d in found if not any(other in d.parents for other in found)]   # outermost only
     if len(found) != 1:
-        raise DataError(f"{patient}: expected one folder with '{word}' in its name; found {len(found)}")
+        names = ", ".join(sorted(str(d.relative_to(patient)) for d in found)) or "none"
+        hint = " (choose one with --series, e.g. --series 3mm)" if len(found) > 1 else ""
+        raise DataError(f"{patient}: expected one folder with '{word}' in its name; found {names}{hint}")
     return found[0]
 
 
-def _aapm_pairs(patient: Path) -> list[tuple[Path, Path]]:
-    full, quarter = (_dicom_files(_series(patient, w)) for w in ("full", "quarter"))
+def _aapm_pairs(patient: Path, series: str | None) -> list[tuple[Path, Path]]:
+    full, quarter = (_dicom_files(_series(patient, w, series)) for w in ("full", "quarter"))
     by_z = {round(_position(p), 3): p for p in quarter}
     pairs = [(by_z[z], p) for p in full if (z := round(_position(p), 3)) in by_z]
     if not pairs:
@@ -126,9 +130,9 @@ def _aapm_pairs(patient: Path) -> list[tuple[Path, Path]]:
     return sorted(pairs, key=lambda pair: _position(pair[1]))
 
 
-def _aapm_load(patient: Path) -> tuple[np.ndarray, np.ndarray]:
+def _aapm_load(patient: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
     lq, hq = [], []
-    for low, high in _aapm_pairs(patient):
+    for low, high in _aapm_pairs(patient, series):
         low_image, high_image = read_dicom(low)[1], read_dicom(high)[1]
         if low_image.shape != high_image.shape:
             raise DataError(f"{low} and {high}: a pair with different shapes {low_image.shape} vs {high_image.shape}")
@@ -137,24 +141,32 @@ def _aapm_load(patient: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(lq), np.stack(hq)
 
 
-def aapm_cases(src) -> dict[str, list[Case]]:
+def _failing(err: DataError) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """A case that could not even be listed: loading it raises the error (skipped with --skip-bad)."""
+    def load():
+        raise err
+    return load
+
+
+def aapm_cases(src, series: str | None = None) -> dict[str, list[Case]]:
     patients = sorted(d for d in _folder(src).iterdir() if d.is_dir())
     if not patients:
         raise DataError(f"{src}: no patient folders")
     cases = []
     for patient in patients:
         try:
-            count = len(_aapm_pairs(patient))
+            count = len(_aapm_pairs(patient, series))
         except DataError as err:
-            cases.append(Case(patient.name, 0, lambda err=err: (_ for _ in ()).throw(err)))
+            cases.append(Case(patient.name, 0, _failing(err)))
             continue
-        cases.append(Case(patient.name, count, lambda p=patient: _aapm_load(p)))
+        cases.append(Case(patient.name, count, lambda p=patient: _aapm_load(p, series)))
     return _by_split(cases, AAPM_SPLIT)
 
 
 # --- paired folders (PET and any LQ/HQ pairs) -------------------------------------------------------
 
-def _as_slices(path: Path, array: np.ndarray) -> np.ndarray:
+def _as_slices(array: np.ndarray) -> np.ndarray:
+    """A 2D image as one slice; a volume as its slices along the last axis."""
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
 
 
@@ -162,7 +174,7 @@ def _paired_load(lq_path: Path, hq_path: Path) -> tuple[np.ndarray, np.ndarray]:
     lq, hq = read_image(lq_path), read_image(hq_path)
     if lq.shape != hq.shape:
         raise DataError(f"{lq_path} and {hq_path}: a pair with different shapes {lq.shape} vs {hq.shape}")
-    return _as_slices(lq_path, lq), _as_slices(hq_path, hq)
+    return _as_slices(lq), _as_slices(hq)
 
 
 def _slice_count(path: Path) -> int:
@@ -231,8 +243,3 @@ def phantom_cases(modality: str, counts: tuple[int, int, int] = (32, 4, 8), size
                       for x in seeds]
     return out
 
-
-def iter_slices(cases: list[Case]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for case in cases:
-        lq, hq = case.load()
-        yield case.name, lq, hq
