@@ -214,7 +214,61 @@ def use_backend(backend: str):
         _default_backend = previous
 
 
+_as_single_ops = False
+
+
+@contextlib.contextmanager
+def as_single_ops():
+    """Inside the block each ``bi_wkv`` / ``uni_wkv`` call is one node of a traced graph (the
+    autograd Functions ``BiWKVOp`` / ``UniWKVOp``) whatever backend runs inside, so that op counters
+    such as ``benchmark.profile`` can count it. Forward only."""
+    global _as_single_ops
+    previous, _as_single_ops = _as_single_ops, True
+    try:
+        yield
+    finally:
+        _as_single_ops = previous
+
+
+class _SingleOp(torch.autograd.Function):
+    @staticmethod
+    def backward(ctx, gy):
+        raise RuntimeError("WKV ops inside as_single_ops() are for counting; they have no backward")
+
+
+@contextlib.contextmanager
+def _untraced():
+    """The body of a single-op WKV is not recorded by torch.jit.trace (only the op itself is)."""
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+class BiWKVOp(_SingleOp):
+    @staticmethod
+    def forward(ctx, w, u, k, v, backend):
+        with _untraced():
+            return bi_wkv(w, u, k, v, backend=backend)
+
+
+class UniWKVOp(_SingleOp):
+    @staticmethod
+    def forward(ctx, w, u, k, v, backend):
+        with _untraced():
+            return uni_wkv(w, u, k, v, backend=backend)
+
+
 def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None) -> torch.Tensor:
+    global _as_single_ops
+    if _as_single_ops:
+        _as_single_ops = False
+        try:
+            return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
+        finally:
+            _as_single_ops = True
     _check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
     _used.add(chosen)

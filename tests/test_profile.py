@@ -1,0 +1,88 @@
+"""Profiling: MAC handles against hand counts, both conventions on Restore-RWKV, the CLI end to end."""
+import csv
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+import models
+from benchmark import profile
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)             # 16x16 out: 4*256 * 1*9
+        self.depthwise = nn.Conv2d(4, 4, 5, padding=2, groups=4, bias=False)   # 4*256 * 25
+        self.norm = nn.LayerNorm(4)                           # 2 per element: 2 * 1024
+        self.linear = nn.Linear(4, 6)                         # 256*6 * 4
+        self.back = nn.Linear(6, 1)                           # 256 * 6
+
+    def forward(self, x):
+        x = self.depthwise(self.conv(x)).permute(0, 2, 3, 1)
+        return self.back(torch.relu(self.linear(self.norm(x)))).permute(0, 3, 1, 2)
+
+
+def test_paper_and_full_conventions_on_hand_counted_modules():
+    expected = 4 * 256 * 9 + 4 * 256 * 25 + 2 * 1024 + 256 * 6 * 4 + 256 * 6
+    paper, uncounted = profile.count_macs(Small(), (1, 1, 16, 16), "paper")
+    assert paper * 1e9 == pytest.approx(expected) and uncounted == []
+    full, uncounted = profile.count_macs(Small(), (1, 1, 16, 16), "full")
+    # fvcore counts a LayerNorm as 5 per element (mean, variance, normalise, affine) instead of 2
+    assert full * 1e9 == pytest.approx(expected - 2 * 1024 + 5 * 1024) and uncounted == []
+
+
+def test_full_convention_counts_wkv_and_names_what_it_cannot_count(monkeypatch):
+    tiny = models.create_model("restore_rwkv_tiny")
+    with_wkv, missing = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    assert missing == []
+    monkeypatch.setattr(profile, "WKV_MACS_PER_ELEMENT", {"BiWKVOp": 0, "UniWKVOp": 0})
+    without, _ = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    # tokens x channels of the blocks (dim 8; level 1 decoder and refinement at 16), 2 passes each
+    tokens_channels = 64 ** 2 * 8 + 32 ** 2 * 16 + 16 ** 2 * 32 + 8 ** 2 * 64 + 16 ** 2 * 32 + 32 ** 2 * 16 \
+        + 2 * 64 ** 2 * 16
+    assert (with_wkv - without) * 1e9 == pytest.approx(7 * 2 * tokens_channels)
+    monkeypatch.setattr(profile, "ELEMENTWISE", set())
+    _, missing = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    assert "aten::mul" in missing and "aten::sigmoid" in missing               # never silently dropped
+
+
+def test_restore_rwkv_counts():
+    model = models.create_model("restore_rwkv")
+    assert round(profile.count_params(model, deploy=True) * 1e6) == 27_846_625
+    assert round(profile.count_params(model) * 1e6) == 27_996_737
+    paper, _ = profile.count_macs(model, (1, 1, 128, 128), "paper")
+    # conv 2.7203 G + linear 33.3699 G + LayerNorm 2 x 0.0472 G. The paper reports 37.4585 G; the
+    # difference (1.27 G) is not explained yet (see the profiling issue).
+    assert paper == pytest.approx(36.1845, abs=1e-4)
+
+
+def test_growth_exponent():
+    assert profile.growth_exponent([1, 4, 16], [3, 12, 48]) == pytest.approx(1.0)
+    assert profile.growth_exponent([1, 4, 16], [1, 16, 256]) == pytest.approx(2.0)
+
+
+def test_latency_modes():
+    tiny = models.create_model("restore_rwkv_tiny")
+    for mode in ("infer", "train"):
+        result = profile.measure_latency(tiny, (1, 1, 16, 16), mode=mode, repeat=2)
+        assert result["min_ms"] <= result["median_ms"] <= result["max_ms"]
+    with pytest.raises(ValueError, match="unknown mode"):
+        profile.measure_latency(tiny, (1, 1, 16, 16), mode="eval")
+
+
+def test_cli_writes_csv_table_and_plot(tmp_path, capsys):
+    assert profile.main(["--models", "restore_rwkv_tiny", "--sizes", "16", "32", "--repeat", "1",
+                         "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "scaling.csv")))
+    assert [int(r["size"]) for r in rows] == [16, 32] and all(float(r["median_ms"]) > 0 for r in rows)
+    if sys.platform == "linux":
+        assert all(float(r["peak_mb"]) > 0 for r in rows)                       # the worker's own peak
+    assert float(rows[1]["full_gmacs"]) == pytest.approx(4 * float(rows[0]["full_gmacs"]), rel=0.01)
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    table = (tmp_path / "scaling.md").read_text()
+    assert "| restore_rwkv_tiny | 16, 32 |" in table
+    assert "| restore_rwkv_tiny |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        profile.main(["--models", "nope"])
