@@ -4,11 +4,11 @@
 
 MAC conventions (both in G multiply-accumulates, always named in the output):
 
-- ``paper``: module level, what a thop-style counter sees and the paper's FLOPs column uses:
-  ``Conv2d`` (output elements x in/groups x kh x kw), ``ConvTranspose2d`` (input elements x
-  out/groups x kh x kw), ``Linear`` (output elements x in_features) and the norms (2 per element
-  with an affine transform, 1 without). Attention matmuls, scans and WKV are not modules and are
-  not counted.
+- ``paper``: module level, what thop (the counter behind the paper's FLOPs column) sees, on the
+  deploy form of a re-parameterizable model: ``Conv2d`` (output elements x in/groups x kh x kw),
+  ``ConvTranspose2d`` (input elements x out/groups x kh x kw), ``Linear`` (output elements x
+  in_features) and the norms (thop's 2 per element, doubled with an affine transform). Attention
+  matmuls, scans and WKV are not modules and are not counted.
 - ``full``: every op of the traced graph (fvcore), with the project's handles: WKV as one op per
   call (``bi_wkv`` 7 MACs per token and channel: e v, the past and future numerator and
   denominator recurrences, the two bonus terms; ``uni_wkv`` 5), besides fvcore's convolutions,
@@ -56,6 +56,9 @@ def count_params(model: nn.Module, deploy: bool = False) -> float:
 
 
 def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
+    if hasattr(model, "reparameterize"):                       # the paper counts the deploy form
+        import copy
+        model = copy.deepcopy(model).reparameterize()
     total = [0]
 
     def hook(module, inputs, output):
@@ -65,9 +68,9 @@ def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
             total[0] += inputs[0].numel() * module.out_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         elif isinstance(module, nn.Linear):
             total[0] += output.numel() * module.in_features
-        elif isinstance(module, NORMS):
+        elif isinstance(module, NORMS):                         # thop: 2 per element, twice that if affine
             affine = getattr(module, "elementwise_affine", getattr(module, "affine", False))
-            total[0] += inputs[0].numel() * (2 if affine else 1)
+            total[0] += 2 * inputs[0].numel() * (2 if affine else 1)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear) + NORMS)]
     try:

@@ -84,9 +84,12 @@ class OmniShift(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         image = x.permute(0, 3, 1, 2)                                            # (B, C, H, W) view
-        # Eq. 11 is linear in the branch kernels, so alpha_0 x + sum_i alpha_i conv_i(x) is one conv
-        # with the fused kernel: one pass instead of one per branch, same values and gradients.
-        out = F.conv2d(image, self.fused_weight(), padding=self.kernel // 2, groups=image.shape[1])
+        if self.is_multi_branch:
+            # Eq. 11 is linear in the branch kernels, so alpha_0 x + sum_i alpha_i conv_i(x) is one
+            # conv with the fused kernel: one pass instead of one per branch, same values and gradients.
+            out = F.conv2d(image, self.fused_weight(), padding=self.kernel // 2, groups=image.shape[1])
+        else:
+            out = self.conv(image)
         return [out.permute(0, 2, 3, 1)] * self.n_out
 
     def fused_weight(self) -> torch.Tensor:
