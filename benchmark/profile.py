@@ -172,7 +172,7 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")                   # resets VmHWM to VmRSS
 
 
-def _profile_one(name: str, size: int, mode: str, repeat: int, queue) -> None:
+def _profile_one(name: str, size: int, batch: int, mode: str, repeat: int, queue) -> None:
     """Runs in its own process, so that a crash or an out-of-memory stays there; CPU peak memory
     is the process's resident-set high-water mark above its level before the timed calls."""
     try:
@@ -183,29 +183,44 @@ def _profile_one(name: str, size: int, mode: str, repeat: int, queue) -> None:
             baseline = _rss_mb("VmRSS")
         except OSError:
             baseline = None                                          # not Linux: no CPU peak memory
-        latency = measure_latency(model, (1, 1, size, size), mode=mode, repeat=repeat)
+        latency = measure_latency(model, (batch, 1, size, size), mode=mode, repeat=repeat)
         if baseline is not None:
             latency.setdefault("peak_mb", max(_rss_mb("VmHWM") - baseline, 0.0))
         macs, uncounted = count_macs(model, (1, 1, size, size), "full")
-        queue.put({"model": name, "size": size, **latency, "full_gmacs": macs, "uncounted": " ".join(uncounted),
+        queue.put({"model": name, "size": size, "batch": batch, **latency, "full_gmacs": macs,
+                   "uncounted": " ".join(uncounted),
                    "wkv_backend": " ".join(sorted(wkv.used_backends()))})
     except Exception as err:  # reported, not raised: the sweep goes on
         queue.put({"model": name, "size": size, "error": f"{type(err).__name__}: {err}"})
 
 
-def sweep(names, sizes, mode: str = "infer", repeat: int = 3) -> list[dict]:
+def _out_of_memory(row: dict, exitcode: int | None) -> bool:
+    return exitcode == -9 or "out of memory" in row.get("error", "").lower()   # -9: the OOM killer
+
+
+def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, worker=None) -> list[dict]:
+    """Profile every (model, size) in a fresh process; an out-of-memory retries with half the batch
+    (down to 1), any other failure is recorded in the row's ``error`` and the sweep goes on.
+    ``worker(name, size, batch, mode, repeat, queue)`` is the process body (tests replace it)."""
+    worker = worker or _profile_one
     context = multiprocessing.get_context("spawn")
     rows = []
     for name in names:
         for size in sizes:
-            queue = context.Queue()
-            process = context.Process(target=_profile_one, args=(name, size, mode, repeat, queue))
-            process.start()
-            process.join()
-            row = queue.get() if not queue.empty() else {"model": name, "size": size,
-                                                          "error": f"worker exited with code {process.exitcode}"}
+            tried = batch
+            while True:
+                queue = context.Queue()
+                process = context.Process(target=worker, args=(name, size, tried, mode, repeat, queue))
+                process.start()
+                process.join()
+                row = queue.get() if not queue.empty() else {
+                    "model": name, "size": size, "error": f"worker exited with code {process.exitcode}"}
+                if "error" in row and tried > 1 and _out_of_memory(row, process.exitcode):
+                    tried //= 2
+                    continue
+                break
             rows.append(row)
-            status = row.get("error") or f"{row['median_ms']:.1f} ms, {row['full_gmacs']:.3f} GMACs"
+            status = row.get("error") or f"{row['median_ms']:.1f} ms (batch {row['batch']}), {row['full_gmacs']:.3f} GMACs"
             print(f"  {name} {size}x{size}: {status}", file=sys.stderr, flush=True)
     return rows
 
@@ -221,7 +236,7 @@ def scaling_table(rows: list[dict]) -> str:
         pixels = [r["size"] ** 2 for r in ok]
         memory = [max(float(r.get("peak_mb") or 0), 1e-3) for r in ok]
         lines.append(f"| {name} | {', '.join(str(r['size']) for r in ok)} | "
-                     f"{growth_exponent(pixels, [r['median_ms'] for r in ok]):.2f} | "
+                     f"{growth_exponent(pixels, [r['median_ms'] / r['batch'] for r in ok]):.2f} | "
                      f"{growth_exponent(pixels, memory):.2f} | "
                      f"{growth_exponent(pixels, [r['full_gmacs'] for r in ok]):.2f} | "
                      f"{ok[0]['uncounted'] or 'none'} |")
@@ -252,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--mode", choices=["infer", "train"], default="infer")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="images per call; halved on out-of-memory")
     parser.add_argument("--out", default="tables", help="folder for scaling.csv, scaling.md, scaling.png")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in models.list_models()]
     if unknown:
         parser.error(f"unknown models {unknown}; registered: {', '.join(models.list_models())}")
-    if min(args.sizes) < 8 or args.repeat < 1:
-        parser.error("sizes must be >= 8 and repeat >= 1")
+    if min(args.sizes) < 8 or args.repeat < 1 or args.batch < 1:
+        parser.error("sizes must be >= 8, repeat and batch >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("| model | params (M) | deploy params (M) | paper MACs (G, 128x128) | full MACs (G, 128x128) |")
@@ -268,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         full, uncounted = count_macs(model, convention="full")
         print(f"| {name} | {count_params(model):.4f} | {count_params(model, deploy=True):.4f} | "
               f"{count_macs(model, convention='paper')[0]:.4f} | {full:.4f}{' (incomplete)' if uncounted else ''} |")
-    rows = sweep(args.models, sorted(args.sizes), args.mode, args.repeat)
+    rows = sweep(args.models, sorted(args.sizes), args.mode, args.repeat, args.batch)
     environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "mode": args.mode}
     with open(out / "scaling.csv", "w", newline="") as f:
-        fields = ["model", "size", "median_ms", "min_ms", "max_ms", "peak_mb", "full_gmacs", "uncounted",
+        fields = ["model", "size", "batch", "median_ms", "min_ms", "max_ms", "peak_mb", "full_gmacs", "uncounted",
                   "wkv_backend", "error"]
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -86,3 +86,19 @@ def test_cli_writes_csv_table_and_plot(tmp_path, capsys):
     assert "| restore_rwkv_tiny |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         profile.main(["--models", "nope"])
+
+
+def fake_worker(name, size, batch, mode, repeat, queue):
+    """A worker that runs out of memory above batch 1 (module level: spawned processes import it)."""
+    if name == "crash":
+        raise SystemExit(3)
+    if batch > 1:
+        queue.put({"model": name, "size": size, "error": "RuntimeError: CUDA out of memory"})
+    else:
+        queue.put({"model": name, "size": size, "batch": batch, "median_ms": 1.0, "full_gmacs": 1.0})
+
+
+def test_sweep_backs_off_the_batch_and_survives_a_crash():
+    rows = profile.sweep(["fine", "crash"], [16], batch=4, worker=fake_worker)
+    assert rows[0]["batch"] == 1 and "error" not in rows[0]                     # 4 -> 2 -> 1
+    assert rows[1]["error"] == "worker exited with code 3"                      # the sweep went on
