@@ -6,7 +6,8 @@ MAC conventions (both in G multiply-accumulates, always named in the output):
 
 - ``paper``: module level, what thop (the counter behind the paper's FLOPs column) sees, on the
   deploy form of a re-parameterizable model: ``Conv2d`` (output elements x in/groups x kh x kw),
-  ``ConvTranspose2d`` (input elements x out/groups x kh x kw), ``Linear`` (output elements x
+  ``ConvTranspose2d`` (the same formula: output elements x in/groups x kh x kw, not the input
+  elements x out/groups x kh x kw that it computes), ``Linear`` (output elements x
   in_features) and the norms (thop's 2 per element, doubled with an affine transform). Attention
   matmuls, scans and WKV are not modules and are not counted.
 - ``full``: every op of the traced graph (fvcore), with the project's handles: WKV as one op per
@@ -64,8 +65,8 @@ def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
     def hook(module, inputs, output):
         if isinstance(module, nn.Conv2d):
             total[0] += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        elif isinstance(module, nn.ConvTranspose2d):
-            total[0] += inputs[0].numel() * module.out_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.ConvTranspose2d):                # thop: as a conv producing the output
+            total[0] += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         elif isinstance(module, nn.Linear):
             total[0] += output.numel() * module.in_features
         elif isinstance(module, NORMS):                         # thop: 2 per element, twice that if affine

@@ -17,9 +17,9 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ._options import check_choice
+from ._input import check_image, pad_image
 from ._registry import register_model
 from .layers.block import RRWKVBlock
 from .layers.spatial_mix import plan_scans
@@ -106,27 +106,10 @@ class RestoreRWKV(nn.Module):
         self.refinement = stage(2 * dim, num_refinement_blocks)
         self.output = nn.Conv2d(2 * dim, out_chans, 3, padding=1)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"RestoreRWKV expects an image batch of shape (B, {self.in_chans}, H, W); got {shape}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"RestoreRWKV expects {self.in_chans} input channel(s), shape (B, {self.in_chans}, H, W); "
-                             f"got {tuple(x.shape)}")
-        dtype = self.patch_embed.weight.dtype
-        if x.dtype != dtype:
-            raise ValueError(f"RestoreRWKV expects input of the model's dtype {dtype}; got {x.dtype} "
-                             "(cast the input, or the model with model.to(dtype))")
-        if min(x.shape[2:]) < 1 or x.shape[0] < 1:
-            raise ValueError(f"RestoreRWKV got an empty image batch of shape {tuple(x.shape)}")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_image("RestoreRWKV", x, self.in_chans, self.patch_embed.weight.dtype)
         height, width = x.shape[2:]
-        pad_h, pad_w = -height % 8, -width % 8                                   # 3 down-samplings
-        # Reflection needs the pad to be smaller than the side; tiny images fall back to replication.
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        image = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        image = pad_image(x, multiple=8)                                         # 3 down-samplings
 
         enc1 = self.encoder1(self.patch_embed(image))                            # (B, dim, H, W)
         enc2 = self.encoder2(self.down1(enc1))                                   # (B, 2dim, H/2, W/2)

@@ -1,0 +1,46 @@
+"""The baseline zoo: every preset restores same-size images and trains on CPU; the paper presets
+have the paper's parameters and MACs (Tables 1-2, `paper` convention at 1x1x128x128)."""
+import pytest
+import torch
+
+import models
+from benchmark import profile
+
+# name: (parameters in M, MACs in G), as printed in the paper's tables
+PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432, 628.2145),
+         "redcnn": (1.8489, 24.9226)}
+TINY = [f"{name}_tiny" for name in PAPER]
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("size", [(13, 17), (9, 8), (32, 32)])
+def test_tiny_presets_train_at_any_size(name, size):
+    torch.manual_seed(0)
+    model = models.create_model(name)
+    x = torch.rand(2, 1, *size)
+    y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    (y - x).abs().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_presets_have_the_papers_size(name):
+    model = models.create_model(name)
+    params, macs = PAPER[name]
+    assert round(profile.count_params(model), 4) == params
+    assert round(profile.count_macs(model, (1, 1, 128, 128), "paper")[0], 4) == macs
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_bad_input_is_named(name):
+    model = models.create_model(name)
+    with pytest.raises(ValueError, match="expects 1 input channel"):
+        model(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="dtype"):
+        model(torch.zeros(1, 1, 16, 16, dtype=torch.float64))
+
+
+def test_every_baseline_is_registered():
+    assert set(PAPER) | set(TINY) <= set(models.list_models())
