@@ -8,7 +8,7 @@ from benchmark import profile
 
 # name: (parameters in M, MACs in G), as printed in the paper's tables
 PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432, 628.2145),
-         "redcnn": (1.8489, 24.9226)}
+         "redcnn": (1.8489, 24.9226), "restormer": (26.1241, 35.2052)}
 TINY = [f"{name}_tiny" for name in PAPER]
 
 
