@@ -8,8 +8,9 @@ MAC conventions (both in G multiply-accumulates, always named in the output):
   deploy form of a re-parameterizable model: ``Conv2d`` (output elements x in/groups x kh x kw),
   ``ConvTranspose2d`` (the same formula: output elements x in/groups x kh x kw, not the input
   elements x out/groups x kh x kw that it computes), ``Linear`` (output elements x
-  in_features) and the norms (thop's 2 per element, doubled with an affine transform). Attention
-  matmuls, scans and WKV are not modules and are not counted.
+  in_features), the norms (thop's 2 per element, doubled with an affine transform) and
+  ``Softmax`` (3n - 1 per row of n). Attention matmuls, scans and WKV are not modules and are not
+  counted.
 - ``full``: every op of the traced graph (fvcore), with the project's handles: WKV as one op per
   call (``bi_wkv`` 7 MACs per token and channel: e v, the past and future numerator and
   denominator recurrences, the two bonus terms; ``uni_wkv`` 5), besides fvcore's convolutions,
@@ -69,11 +70,15 @@ def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
             total[0] += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         elif isinstance(module, nn.Linear):
             total[0] += output.numel() * module.in_features
+        elif isinstance(module, nn.Softmax):                    # thop: n exp, n - 1 adds, n divides per row
+            n = inputs[0].shape[module.dim]
+            total[0] += inputs[0].numel() // n * (3 * n - 1)
         elif isinstance(module, NORMS):                         # thop: 2 per element, twice that if affine
             affine = getattr(module, "elementwise_affine", getattr(module, "affine", False))
             total[0] += 2 * inputs[0].numel() * (2 if affine else 1)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear) + NORMS)]
+    counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Softmax) + NORMS
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             model(x)
