@@ -82,6 +82,16 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
+def down(channels: int) -> nn.Sequential:
+    """Halve the resolution, double the channels: 3x3 conv to C/2, pixel-unshuffle."""
+    return nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+
+
+def up(channels: int) -> nn.Sequential:
+    """Double the resolution, halve the channels: 3x3 conv to 2C, pixel-shuffle."""
+    return nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
+
+
 class Restormer(nn.Module):
     def __init__(self, in_chans: int = 1, out_chans: int = 1, dim: int = 48, num_blocks: Sequence[int] = (4, 6, 6, 8),
                  num_refinement_blocks: int = 4, heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion: float = 2.66,
@@ -96,12 +106,6 @@ class Restormer(nn.Module):
         def stage(channels: int, depth: int, level_heads: int) -> nn.Sequential:
             return nn.Sequential(*[TransformerBlock(channels, level_heads, ffn_expansion, bias, norm_bias)
                                    for _ in range(depth)])
-
-        def down(channels: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-        def up(channels: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
 
         n1, n2, n3, n4 = num_blocks
         h1, h2, h3, h4 = heads

@@ -66,10 +66,10 @@ class SwinLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
 
-    def _mask(self, h: int, w: int, device) -> torch.Tensor:
+    def _mask(self, h: int, w: int, shift: int, device) -> torch.Tensor:
         """Shifted windows mix regions that were not adjacent; attention between them is masked."""
         region = torch.zeros(1, h, w, 1, device=device)
-        cuts = (slice(0, -self.window), slice(-self.window, -self.shift), slice(-self.shift, None))
+        cuts = (slice(0, -self.window), slice(-self.window, -shift), slice(-shift, None))
         label = 0
         for rows in cuts:
             for cols in cuts:
@@ -78,18 +78,19 @@ class SwinLayer(nn.Module):
         ids = _windows(region, self.window).squeeze(-1)             # (windows, N)
         return (ids[:, None, :] != ids[:, :, None]).float() * -100.0
 
+    def attend(self, x: torch.Tensor, shift: int) -> torch.Tensor:
+        """(Shifted-)window attention of an already normalised (B, H, W, C) map, H and W multiples
+        of the window."""
+        b, h, w, c = x.shape
+        if shift:
+            x = torch.roll(x, (-shift, -shift), (1, 2))
+        mask = self._mask(h, w, shift, x.device) if shift else None
+        x = _merge(self.attn(_windows(x, self.window), mask), self.window, b, h, w)
+        return torch.roll(x, (shift, shift), (1, 2)) if shift else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C), H and W multiples of the window."""
-        b, h, w, c = x.shape
-        shortcut = x
-        x = self.norm1(x)
-        if self.shift:
-            x = torch.roll(x, (-self.shift, -self.shift), (1, 2))
-        mask = self._mask(h, w, x.device) if self.shift else None
-        x = _merge(self.attn(_windows(x, self.window), mask), self.window, b, h, w)
-        if self.shift:
-            x = torch.roll(x, (self.shift, self.shift), (1, 2))
-        x = shortcut + x
+        x = x + self.attend(self.norm1(x), self.shift)
         return x + self.mlp(self.norm2(x))
 
 

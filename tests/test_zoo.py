@@ -8,7 +8,8 @@ from benchmark import profile
 
 # name: (parameters in M, MACs in G), as printed in the paper's tables
 PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432, 628.2145),
-         "redcnn": (1.8489, 24.9226), "restormer": (26.1241, 35.2052), "swinir": (11.4977, 187.9274)}
+         "redcnn": (1.8489, 24.9226), "restormer": (26.1241, 35.2052), "swinir": (11.4977, 187.9274),
+         "xformer": (25.2197, 35.7291)}
 TINY = [f"{name}_tiny" for name in PAPER]
 
 
@@ -49,7 +50,7 @@ def test_every_baseline_is_registered():
 def test_swin_shifted_windows_mask_only_across_regions():
     from models.swinir import SwinLayer
     layer = SwinLayer(dim=4, heads=1, window=4, shift=2, mlp_ratio=1.0)
-    mask = layer._mask(8, 8, "cpu")                                   # 4 windows of 16 tokens
+    mask = layer._mask(8, 8, 2, "cpu")                                   # 4 windows of 16 tokens
     assert mask.shape == (4, 16, 16)
     assert (mask[0] == 0).all()                                       # the top-left window is one region
     last = mask[3]                                                    # 4 regions of 2x2 tokens each
