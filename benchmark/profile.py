@@ -8,12 +8,13 @@ MAC conventions (both in G multiply-accumulates, always named in the output):
   deploy form of a re-parameterizable model: ``Conv2d`` (output elements x in/groups x kh x kw),
   ``ConvTranspose2d`` (the same formula: output elements x in/groups x kh x kw, not the input
   elements x out/groups x kh x kw that it computes), ``Linear`` (output elements x
-  in_features), the norms (thop's 2 per element, doubled with an affine transform) and
-  ``Softmax`` (3n - 1 per row of n). Attention matmuls, scans and WKV are not modules and are not
+  in_features), the norms (thop's 2 per element, doubled with an affine transform),
+  ``Softmax`` (3n - 1 per row of n) and ``AdaptiveAvgPool2d`` (window + 1 per output). Attention matmuls, scans and WKV are not modules and are not
   counted.
 - ``full``: every op of the traced graph (fvcore), with the project's handles: WKV as one op per
   call (``bi_wkv`` 7 MACs per token and channel: e v, the past and future numerator and
-  denominator recurrences, the two bonus terms; ``uni_wkv`` 5), besides fvcore's convolutions,
+  denominator recurrences, the two bonus terms; ``uni_wkv`` 5), the selective scan as one op
+  (4 MACs per token, channel and state, 1 per token and channel), besides fvcore's convolutions,
   matmuls, einsum and norms. Element-wise ops (additions, products, activations, padding,
   pixel shuffles) are not multiply-accumulates and count 0. Any other op makes the count
   *incomplete*: it is returned in ``uncounted``, never silently dropped.
@@ -35,9 +36,12 @@ import torch
 import torch.nn as nn
 
 import models
-from models.ops import wkv
+from models.ops import selective_scan, wkv
 
 WKV_MACS_PER_ELEMENT = {"BiWKVOp": 7, "UniWKVOp": 5}
+# selective scan, per (batch, channel, token, state): delta B u (2), the state update (1), C h (1);
+# plus D u per (batch, channel, token)
+SCAN_MACS_PER_STATE, SCAN_MACS_PER_TOKEN = 4, 1
 ELEMENTWISE = {  # ops that are not multiply-accumulates (0 in the full convention)
     "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div", "aten::div_",
     "aten::neg", "aten::abs", "aten::sqrt", "aten::rsqrt", "aten::exp", "aten::log", "aten::pow", "aten::square",
@@ -45,6 +49,7 @@ ELEMENTWISE = {  # ops that are not multiply-accumulates (0 in the full conventi
     "aten::hardtanh", "aten::lerp", "aten::softmax", "aten::mean", "aten::sum", "aten::pixel_shuffle",
     "aten::pixel_unshuffle", "aten::reflection_pad2d", "aten::replication_pad2d", "aten::pad", "aten::repeat",
     "aten::clone", "aten::fill_", "aten::max_pool2d", "aten::avg_pool2d", "aten::ones_like", "aten::where",
+    "aten::flip", "aten::expm1", "aten::log1p", "aten::softmax",
 }
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
 
@@ -70,6 +75,9 @@ def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
             total[0] += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
         elif isinstance(module, nn.Linear):
             total[0] += output.numel() * module.in_features
+        elif isinstance(module, nn.AdaptiveAvgPool2d):          # thop: (window adds + 1 divide) per output
+            window = (inputs[0].shape[-2] // output.shape[-2]) * (inputs[0].shape[-1] // output.shape[-1])
+            total[0] += (window + 1) * output.numel()
         elif isinstance(module, nn.Softmax):                    # thop: n exp, n - 1 adds, n divides per row
             n = inputs[0].shape[module.dim]
             total[0] += inputs[0].numel() // n * (3 * n - 1)
@@ -77,7 +85,7 @@ def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
             affine = getattr(module, "elementwise_affine", getattr(module, "affine", False))
             total[0] += 2 * inputs[0].numel() * (2 if affine else 1)
 
-    counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Softmax) + NORMS
+    counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Softmax, nn.AdaptiveAvgPool2d) + NORMS
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
@@ -93,14 +101,21 @@ def _wkv_handle(inputs, outputs):
     return int(np.prod(shape))
 
 
+def _scan_handle(inputs, outputs):
+    tokens = int(np.prod(outputs[0].type().sizes()))                       # (b, d, l)
+    states = inputs[2].type().sizes()[1]                                   # A: (d, n)
+    return tokens * (SCAN_MACS_PER_STATE * states + SCAN_MACS_PER_TOKEN)
+
+
 def _full_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, list[str]]:
     from fvcore.nn import FlopCountAnalysis
-    with wkv.as_single_ops(), warnings.catch_warnings(), torch.no_grad():
+    with wkv.as_single_ops(), selective_scan.as_single_op(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, x)
         for name, per_element in WKV_MACS_PER_ELEMENT.items():
             analysis.set_op_handle(f"prim::PythonOp.{name}",
                                    lambda i, o, k=per_element: k * _wkv_handle(i, o))
+        analysis.set_op_handle("prim::PythonOp.SelectiveScanOp", _scan_handle)
         analysis.set_op_handle(*[item for op in ELEMENTWISE for item in (op, None)])
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analysis.total()

@@ -6,10 +6,12 @@ import torch
 import models
 from benchmark import profile
 
-# name: (parameters in M, MACs in G), as printed in the paper's tables
+# name: (parameters in M, MACs in G), as printed in the paper's tables (mambair's MAC count runs its
+# PyTorch scan at 128x128, about a minute on 2 cores: checked in the slow test below)
 PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432, 628.2145),
          "redcnn": (1.8489, 24.9226), "restormer": (26.1241, 35.2052), "swinir": (11.4977, 187.9274),
-         "xformer": (25.2197, 35.7291)}
+         "xformer": (25.2197, 35.7291),
+         "mambair": (31.5035, 34.3491)}
 TINY = [f"{name}_tiny" for name in PAPER]
 
 
@@ -27,11 +29,15 @@ def test_tiny_presets_train_at_any_size(name, size):
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_presets_have_the_papers_size(name):
-    model = models.create_model(name)
-    params, macs = PAPER[name]
-    assert round(profile.count_params(model), 4) == params
-    assert round(profile.count_macs(model, (1, 1, 128, 128), "paper")[0], 4) == macs
+def test_paper_presets_have_the_papers_parameters(name):
+    assert round(profile.count_params(models.create_model(name)), 4) == PAPER[name][0]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "mambair" else n
+                                  for n in sorted(PAPER)])
+def test_paper_presets_have_the_papers_macs(name):
+    macs, _ = profile.count_macs(models.create_model(name), (1, 1, 128, 128), "paper")
+    assert round(macs, 4) == PAPER[name][1]
 
 
 @pytest.mark.parametrize("name", TINY)

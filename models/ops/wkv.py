@@ -46,6 +46,7 @@ import torch
 
 from . import _extension
 from ._extension import KernelUnavailable
+from ._tracing import untraced
 
 BACKENDS = ("auto", "torch", "cpp", "cuda")
 _DEVICE_OF_KERNEL = {"cpp": "cpu", "cuda": "cuda"}  # also the kernel's build kind in _extension
@@ -236,28 +237,17 @@ class _SingleOp(torch.autograd.Function):
         raise RuntimeError("WKV ops inside as_single_ops() are for counting; they have no backward")
 
 
-@contextlib.contextmanager
-def _untraced():
-    """The body of a single-op WKV is not recorded by torch.jit.trace (only the op itself is)."""
-    state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
-    try:
-        yield
-    finally:
-        torch._C._set_tracing_state(state)
-
-
 class BiWKVOp(_SingleOp):
     @staticmethod
     def forward(ctx, w, u, k, v, backend):
-        with _untraced():
+        with untraced():
             return bi_wkv(w, u, k, v, backend=backend)
 
 
 class UniWKVOp(_SingleOp):
     @staticmethod
     def forward(ctx, w, u, k, v, backend):
-        with _untraced():
+        with untraced():
             return uni_wkv(w, u, k, v, backend=backend)
 
 

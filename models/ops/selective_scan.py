@@ -1,0 +1,136 @@
+"""Mamba's selective scan (S6), with ``mamba_ssm``'s kernel when it is installed and the tensors are
+on CUDA, and a pure-PyTorch chunked scan otherwise (same signature as
+``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` without ``z`` and the last state).
+
+For every batch b, channel d and state n, with delta = softplus(delta + delta_bias) if asked::
+
+    h_t = exp(delta_t A_dn) h_{t-1} + delta_t B_nt u_t,      y_t = sum_n C_nt h_t + D_d u_t
+
+Shapes: ``u, delta: (b, d, l)``; ``A: (d, n)``; ``B, C: (b, g, n, l)`` with the d channels in g equal
+groups (or ``(b, n, l)``, one group); ``D, delta_bias: (d,)``. Returns ``y: (b, d, l)``.
+
+The PyTorch path is linear in l: chunks of ``chunk`` (<= 8) tokens are solved in parallel from the
+within-chunk cumulative sums S of a = delta A <= 0, as h_t = exp(S_t) * cumsum_s(exp(-S_s) delta_s
+B_s u_s) in float64 (a floored at -80 per step, so exp(-S) <= e^640), and the states entering the
+chunks follow the same recurrence over the chunk ends, solved the same way (recursively). Channels
+are processed in blocks to bound the temporaries.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ._tracing import untraced
+
+_BLOCK_ELEMENTS = 1 << 23  # elements of one (b, channels, l, n) temporary per channel block
+# Decay per step (and per chunk of steps) floored at exp(-80) ~ 2e-35: a state that decays further is
+# forgotten either way, and the floor keeps exp(-S) of a chunk of 8 within float64.
+MAX_DECAY = 80.0
+
+
+def _mamba_kernel():
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError:
+        return None
+    return selective_scan_fn
+
+
+def _within(a_cumsum: torch.Tensor, bu: torch.Tensor) -> torch.Tensor:
+    """h_t = sum_{s <= t} exp(S_t - S_s) bu_s inside each chunk, as exp(S_t) * cumsum(exp(-S_s) bu_s):
+    S >= -chunk * MAX_DECAY, so in float64 neither factor overflows for chunks up to 8."""
+    return torch.exp(a_cumsum) * torch.cumsum(torch.exp(-a_cumsum) * bu, dim=-2)
+
+
+def _scan(a: torch.Tensor, bu: torch.Tensor, chunk: int) -> torch.Tensor:
+    """All states of h_t = exp(a_t) h_{t-1} + bu_t, h_0 = 0, along dim -2 of (..., l, n), float64."""
+    a = a.clamp(min=-MAX_DECAY)
+    length = a.shape[-2]
+    if length <= chunk:
+        return _within(a.cumsum(-2), bu)
+    pad = -length % chunk
+    if pad:                                                                     # a = 0, bu = 0: no change
+        a, bu = F.pad(a, (0, 0, 0, pad)), F.pad(bu, (0, 0, 0, pad))
+    shape = (*a.shape[:-2], a.shape[-2] // chunk, chunk, a.shape[-1])
+    cumsum = a.reshape(shape).cumsum(-2)
+    inside = _within(cumsum, bu.reshape(shape))                                 # from zero at each chunk start
+    ends = _scan(cumsum[..., -1, :], inside[..., -1, :], chunk)                 # states at the chunk ends
+    entering = F.pad(ends[..., :-1, :], (0, 0, 1, 0))                           # state before each chunk
+    states = inside + torch.exp(cumsum) * entering.unsqueeze(-2)
+    return states.reshape(*a.shape[:-2], -1, a.shape[-1])[..., :length, :]
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, chunk: int = 8):
+    b, d, length = u.shape
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    groups = B.shape[1]
+    if d % groups or A.shape[0] != d or delta.shape != u.shape:
+        raise ValueError(f"selective_scan: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)} and "
+                         f"B {tuple(B.shape)} do not fit (d must split into the {groups} groups of B)")
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    per_group = d // groups
+    if not 1 <= chunk <= 8:
+        raise ValueError(f"selective_scan: chunk must be in 1..8 (float64 range of exp(-S)); got {chunk}")
+    block = max(1, min(d, _BLOCK_ELEMENTS // max(1, b * length * A.shape[1])))
+    outputs = []
+    for start in range(0, d, block):
+        channels = slice(start, min(d, start + block))
+        index = torch.arange(channels.start, channels.stop, device=u.device) // per_group
+        a = delta[:, channels, :, None] * A[None, channels, None, :]              # (b, c, l, n), <= 0
+        Bd = B[:, index].transpose(-1, -2)                                       # (b, c, l, n)
+        Cd = C[:, index].transpose(-1, -2)
+        states = _scan(a.double(), ((delta[:, channels] * u[:, channels])[..., None] * Bd).double(), chunk)
+        outputs.append((states * Cd).sum(-1).to(compute))
+    y = torch.cat(outputs, 1)
+    if D is not None:
+        y = y + D.to(compute)[:, None] * u
+    return y
+
+
+_as_single_op = False
+
+
+@contextlib.contextmanager
+def as_single_op():
+    """Inside the block every ``selective_scan`` call is one node (``SelectiveScanOp``) of a traced
+    graph, so that op counters can count it. Forward only."""
+    global _as_single_op
+    previous, _as_single_op = _as_single_op, True
+    try:
+        yield
+    finally:
+        _as_single_op = previous
+
+
+class SelectiveScanOp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        with untraced():
+            return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+    @staticmethod
+    def backward(ctx, gy):
+        raise RuntimeError("selective_scan inside as_single_op() is for counting; it has no backward")
+
+
+def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus):
+    kernel = _mamba_kernel() if u.is_cuda else None
+    if kernel is not None:
+        return kernel(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+
+
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
+    """``mamba_ssm``'s CUDA kernel for CUDA tensors when it is installed, the PyTorch path otherwise;
+    float32 output (float64 for float64 inputs on the PyTorch path)."""
+    if _as_single_op:
+        return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus)
