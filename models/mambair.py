@@ -5,7 +5,8 @@ directions, scaled skip; LayerNorm, channel-attention conv block CAB, scaled ski
 As in the paper's comparison: dim 48, blocks [4, 6, 6, 8], 4 refinement blocks, SS2D expand 2,
 dt_rank ceil(C / 16) and d_state C / 12 per level (4, 8, 16, 32; the decoder's level 1 and the
 refinement at 96 channels: 8), CAB compress 3 / squeeze 30, convolutions without bias outside the
-blocks; one channel in and out. 31.5035 M parameters, 34.3491 G MACs at 1x1x128x128 (thop:
+blocks; one channel in and out. (MambaIR's released super-resolution code uses expand 1.5 and
+d_state 16; the paper's numbers are reproduced by the U-Net denoising configuration used here.) 31.5035 M parameters, 34.3491 G MACs at 1x1x128x128 (thop:
 convolutions, linear layers, LayerNorms, the channel attention's average pooling; the scan and its
 einsum projections are not modules). The selective scan runs ``mamba_ssm``'s CUDA kernel where it
 is installed, else the PyTorch scan of ``models.ops.selective_scan``.
