@@ -20,10 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._input import check_image, pad_image
 from ._registry import register_model
+from ._unet import RestormerUNet
 from .ops.selective_scan import selective_scan
-from .restormer import down, up
 
 SCANS = 4  # row-major, column-major, and both reversed
 
@@ -106,44 +105,17 @@ class VSSBlock(nn.Module):
         return (tokens * self.skip_scale2 + local).permute(0, 3, 1, 2)
 
 
-class MambaIRUNet(nn.Module):
+class MambaIRUNet(RestormerUNet):
     def __init__(self, in_chans: int = 1, out_chans: int = 1, dim: int = 48, num_blocks: Sequence[int] = (4, 6, 6, 8),
                  num_refinement_blocks: int = 4, expand: float = 2.0, state_divisor: int = 12):
-        super().__init__()
-        if len(num_blocks) != 4 or min(num_blocks) < 1 or num_refinement_blocks < 0 or dim % state_divisor:
-            raise ValueError(f"MambaIRUNet needs 4 positive block counts and dim divisible by {state_divisor}; "
-                             f"got {num_blocks}, dim {dim}")
-        if in_chans != out_chans:
-            raise ValueError(f"the global residual needs in_chans == out_chans; got {in_chans} and {out_chans}")
-        self.in_chans = in_chans
+        if dim % state_divisor:
+            raise ValueError(f"MambaIRUNet needs dim divisible by {state_divisor} (d_state = C / {state_divisor}); "
+                             f"got {dim}")
 
-        def stage(channels: int, depth: int) -> nn.Sequential:
+        def stage(level: int, channels: int, depth: int) -> nn.Sequential:
             return nn.Sequential(*[VSSBlock(channels, channels // state_divisor, expand) for _ in range(depth)])
 
-        n1, n2, n3, n4 = num_blocks
-        self.patch_embed = nn.Conv2d(in_chans, dim, 3, padding=1, bias=False)
-        self.encoder1, self.down1 = stage(dim, n1), down(dim)
-        self.encoder2, self.down2 = stage(2 * dim, n2), down(2 * dim)
-        self.encoder3, self.down3 = stage(4 * dim, n3), down(4 * dim)
-        self.latent = stage(8 * dim, n4)
-        self.up3, self.reduce3, self.decoder3 = up(8 * dim), nn.Conv2d(8 * dim, 4 * dim, 1, bias=False), stage(4 * dim, n3)
-        self.up2, self.reduce2, self.decoder2 = up(4 * dim), nn.Conv2d(4 * dim, 2 * dim, 1, bias=False), stage(2 * dim, n2)
-        self.up1, self.decoder1 = up(2 * dim), stage(2 * dim, n1)
-        self.refinement = stage(2 * dim, num_refinement_blocks)
-        self.output = nn.Conv2d(2 * dim, out_chans, 3, padding=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image("MambaIRUNet", x, self.in_chans, self.patch_embed.weight.dtype)
-        height, width = x.shape[2:]
-        image = pad_image(x, multiple=8)
-        enc1 = self.encoder1(self.patch_embed(image))
-        enc2 = self.encoder2(self.down1(enc1))
-        enc3 = self.encoder3(self.down2(enc2))
-        latent = self.latent(self.down3(enc3))
-        dec3 = self.decoder3(self.reduce3(torch.cat([self.up3(latent), enc3], 1)))
-        dec2 = self.decoder2(self.reduce2(torch.cat([self.up2(dec3), enc2], 1)))
-        dec1 = self.decoder1(torch.cat([self.up1(dec2), enc1], 1))
-        return (self.output(self.refinement(dec1)) + image)[:, :, :height, :width]
+        super().__init__("MambaIRUNet", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage)
 
 
 @register_model

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._input import check_image, pad_image
 from ._registry import register_model
+from ._unet import RestormerUNet
 
 
 class ChannelLayerNorm(nn.Module):
@@ -82,56 +82,18 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-def down(channels: int) -> nn.Sequential:
-    """Halve the resolution, double the channels: 3x3 conv to C/2, pixel-unshuffle."""
-    return nn.Sequential(nn.Conv2d(channels, channels // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-
-def up(channels: int) -> nn.Sequential:
-    """Double the resolution, halve the channels: 3x3 conv to 2C, pixel-shuffle."""
-    return nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
-
-
-class Restormer(nn.Module):
+class Restormer(RestormerUNet):
     def __init__(self, in_chans: int = 1, out_chans: int = 1, dim: int = 48, num_blocks: Sequence[int] = (4, 6, 6, 8),
                  num_refinement_blocks: int = 4, heads: Sequence[int] = (1, 2, 4, 8), ffn_expansion: float = 2.66,
                  bias: bool = False, norm_bias: bool = True):
-        super().__init__()
-        if len(num_blocks) != 4 or len(heads) != 4 or min(num_blocks) < 1 or num_refinement_blocks < 0:
-            raise ValueError(f"Restormer needs 4 positive block counts and 4 head counts; got {num_blocks}, {heads}")
-        if in_chans != out_chans:
-            raise ValueError(f"the global residual needs in_chans == out_chans; got {in_chans} and {out_chans}")
-        self.in_chans = in_chans
+        if len(heads) != 4:
+            raise ValueError(f"Restormer needs 4 head counts; got {heads}")
 
-        def stage(channels: int, depth: int, level_heads: int) -> nn.Sequential:
-            return nn.Sequential(*[TransformerBlock(channels, level_heads, ffn_expansion, bias, norm_bias)
+        def stage(level: int, channels: int, depth: int) -> nn.Sequential:
+            return nn.Sequential(*[TransformerBlock(channels, heads[level], ffn_expansion, bias, norm_bias)
                                    for _ in range(depth)])
 
-        n1, n2, n3, n4 = num_blocks
-        h1, h2, h3, h4 = heads
-        self.patch_embed = nn.Conv2d(in_chans, dim, 3, padding=1, bias=bias)
-        self.encoder1, self.down1 = stage(dim, n1, h1), down(dim)
-        self.encoder2, self.down2 = stage(2 * dim, n2, h2), down(2 * dim)
-        self.encoder3, self.down3 = stage(4 * dim, n3, h3), down(4 * dim)
-        self.latent = stage(8 * dim, n4, h4)
-        self.up3, self.reduce3, self.decoder3 = up(8 * dim), nn.Conv2d(8 * dim, 4 * dim, 1, bias=bias), stage(4 * dim, n3, h3)
-        self.up2, self.reduce2, self.decoder2 = up(4 * dim), nn.Conv2d(4 * dim, 2 * dim, 1, bias=bias), stage(2 * dim, n2, h2)
-        self.up1, self.decoder1 = up(2 * dim), stage(2 * dim, n1, h1)                # no reduction at level 1
-        self.refinement = stage(2 * dim, num_refinement_blocks, h1)
-        self.output = nn.Conv2d(2 * dim, out_chans, 3, padding=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image("Restormer", x, self.in_chans, self.patch_embed.weight.dtype)
-        height, width = x.shape[2:]
-        image = pad_image(x, multiple=8)
-        enc1 = self.encoder1(self.patch_embed(image))
-        enc2 = self.encoder2(self.down1(enc1))
-        enc3 = self.encoder3(self.down2(enc2))
-        latent = self.latent(self.down3(enc3))
-        dec3 = self.decoder3(self.reduce3(torch.cat([self.up3(latent), enc3], 1)))
-        dec2 = self.decoder2(self.reduce2(torch.cat([self.up2(dec3), enc2], 1)))
-        dec1 = self.decoder1(torch.cat([self.up1(dec2), enc1], 1))
-        return (self.output(self.refinement(dec1)) + image)[:, :, :height, :width]
+        super().__init__("Restormer", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage, bias)
 
 
 @register_model

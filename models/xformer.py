@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ._input import check_image, pad_image
 from ._registry import register_model
-from .restormer import TransformerBlock, down, up
+from ._unet import down, up
+from .restormer import TransformerBlock
 from .swinir import SwinLayer
 
 
