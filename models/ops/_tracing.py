@@ -15,3 +15,18 @@ def untraced():
         yield
     finally:
         torch._C._set_tracing_state(state)
+
+
+class Switch:
+    """A process-wide flag, off by default, set inside ``with switch.set(True):`` blocks."""
+
+    def __init__(self):
+        self.on = False
+
+    @contextlib.contextmanager
+    def set(self, value: bool):
+        previous, self.on = self.on, value
+        try:
+            yield
+        finally:
+            self.on = previous

@@ -17,12 +17,10 @@ are processed in blocks to bound the temporaries.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
-from ._tracing import untraced
+from ._tracing import Switch, untraced
 
 _BLOCK_ELEMENTS = 1 << 23  # elements of one (b, channels, l, n) temporary per channel block
 # Decay per step (and per chunk of steps) floored at exp(-80) ~ 2e-35: a state that decays further is
@@ -95,19 +93,13 @@ def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     return y
 
 
-_as_single_op = False
+_single_op = Switch()
 
 
-@contextlib.contextmanager
 def as_single_op():
     """Inside the block every ``selective_scan`` call is one node (``SelectiveScanOp``) of a traced
     graph, so that op counters can count it. Forward only."""
-    global _as_single_op
-    previous, _as_single_op = _as_single_op, True
-    try:
-        yield
-    finally:
-        _as_single_op = previous
+    return _single_op.set(True)
 
 
 class SelectiveScanOp(torch.autograd.Function):
@@ -131,6 +123,6 @@ def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus):
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
     """``mamba_ssm``'s CUDA kernel for CUDA tensors when it is installed, the PyTorch path otherwise;
     float32 output (float64 for float64 inputs on the PyTorch path)."""
-    if _as_single_op:
+    if _single_op.on:
         return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
     return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus)

@@ -46,7 +46,7 @@ import torch
 
 from . import _extension
 from ._extension import KernelUnavailable
-from ._tracing import untraced
+from ._tracing import Switch, untraced
 
 BACKENDS = ("auto", "torch", "cpp", "cuda")
 _DEVICE_OF_KERNEL = {"cpp": "cpu", "cuda": "cuda"}  # also the kernel's build kind in _extension
@@ -215,20 +215,14 @@ def use_backend(backend: str):
         _default_backend = previous
 
 
-_as_single_ops = False
+_single_ops = Switch()
 
 
-@contextlib.contextmanager
 def as_single_ops():
     """Inside the block each ``bi_wkv`` / ``uni_wkv`` call is one node of a traced graph (the
     autograd Functions ``BiWKVOp`` / ``UniWKVOp``) whatever backend runs inside, so that op counters
     such as ``benchmark.profile`` can count it. Forward only."""
-    global _as_single_ops
-    previous, _as_single_ops = _as_single_ops, True
-    try:
-        yield
-    finally:
-        _as_single_ops = previous
+    return _single_ops.set(True)
 
 
 class _SingleOp(torch.autograd.Function):
@@ -252,13 +246,9 @@ class UniWKVOp(_SingleOp):
 
 
 def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None) -> torch.Tensor:
-    global _as_single_ops
-    if _as_single_ops:
-        _as_single_ops = False
-        try:
+    if _single_ops.on:
+        with _single_ops.set(False):                       # the op's body is the normal call
             return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
-        finally:
-            _as_single_ops = True
     _check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
     _used.add(chosen)
