@@ -1,0 +1,37 @@
+"""The task-specific and all-in-one baselines (issue: baseline zoo part 2) built so far."""
+import pytest
+import torch
+
+import models
+from benchmark import profile
+
+PAPER = {"drmc": (0.6236, 9.9154)}   # params (M), MACs (G) at 1x1x128x128
+
+
+@pytest.mark.parametrize("name", [f"{n}_tiny" for n in PAPER])
+@pytest.mark.parametrize("size", [(13, 17), (8, 9)])
+def test_tiny_presets_train_at_any_size(name, size):
+    torch.manual_seed(0)
+    model = models.create_model(name)
+    x = torch.rand(2, 1, *size)
+    y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    (y - x).abs().mean().backward()
+    assert not [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_sizes(name):
+    model = models.create_model(name)
+    assert round(profile.count_params(model), 4) == PAPER[name][0]
+    assert round(profile.count_macs(model, (1, 1, 128, 128), "paper")[0], 4) == PAPER[name][1]
+
+
+def test_drmc_routing_depends_on_the_input():
+    """The expert weights come from the pooled features: two different images mix differently."""
+    torch.manual_seed(0)
+    model = models.create_model("drmc_tiny")
+    bank = model.body[0].attention
+    state = model.initial_state.expand(2, -1, -1, -1)
+    weights, _ = bank.router(torch.stack([torch.zeros(16, 4, 4), torch.ones(16, 4, 4)]), state)
+    assert weights.shape == (2, 2, 1, 1) and not torch.equal(weights[0], weights[1])
