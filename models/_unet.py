@@ -50,15 +50,25 @@ class RestormerUNet(nn.Module):
         self.refinement = stage(0, 2 * dim, num_refinement_blocks)
         self.output = nn.Conv2d(2 * dim, out_chans, 3, padding=1, bias=bias)
 
+    def prepare(self, image: torch.Tensor):
+        """Per-image context computed once per forward and passed to ``adapt`` (none by default)."""
+        return None
+
+    def adapt(self, stage: str, x: torch.Tensor, context) -> torch.Tensor:
+        """Hook on the input of each stage ('encoder1'..'encoder3', 'latent', 'decoder3'..'decoder1');
+        the identity by default, where a model routes or conditions its features."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(self.name, x, self.in_chans, self.patch_embed.weight.dtype)
         height, width = x.shape[2:]
         image = pad_image(x, multiple=8)
-        enc1 = self.encoder1(self.patch_embed(image))
-        enc2 = self.encoder2(self.down1(enc1))
-        enc3 = self.encoder3(self.down2(enc2))
-        latent = self.latent(self.down3(enc3))
-        dec3 = self.decoder3(self.reduce3(torch.cat([self.up3(latent), enc3], 1)))
-        dec2 = self.decoder2(self.reduce2(torch.cat([self.up2(dec3), enc2], 1)))
-        dec1 = self.decoder1(torch.cat([self.up1(dec2), enc1], 1))
+        context = self.prepare(image)
+        enc1 = self.encoder1(self.adapt("encoder1", self.patch_embed(image), context))
+        enc2 = self.encoder2(self.adapt("encoder2", self.down1(enc1), context))
+        enc3 = self.encoder3(self.adapt("encoder3", self.down2(enc2), context))
+        latent = self.latent(self.adapt("latent", self.down3(enc3), context))
+        dec3 = self.decoder3(self.adapt("decoder3", self.reduce3(torch.cat([self.up3(latent), enc3], 1)), context))
+        dec2 = self.decoder2(self.adapt("decoder2", self.reduce2(torch.cat([self.up2(dec3), enc2], 1)), context))
+        dec1 = self.decoder1(self.adapt("decoder1", torch.cat([self.up1(dec2), enc1], 1), context))
         return (self.output(self.refinement(dec1)) + image)[:, :, :height, :width]

@@ -5,7 +5,7 @@ import torch
 import models
 from benchmark import profile
 
-PAPER = {"drmc": (0.6236, 9.9154)}   # params (M), MACs (G) at 1x1x128x128
+PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645)}   # params (M), MACs (G) at 1x1x128x128
 
 
 @pytest.mark.parametrize("name", [f"{n}_tiny" for n in PAPER])
@@ -35,3 +35,17 @@ def test_drmc_routing_depends_on_the_input():
     state = model.initial_state.expand(2, -1, -1, -1)
     weights, _ = bank.router(torch.stack([torch.zeros(16, 4, 4), torch.ones(16, 4, 4)]), state)
     assert weights.shape == (2, 2, 1, 1) and not torch.equal(weights[0], weights[1])
+
+
+def test_amir_routes_pixels_to_two_experts_and_reports_the_balance_loss():
+    torch.manual_seed(0)
+    model = models.create_model("amir_tiny").eval()
+    routing = model.routing["encoder1"]
+    calls = []
+    hooks = [e.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0])) for e in routing.experts]
+    with torch.no_grad():
+        model(torch.rand(1, 1, 16, 16))
+    for h in hooks:
+        h.remove()
+    assert sum(calls) == 2 * 16 * 16                                   # top-2 of 4 experts per pixel
+    assert model.aux_loss is not None and torch.isfinite(model.aux_loss)
