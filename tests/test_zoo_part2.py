@@ -5,7 +5,7 @@ import torch
 import models
 from benchmark import profile
 
-PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645)}   # params (M), MACs (G) at 1x1x128x128
+PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645), "ctformer": (1.4475, 3.4437)}   # params (M), MACs (G) at 1x1x128x128
 
 
 @pytest.mark.parametrize("name", [f"{n}_tiny" for n in PAPER])
@@ -49,3 +49,14 @@ def test_amir_routes_pixels_to_two_experts_and_reports_the_balance_loss():
         h.remove()
     assert sum(calls) == 2 * 16 * 16                                   # top-2 of 4 experts per pixel
     assert model.aux_loss is not None and torch.isfinite(model.aux_loss)
+
+
+def test_ctformer_works_on_64x64_tiles():
+    """A 128x96 image is 2x2 tiles after padding; each tile is restored on its own."""
+    torch.manual_seed(0)
+    model = models.create_model("ctformer_tiny").eval()
+    x = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        whole = model(x)
+        corner = model(x[:, :, :64, :64].contiguous())
+    torch.testing.assert_close(whole[:, :, :64, :64], corner, rtol=0, atol=1e-5)
