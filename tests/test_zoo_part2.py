@@ -5,7 +5,10 @@ import torch
 import models
 from benchmark import profile
 
-PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645), "ctformer": (1.4475, 3.4437)}   # params (M), MACs (G) at 1x1x128x128
+# params (M), MACs (G) at 1x1x128x128 (AirNet: 1x1x224x224, the paper's protocol for it)
+PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645), "ctformer": (1.4475, 3.4437),
+         "airnet": (7.6068, 230.4830)}
+MAC_SHAPE = {"airnet": (1, 1, 224, 224)}
 
 
 @pytest.mark.parametrize("name", [f"{n}_tiny" for n in PAPER])
@@ -16,15 +19,24 @@ def test_tiny_presets_train_at_any_size(name, size):
     x = torch.rand(2, 1, *size)
     y = model(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
-    (y - x).abs().mean().backward()
-    assert not [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    loss = (y - x).abs().mean()
+    if hasattr(model, "contrastive_logits"):        # AirNet's encoder trains on its contrastive loss
+        logits = model.contrastive_logits(x, x.flip(-1))
+        loss = loss + torch.nn.functional.cross_entropy(logits, torch.zeros(len(x), dtype=torch.long))
+    loss.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert not [n for n, p in trainable if p.grad is None or not torch.isfinite(p.grad).all()]
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
-def test_paper_sizes(name):
-    model = models.create_model(name)
-    assert round(profile.count_params(model), 4) == PAPER[name][0]
-    assert round(profile.count_macs(model, (1, 1, 128, 128), "paper")[0], 4) == PAPER[name][1]
+def test_paper_parameters(name):
+    assert round(profile.count_params(models.create_model(name)), 4) == PAPER[name][0]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "airnet" else n for n in sorted(PAPER)])
+def test_paper_macs(name):
+    macs, _ = profile.count_macs(models.create_model(name), MAC_SHAPE.get(name, (1, 1, 128, 128)), "paper")
+    assert round(macs, 4) == PAPER[name][1]
 
 
 def test_drmc_routing_depends_on_the_input():
@@ -60,3 +72,20 @@ def test_ctformer_works_on_64x64_tiles():
         whole = model(x)
         corner = model(x[:, :, :64, :64].contiguous())
     torch.testing.assert_close(whole[:, :, :64, :64], corner, rtol=0, atol=1e-5)
+
+
+def test_airnet_contrastive_step_updates_keys_and_queue():
+    torch.manual_seed(0)
+    model = models.create_model("airnet_tiny")
+    before = [p.clone() for p in model.key_encoder.parameters()]
+    with torch.no_grad():                                               # make the query encoder differ
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    query, key = torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16)
+    logits = model.contrastive_logits(query, key)
+    assert logits.shape == (4, 1 + 16) and int(model.queue_ptr) == 4
+    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    assert all(p.grad is None for p in model.key_encoder.parameters())          # momentum, not gradients
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.key_encoder.parameters())]
+    assert all(moved)
