@@ -1,6 +1,7 @@
 """Profiling: parameters, MACs in two conventions, latency and peak memory, resolution scaling.
 
     python -m benchmark.profile --models restore_rwkv_tiny restore_rwkv_light --sizes 64 128 256
+    python -m benchmark.profile --models '*_tiny' --out tables/tiny      # every model's tiny preset
 
 MAC conventions (both in G multiply-accumulates, always named in the output):
 
@@ -14,10 +15,13 @@ MAC conventions (both in G multiply-accumulates, always named in the output):
 - ``full``: every op of the traced graph (fvcore), with the project's handles: WKV as one op per
   call (``bi_wkv`` 7 MACs per token and channel: e v, the past and future numerator and
   denominator recurrences, the two bonus terms; ``uni_wkv`` 5), the selective scan as one op
-  (4 MACs per token, channel and state, 1 per token and channel), besides fvcore's convolutions,
+  (4 MACs per token, channel and state, 1 per token and channel), deformable convolutions as
+  convolutions, norms and variances 1 per input element, besides fvcore's convolutions,
   matmuls, einsum and norms. Element-wise ops (additions, products, activations, padding,
   pixel shuffles) are not multiply-accumulates and count 0. Any other op makes the count
-  *incomplete*: it is returned in ``uncounted``, never silently dropped.
+  *incomplete*: it is returned in ``uncounted``, never silently dropped. The traced graph has
+  no dead code, so work whose result is unused (AirNet's degradation embedding at inference) is
+  not counted here, while ``paper`` counts every module that runs.
 """
 from __future__ import annotations
 
@@ -49,7 +53,9 @@ ELEMENTWISE = {  # ops that are not multiply-accumulates (0 in the full conventi
     "aten::hardtanh", "aten::lerp", "aten::softmax", "aten::mean", "aten::sum", "aten::pixel_shuffle",
     "aten::pixel_unshuffle", "aten::reflection_pad2d", "aten::replication_pad2d", "aten::pad", "aten::repeat",
     "aten::clone", "aten::fill_", "aten::max_pool2d", "aten::avg_pool2d", "aten::ones_like", "aten::where",
-    "aten::flip", "aten::expm1", "aten::log1p", "aten::softmax",
+    "aten::flip", "aten::expm1", "aten::log1p", "aten::softmax", "aten::clamp_min", "aten::expand_as",
+    "aten::logaddexp", "aten::index_put", "aten::index_put_", "aten::nonzero_numpy", "aten::topk", "aten::ne",
+    "aten::im2col", "aten::col2im", "aten::numpy_T", "aten::scatter", "aten::repeat_interleave", "aten::full_like",
 }
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
 
@@ -101,6 +107,17 @@ def _wkv_handle(inputs, outputs):
     return int(np.prod(shape))
 
 
+def _reduction_handle(inputs, outputs):
+    """Norms and variances: one multiply-accumulate per input element."""
+    return int(np.prod(inputs[0].type().sizes()))
+
+
+def _deform_conv_handle(inputs, outputs):
+    """A deformable convolution costs what the convolution does (the bilinear sampling is not MACs)."""
+    weight = inputs[1].type().sizes()                                      # (out, in / groups, kh, kw)
+    return int(np.prod(outputs[0].type().sizes())) * int(np.prod(weight[1:]))
+
+
 def _scan_handle(inputs, outputs):
     tokens = int(np.prod(outputs[0].type().sizes()))                       # (b, d, l)
     states = inputs[2].type().sizes()[1]                                   # A: (d, n)
@@ -115,7 +132,9 @@ def _full_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, list[str]]:
         for name, per_element in WKV_MACS_PER_ELEMENT.items():
             analysis.set_op_handle(f"prim::PythonOp.{name}",
                                    lambda i, o, k=per_element: k * _wkv_handle(i, o))
-        analysis.set_op_handle("prim::PythonOp.SelectiveScanOp", _scan_handle)
+        analysis.set_op_handle("prim::PythonOp.SelectiveScanOp", _scan_handle,
+                               "aten::linalg_vector_norm", _reduction_handle, "aten::var", _reduction_handle,
+                               "torchvision::deform_conv2d", _deform_conv_handle)
         analysis.set_op_handle(*[item for op in ELEMENTWISE for item in (op, None)])
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analysis.total()
@@ -284,16 +303,21 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.profile", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["restore_rwkv_tiny", "restore_rwkv_light", "restore_rwkv"])
+    parser.add_argument("--models", nargs="+", default=["restore_rwkv_tiny", "restore_rwkv_light", "restore_rwkv"],
+                        help="names or shell patterns, e.g. '*_tiny' (default: the Restore-RWKV presets)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--mode", choices=["infer", "train"], default="infer")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="images per call; halved on out-of-memory")
     parser.add_argument("--out", default="tables", help="folder for scaling.csv, scaling.md, scaling.png")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.models if m not in models.list_models()]
-    if unknown:
-        parser.error(f"unknown models {unknown}; registered: {', '.join(models.list_models())}")
+    names = []
+    for pattern in args.models:                                  # names or shell patterns like '*_tiny'
+        matched = models.list_models(pattern)
+        if not matched:
+            parser.error(f"no registered model matches {pattern!r}; registered: {', '.join(models.list_models())}")
+        names += [m for m in matched if m not in names]
+    args.models = names
     if min(args.sizes) < 8 or args.repeat < 1 or args.batch < 1:
         parser.error("sizes must be >= 8, repeat and batch >= 1")
     out = Path(args.out)

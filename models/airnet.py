@@ -10,7 +10,8 @@ Single-channel version of the authors' model; the deformable convolution is torc
 parameters: the momentum key encoder (a frozen copy of the query encoder, updated by momentum) is
 excluded, as in the paper. The paper's MACs (230.4830 G) are measured at 1x1x224x224.
 
-Training: ``forward(x)`` restores with the query encoder; ``contrastive_logits(query, key)`` (two
+Training: ``forward(x)`` restores with the query encoder (which, as in the authors' model, also
+computes the degradation embedding that only the contrastive loss uses); ``contrastive_logits(query, key)`` (two
 crops of the same degraded image) returns the InfoNCE logits against the queue of past keys, whose
 target is class 0, updating the key encoder and the queue as MoCo does.
 """

@@ -85,7 +85,7 @@ def test_cli_writes_csv_table_and_plot(tmp_path, capsys):
     assert "| restore_rwkv_tiny | 16, 32 |" in table
     assert "| restore_rwkv_tiny |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        profile.main(["--models", "nope"])
+        profile.main(["--models", "nope*"])
 
 
 def fake_worker(name, size, batch, mode, repeat, queue):
@@ -102,3 +102,19 @@ def test_sweep_backs_off_the_batch_and_survives_a_crash():
     rows = profile.sweep(["fine", "crash"], [16], batch=4, worker=fake_worker)
     assert rows[0]["batch"] == 1 and "error" not in rows[0]                     # 4 -> 2 -> 1
     assert rows[1]["error"] == "worker exited with code 3"                      # the sweep went on
+
+
+class Normalise(nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_reductions_count_one_per_element():
+    macs, uncounted = profile.count_macs(Normalise(), (1, 1, 8, 8), "full")
+    assert macs * 1e9 == pytest.approx(64) and uncounted == []
+
+
+@pytest.mark.parametrize("name", models.list_models("*_tiny"))
+def test_every_model_has_a_complete_full_count(name):
+    macs, uncounted = profile.count_macs(models.create_model(name), (1, 1, 32, 32), "full")
+    assert macs > 0 and uncounted == [], f"{name}: ops without a MAC handle: {uncounted}"
