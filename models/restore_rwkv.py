@@ -19,21 +19,13 @@ import torch
 import torch.nn as nn
 
 from ._options import check_choice
-from ._input import check_image, pad_image
 from ._registry import register_model
+from ._unet import RestormerUNet
 from .layers.block import RRWKVBlock
 from .layers.spatial_mix import plan_scans
 from .layers.token_shift import SHIFTS, OmniShift
 
 __all__ = ["RestoreRWKV", "convert_official_state_dict"]
-
-
-def _downsample(dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))  # -> 2 dim
-
-
-def _upsample(dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(dim, dim * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))     # -> dim / 2
 
 
 class _Stage(nn.Sequential):
@@ -46,7 +38,7 @@ class _Stage(nn.Sequential):
         return x.permute(0, 3, 1, 2)
 
 
-class RestoreRWKV(nn.Module):
+class RestoreRWKV(RestormerUNet):
     """Restore-RWKV. Ablation options (validated; errors list the valid values):
 
     - ``wkv``: ``'uni'`` | ``'bi'`` | ``'re'`` (Table 5); ``recurrence``: M >= 1 for ``'re'`` (Table 6,
@@ -66,7 +58,6 @@ class RestoreRWKV(nn.Module):
                  hidden_ratio: float = 4, wkv: str = "re", recurrence: int | None = None,
                  scan: str = "recurrent", first_scan: str = "h", shift: str = "omni",
                  shift_kernel: int | None = None, reparam: bool | None = None):
-        super().__init__()
         check_choice("shift", shift, SHIFTS)
         if shift != "omni" and (shift_kernel is not None or reparam is not None):
             raise ValueError(f"shift_kernel and reparam apply to shift='omni' only; got shift={shift!r}")
@@ -75,51 +66,16 @@ class RestoreRWKV(nn.Module):
         if len(num_blocks) != 4 or min(num_blocks) < 1 or num_refinement_blocks < 0:
             raise ValueError(f"num_blocks must be 4 positive counts and num_refinement_blocks >= 0; "
                              f"got {tuple(num_blocks)}, {num_refinement_blocks}")
-        if in_chans != out_chans:
-            raise ValueError(f"the global residual needs in_chans == out_chans; got {in_chans} and {out_chans}")
-        self.in_chans = in_chans
         options = dict(hidden_ratio=hidden_ratio, shift=shift,
                        shift_kernel=5 if shift_kernel is None else shift_kernel,
                        reparam=True if reparam is None else bool(reparam))
 
-        def stage(channels: int, depth: int) -> _Stage:
+        def stage(level: int, channels: int, depth: int) -> _Stage:
             return _Stage(*(RRWKVBlock(channels, plan_scans(wkv, recurrence, scan, first_scan, i), **options)
                             for i in range(depth)))
 
-        n1, n2, n3, n4 = num_blocks
-        self.patch_embed = nn.Conv2d(in_chans, dim, 3, padding=1)
-        self.encoder1 = stage(dim, n1)
-        self.down1 = _downsample(dim)
-        self.encoder2 = stage(2 * dim, n2)
-        self.down2 = _downsample(2 * dim)
-        self.encoder3 = stage(4 * dim, n3)
-        self.down3 = _downsample(4 * dim)
-        self.latent = stage(8 * dim, n4)
-        self.up3 = _upsample(8 * dim)
-        self.reduce3 = nn.Conv2d(8 * dim, 4 * dim, 1)
-        self.decoder3 = stage(4 * dim, n3)
-        self.up2 = _upsample(4 * dim)
-        self.reduce2 = nn.Conv2d(4 * dim, 2 * dim, 1)
-        self.decoder2 = stage(2 * dim, n2)
-        self.up1 = _upsample(2 * dim)
-        self.decoder1 = stage(2 * dim, n1)                                       # no reduction at level 1
-        self.refinement = stage(2 * dim, num_refinement_blocks)
-        self.output = nn.Conv2d(2 * dim, out_chans, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image("RestoreRWKV", x, self.in_chans, self.patch_embed.weight.dtype)
-        height, width = x.shape[2:]
-        image = pad_image(x, multiple=8)                                         # 3 down-samplings
-
-        enc1 = self.encoder1(self.patch_embed(image))                            # (B, dim, H, W)
-        enc2 = self.encoder2(self.down1(enc1))                                   # (B, 2dim, H/2, W/2)
-        enc3 = self.encoder3(self.down2(enc2))                                   # (B, 4dim, H/4, W/4)
-        latent = self.latent(self.down3(enc3))                                   # (B, 8dim, H/8, W/8)
-        dec3 = self.decoder3(self.reduce3(torch.cat([self.up3(latent), enc3], 1)))
-        dec2 = self.decoder2(self.reduce2(torch.cat([self.up2(dec3), enc2], 1)))
-        dec1 = self.decoder1(torch.cat([self.up1(dec2), enc1], 1))               # (B, 2dim, H, W)
-        restored = self.output(self.refinement(dec1)) + image                    # global residual
-        return restored[:, :, :height, :width]
+        # the authors' U-Net: the same layout as Restormer's, with biased embedding, reductions, output
+        super().__init__("RestoreRWKV", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage, bias=True)
 
     @torch.no_grad()
     def reparameterize(self) -> "RestoreRWKV":

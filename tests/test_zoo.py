@@ -15,17 +15,27 @@ PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432,
 TINY = [f"{name}_tiny" for name in PAPER]
 
 
-@pytest.mark.parametrize("name", TINY)
-@pytest.mark.parametrize("size", [(13, 17), (9, 8), (32, 32)])
-def test_tiny_presets_train_at_any_size(name, size):
+def assert_trains_at(name, size, extra_loss=None):
+    """One L1 training step of ``name`` on a (2, 1, *size) batch (plus ``extra_loss(model, x)``):
+    same-shape finite output, and a finite gradient for every trainable parameter."""
     torch.manual_seed(0)
     model = models.create_model(name)
     x = torch.rand(2, 1, *size)
     y = model(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
-    (y - x).abs().mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    loss = (y - x).abs().mean()
+    if extra_loss is not None:
+        loss = loss + extra_loss(model, x)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
     assert not missing, f"parameters without a finite gradient: {missing}"
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("size", [(13, 17), (9, 8), (32, 32)])
+def test_tiny_presets_train_at_any_size(name, size):
+    assert_trains_at(name, size)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

@@ -122,17 +122,19 @@ def _series(patient: Path, word: str, series: str | None) -> Path:
 
 
 def _aapm_pairs(patient: Path, series: str | None) -> list[tuple[Path, Path]]:
+    """(quarter-dose, full-dose) files at the same table position, in position order; each
+    header is read once."""
     full, quarter = (_dicom_files(_series(patient, w, series)) for w in ("full", "quarter"))
     by_z = {round(_position(p), 3): p for p in quarter}
-    pairs = [(by_z[z], p) for p in full if (z := round(_position(p), 3)) in by_z]
-    if not pairs:
+    positioned = sorted((z, by_z[z], p) for p in full if (z := round(_position(p), 3)) in by_z)
+    if not positioned:
         raise DataError(f"{patient}: no full-dose slice has a quarter-dose slice at the same position")
-    return sorted(pairs, key=lambda pair: _position(pair[1]))
+    return [(low, high) for _, low, high in positioned]
 
 
-def _aapm_load(patient: Path, series: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _aapm_load(pairs: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
     lq, hq = [], []
-    for low, high in _aapm_pairs(patient, series):
+    for low, high in pairs:
         low_image, high_image = read_dicom(low)[1], read_dicom(high)[1]
         if low_image.shape != high_image.shape:
             raise DataError(f"{low} and {high}: a pair with different shapes {low_image.shape} vs {high_image.shape}")
@@ -155,11 +157,11 @@ def aapm_cases(src, series: str | None = None) -> dict[str, list[Case]]:
     cases = []
     for patient in patients:
         try:
-            count = len(_aapm_pairs(patient, series))
+            pairs = _aapm_pairs(patient, series)                   # listed once, loaded later
         except DataError as err:
             cases.append(Case(patient.name, 0, _failing(err)))
             continue
-        cases.append(Case(patient.name, count, lambda p=patient: _aapm_load(p, series)))
+        cases.append(Case(patient.name, len(pairs), lambda pairs=pairs: _aapm_load(pairs)))
     return _by_split(cases, AAPM_SPLIT)
 
 
