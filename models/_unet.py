@@ -1,4 +1,5 @@
-"""The 4-level U-Net of Restormer, shared by the models built on it (Restore-RWKV, Restormer, MambaIR, AMIR).
+"""The 4-level U-Net of Restormer, shared by the models built on its layout (Restore-RWKV,
+Restormer, MambaIR, AMIR).
 
 patch embedding (3x3 conv) -> encoder stages at C, 2C, 4C with down-sampling between them ->
 latent stage at 8C -> decoder stages at 4C and 2C (up-sampling, concatenation with the skip, 1x1
