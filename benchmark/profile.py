@@ -125,7 +125,9 @@ def _scan_handle(inputs, outputs):
 
 
 def _full_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, list[str]]:
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():                 # fvcore's import scripts a loss with the deprecated torch.jit
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
     with wkv.as_single_ops(), selective_scan.as_single_op(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         analysis = FlopCountAnalysis(model, x)

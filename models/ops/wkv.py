@@ -199,9 +199,12 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> str:
         return "torch"
 
 
-def used_backends() -> set[str]:
-    """The WKV backends that have run in this process."""
-    return set(_used)
+def used_backends(reset: bool = False) -> set[str]:
+    """The WKV backends that have run in this process (since the last ``reset=True`` call)."""
+    used = set(_used)
+    if reset:
+        _used.clear()
+    return used
 
 
 @contextlib.contextmanager

@@ -1,0 +1,200 @@
+"""Run configurations: the defaults, the two scales, dotted overrides and validation. Pure: no I/O.
+
+A resolved configuration is a plain nested dict; every key it may hold is in ``DEFAULTS`` (the
+free-form ``model.options`` excepted: those are checked by building the model). It is merged, in
+this order, from ``DEFAULTS``, the scale (``smoke`` or ``paper``), the grid's ``base``, the grid
+cell's axis values and the command line's ``--set key=value``.
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+# task -> the modalities its samples come from (all-in-one mixes the three single tasks)
+TASKS = {"mri_sr": ("mri_sr",), "ct_denoise": ("ct_denoise",), "pet_synthesis": ("pet_synthesis",),
+         "all_in_one": ("mri_sr", "ct_denoise", "pet_synthesis")}
+MODALITY = {"mri_sr": "mri", "ct_denoise": "ct", "pet_synthesis": "pet"}
+TASK_TITLES = {"mri_sr": "MRI super-resolution", "ct_denoise": "CT denoising", "pet_synthesis": "PET synthesis"}
+
+DEFAULTS: dict = {
+    "task": "mri_sr",
+    "seed": 0,
+    "device": "auto",                 # auto: cuda when available, else cpu
+    "model": {
+        "name": "restore_rwkv",
+        "size": "full",               # full: the named preset; tiny: its <name>_tiny preset
+        "options": {},                # constructor options (the ablations), checked by the model
+    },
+    "data": {
+        "sources": {"mri_sr": "data/mri", "ct_denoise": "data/ct", "pet_synthesis": "data/pet"},
+        "phantom_size": 128,          # image side of phantom-<modality> sources
+    },
+    "train": {                        # the paper's protocol (Sec. 4.1)
+        "iters": 30000,
+        "batch": 4,
+        "crop": 128,
+        "lr": 2e-4,
+        "lr_min": 1e-6,               # cosine annealing from lr to lr_min
+        "betas": [0.9, 0.999],        # Adam
+        "loss": "l1",
+        "aux_weight": 0.01,           # AMIR's load-balancing loss, AirNet's contrastive loss
+        "val_every": 1000,
+        "val_images": 32,
+        "checkpoint_every": 1000,
+        "wkv_backend": "auto",
+    },
+    "test": {"images": None},         # None: the whole test split
+    "profile": {"size": 128, "latency_repeat": 5},
+    "erf": {"images": 16, "size": 128},
+}
+
+SCALES: dict[str, dict] = {
+    "paper": {},
+    "smoke": {
+        "model": {"size": "tiny"},
+        "data": {"sources": {"mri_sr": "phantom-mri", "ct_denoise": "phantom-ct", "pet_synthesis": "phantom-pet"}},
+        # 60x fewer iterations than the paper's: a 10x larger learning rate lets the tiny models learn
+        "train": {"iters": 500, "batch": 4, "crop": 64, "lr": 2e-3, "val_every": 100, "val_images": 4,
+                  "checkpoint_every": 50},
+        "test": {"images": 8},
+        "profile": {"latency_repeat": 3},
+        "erf": {"images": 4},
+    },
+}
+
+CHOICES = {
+    "task": tuple(TASKS),
+    "device": ("auto", "cpu", "cuda"),
+    "model.size": ("full", "tiny"),
+    "train.loss": ("l1", "l2"),
+    "train.wkv_backend": ("auto", "torch", "cpp", "cuda"),
+}
+POSITIVE = {"train.iters", "train.batch", "train.crop", "train.val_every", "train.val_images",
+            "train.checkpoint_every", "data.phantom_size", "profile.size", "profile.latency_repeat",
+            "erf.images", "erf.size", "test.images"}
+FREE_FORM = {"model.options"}
+
+
+class ConfigError(ValueError):
+    """A configuration that names an unknown key or holds a value of the wrong kind."""
+
+
+def merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` merged in, recursively (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def nest(dotted: dict) -> dict:
+    """``{"train.iters": 5}`` -> ``{"train": {"iters": 5}}``."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {key!r} conflicts with another value for {part!r}")
+        node[leaf] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"train.iters=500"`` -> ``("train.iters", 500)``; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.iters=500")
+    return key.strip(), load_yaml(value) if value.strip() else None
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path not in FREE_FORM and path != "data.sources":
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _default_at(path: str):
+    node = DEFAULTS
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config: dict, where: str = "config") -> dict:
+    """Check every key and value of a resolved configuration; returns it. Errors name ``where``,
+    the key and what was expected."""
+    known = dict(_leaves(DEFAULTS))
+    for path, value in _leaves(config):
+        if path not in known:
+            prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+            near = [k for k in known if k.startswith(prefix)] or list(known)
+            raise ConfigError(f"{where}: unknown key {path!r}; expected one of {', '.join(near)}")
+        default = known[path]
+        if path in CHOICES and value not in CHOICES[path]:
+            raise ConfigError(f"{where}: {path} = {value!r}; expected one of {', '.join(CHOICES[path])}")
+        if path in FREE_FORM or path == "data.sources":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {path} must be a mapping; got {value!r}")
+            if path == "data.sources":
+                unknown = set(value) - set(MODALITY)
+                if unknown:
+                    raise ConfigError(f"{where}: data.sources has unknown task(s) {', '.join(sorted(unknown))}; "
+                                      f"expected {', '.join(MODALITY)}")
+            continue
+        if path in POSITIVE:
+            if not (value is None and default is None) and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{where}: {path} must be a positive integer; got {value!r}")
+        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where}: {path} must be a number; got {value!r}")
+        elif isinstance(default, int) and not isinstance(default, bool) and (
+                isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}: {path} must be an integer; got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{where}: {path} must be a string; got {value!r}")
+        elif isinstance(default, list) and (not isinstance(value, list) or len(value) != len(default)):
+            raise ConfigError(f"{where}: {path} must be a list of {len(default)}; got {value!r}")
+    return config
+
+
+def resolve(scale: str, *layers: dict) -> dict:
+    """DEFAULTS, then the scale, then each layer (nested dicts) in order."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    config = merge(DEFAULTS, SCALES[scale])
+    for layer in layers:
+        config = merge(config, layer)
+    return config
+
+
+def model_name(config: dict) -> str:
+    """The registered preset a configuration builds: ``<name>_tiny`` at size tiny."""
+    name = config["model"]["name"]
+    if config["model"]["size"] == "tiny" and not name.endswith("_tiny"):
+        return f"{name}_tiny"
+    return name

@@ -1,0 +1,67 @@
+"""Local execution: the specs one after another in this process (default), or ``jobs`` at a time,
+each in its own spawned process with its share of the CPU threads (a run that crashes its
+process, or is killed by the out-of-memory killer, takes no other run with it)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .. import store
+from ..grid import RunSpec
+from ..pipeline import run_spec
+
+
+def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    run_spec(spec, grid_dir, progress=False)
+
+
+def _report(spec: RunSpec, status: dict) -> None:
+    detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
+    if status["state"] == "failed":
+        detail = f"{status['reason']} (see {status.get('log', '-')})"
+    print(f"[{spec.index + 1}] {spec.label}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+
+def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
+    folder = grid_dir / spec.folder_name
+    status = store.run_state(folder)
+    if status["state"] not in ("done", "failed"):        # the process died without recording an outcome
+        status = {**status, "state": "failed", "log": str(folder),
+                  "reason": f"the worker process exited with code {exitcode}"
+                            + (" (killed: out of memory?)" if exitcode == -9 else "")}
+        store.write_json(folder / "status.json", status)
+    return status
+
+
+def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = True) -> dict[str, dict]:
+    """Run every spec; returns {spec id: final status}. A failed run is recorded and the rest go on."""
+    grid_dir = Path(grid_dir)
+    results = {}
+    if jobs <= 1:
+        for spec in specs:
+            results[spec.id] = run_spec(spec, grid_dir, progress)
+            _report(spec, results[spec.id])
+        return results
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    waiting, active = list(specs), {}
+    while waiting or active:
+        while waiting and len(active) < jobs:
+            spec = waiting.pop(0)
+            process = context.Process(target=_process_body, args=(spec, str(grid_dir), threads))
+            process.start()
+            active[spec.id] = (spec, process)
+        time.sleep(0.2)
+        for key, (spec, process) in list(active.items()):
+            if not process.is_alive():
+                process.join()
+                results[key] = _finish(spec, grid_dir, process.exitcode)
+                _report(spec, results[key])
+                del active[key]
+    return results

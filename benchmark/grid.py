@@ -1,0 +1,187 @@
+"""YAML grids -> frozen run specs with stable ids. Pure: nothing is trained here.
+
+A grid file (see ``ablations/``)::
+
+    name: token_shift            # default: the file's stem
+    table: 8                     # the paper's table the grid reproduces (for rendering)
+    title: Omni-Shift kernel size and re-parameterization
+    base:                        # a partial run configuration (keys of benchmark.config.DEFAULTS)
+      task: mri_sr
+      model: {name: restore_rwkv}
+    axes:                        # every key a list of values: the cartesian product ...
+      seed: [0]
+      zip:                       # ... except zip groups, whose lists advance together
+        label: [k=3, k=5]        # label: the row name in the table (the paper's method name)
+        model.options.shift_kernel: [3, 5]
+    exclude:                     # cells matching every key of one entry are dropped
+      - {seed: 1, label: k=3}
+
+A spec's ``id`` is a hash of its resolved configuration (the grid's metadata excluded), so a run's
+folder is found again whatever the order of the grid; its ``slug`` is the label (or the axis
+values) made safe for a folder name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import itertools
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from . import config as cfg
+
+GRID_KEYS = ("name", "table", "title", "base", "axes", "exclude")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One cell of a grid: small and picklable (a SLURM job receives this, never a model)."""
+    id: str
+    slug: str
+    label: str
+    index: int                  # position in the grid (table row order)
+    config_json: str            # the resolved configuration, canonical JSON
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.config_json)
+
+    @property
+    def folder_name(self) -> str:
+        return f"{self.slug}-{self.id[:8]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    name: str
+    table: int | None
+    title: str
+    file: str
+    scale: str
+    specs: tuple[RunSpec, ...]
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "table": self.table, "title": self.title, "file": self.file,
+                "scale": self.scale, "runs": [{"id": s.id, "folder": s.folder_name, "label": s.label,
+                                               "index": s.index} for s in self.specs]}
+
+
+def spec_id(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    text = text.replace("=", "").replace("w/o", "no")
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
+
+
+def _axis_cells(axes: dict, where: str) -> list[dict]:
+    """The cartesian product of the plain axes and the zip groups, as dicts of dotted keys."""
+    if not isinstance(axes, dict):
+        raise cfg.ConfigError(f"{where}: 'axes' must be a mapping of key -> list of values")
+    factors = []
+    for key, values in axes.items():
+        if key == "zip":
+            groups = values if isinstance(values, list) else [values]
+            for group in groups:
+                if not isinstance(group, dict) or not group:
+                    raise cfg.ConfigError(f"{where}: axes.zip must be a mapping of key -> list (or a list of them)")
+                lengths = {k: len(v) if isinstance(v, list) else None for k, v in group.items()}
+                if None in lengths.values() or len(set(lengths.values())) != 1:
+                    raise cfg.ConfigError(f"{where}: the lists of a zip group must have one length; got "
+                                          + ", ".join(f"{k}: {n}" for k, n in lengths.items()))
+                factors.append([dict(zip(group, values)) for values in zip(*group.values())])
+        else:
+            if not isinstance(values, list) or not values:
+                raise cfg.ConfigError(f"{where}: axes.{key} must be a non-empty list of values; got {values!r}")
+            factors.append([{key: v} for v in values])
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*factors)]
+
+
+def _check_model(config: dict, where: str) -> None:
+    """The model and its options exist: building the tiny preset of the family checks option
+    names and values cheaply (the full preset takes the same options)."""
+    import models
+    name = cfg.model_name(config)
+    if name not in models.list_models():
+        registered = sorted({n.removesuffix("_tiny") for n in models.list_models()})
+        raise cfg.ConfigError(f"{where}: unknown model {config['model']['name']!r} ({name!r} is not registered); "
+                              f"expected one of {', '.join(registered)}")
+    options = config["model"]["options"]
+    probe = name if name.endswith("_tiny") or f"{name}_tiny" not in models.list_models() else f"{name}_tiny"
+    try:
+        models.create_model(probe, **options)
+    except TypeError as err:
+        if "unexpected keyword" not in str(err):
+            raise
+        model_class = type(models.create_model(probe))
+        valid = [p for p in inspect.signature(model_class.__init__).parameters if p != "self"]
+        raise cfg.ConfigError(f"{where}: model.options of {name}: {err}; expected options among "
+                              f"{', '.join(valid)}") from None
+    except ValueError as err:
+        raise cfg.ConfigError(f"{where}: model.options of {name}: {err}") from None
+
+
+def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, check_models: bool = True) -> Grid:
+    """Read and expand a grid file; ``overrides`` are ``key=value`` strings applied to every cell."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise cfg.ConfigError(f"{where}: no such grid file")
+    try:
+        data = cfg.load_yaml(path.read_text())
+    except yaml.YAMLError as err:
+        raise cfg.ConfigError(f"{where}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise cfg.ConfigError(f"{where}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}")
+    unknown = set(data) - set(GRID_KEYS)
+    if unknown:
+        raise cfg.ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(GRID_KEYS)}")
+    command_line = cfg.nest(dict(cfg.parse_override(o) for o in overrides or []))
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise cfg.ConfigError(f"{where}: 'base' must be a mapping")
+    cells = _axis_cells(data.get("axes") or {}, where)
+    excludes = data.get("exclude") or []
+    if not isinstance(excludes, list) or not all(isinstance(e, dict) for e in excludes):
+        raise cfg.ConfigError(f"{where}: 'exclude' must be a list of mappings")
+    specs, seen = [], {}
+    for cell in cells:
+        if any(all(cell.get(k) == v for k, v in entry.items()) for entry in excludes):
+            continue
+        label = str(cell.pop("label", "") or "")
+        values = {k: v for k, v in cell.items()}
+        if not label:
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or data.get("name", path.stem)
+        config = cfg.resolve(scale, base, cfg.nest(values), command_line)
+        cell_where = f"{where} (cell {label!r})"
+        cfg.validate(config, cell_where)
+        if check_models:
+            _check_model(config, cell_where)
+        identity = spec_id(config)
+        if identity in seen:
+            raise cfg.ConfigError(f"{where}: cells {seen[identity]!r} and {label!r} resolve to the same run")
+        seen[identity] = label
+        specs.append(RunSpec(identity, _slug(label), label, len(specs), json.dumps(config, sort_keys=True)))
+    if not specs:
+        raise cfg.ConfigError(f"{where}: the grid has no cells (every cell excluded?)")
+    table = data.get("table")
+    if table is not None and not isinstance(table, int):
+        raise cfg.ConfigError(f"{where}: 'table' must be the paper's table number; got {table!r}")
+    return Grid(str(data.get("name") or path.stem), table, str(data.get("title") or ""), str(path), scale,
+                tuple(specs))
+
+
+def describe(grid: Grid) -> str:
+    """The expanded grid as a readable listing (``--dry-run``)."""
+    lines = [f"grid {grid.name} ({grid.file}), scale {grid.scale}: {len(grid.specs)} runs"]
+    for spec in grid.specs:
+        config = spec.config
+        options = ", ".join(f"{k}={v}" for k, v in config["model"]["options"].items()) or "defaults"
+        lines.append(f"  {spec.index:>3}  {spec.folder_name:<40} {cfg.model_name(config)} ({options}), "
+                     f"task {config['task']}, seed {config['seed']}, {config['train']['iters']} iters")
+    return "\n".join(lines)

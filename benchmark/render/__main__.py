@@ -1,0 +1,26 @@
+"""``python -m benchmark.render <grid store> [--out tables]``: re-render a grid's table and figure."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import render_grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.render", description=__doc__)
+    parser.add_argument("stores", nargs="+", help="grid store folders, e.g. runs/token_shift")
+    parser.add_argument("--out", default="tables", help="folder for <grid>.md and <grid>_erf.png (default: tables)")
+    args = parser.parse_args(argv)
+    for grid_dir in args.stores:
+        try:
+            for path in render_grid(grid_dir, args.out):
+                print(path)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

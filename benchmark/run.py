@@ -1,0 +1,72 @@
+"""``python -m benchmark.run --grid ablations/<name>.yaml``: run a grid, then render its table.
+
+    python -m benchmark.run --grid ablations/token_shift.yaml                 # smoke scale, phantoms
+    python -m benchmark.run --grid ablations/token_shift.yaml --dry-run       # list the runs
+    python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --set data.sources.mri_sr=data/mri
+    python -m benchmark.run --grid ablations/components.yaml --set train.iters=1000 --jobs 2
+
+Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.store``); finished runs are
+skipped and interrupted ones resumed when the same command is run again. The table and the ERF
+figure go to ``<tables>/<grid name>.md`` and ``<tables>/<grid name>_erf.png``. Exit status: 0 when
+every run is done, 1 when some failed (the others are still rendered), 2 for a bad grid or option.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import store
+from .config import SCALES, ConfigError
+from .grid import describe, load_grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("--grid", required=True, help="a grid file, e.g. ablations/token_shift.yaml")
+    parser.add_argument("--scale", choices=list(SCALES), default="smoke",
+                        help="smoke (default: tiny presets, phantom data, a few hundred iterations) or paper")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration field for every run, e.g. --set train.iters=500 (repeatable)")
+    parser.add_argument("--out", default="runs", help="the store's root folder (default: runs)")
+    parser.add_argument("--tables", default="tables", help="where the table and figure go (default: tables)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
+    parser.add_argument("--executor", choices=["local"], default="local", help="where runs execute (default: local)")
+    parser.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
+    parser.add_argument("--no-render", action="store_true", help="do not render the table at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    try:
+        grid = load_grid(args.grid, args.scale, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(describe(grid))
+        return 0
+    grid_dir = Path(args.out) / grid.name
+    store.write_grid(grid_dir, grid.metadata())
+    states = {s.id: store.run_state(grid_dir / s.folder_name)["state"] for s in grid.specs}
+    todo = [s for s in grid.specs if states[s.id] != "done"]
+    print(f"grid {grid.name}: {len(grid.specs)} runs at scale {grid.scale}, {len(grid.specs) - len(todo)} already "
+          f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
+    start = time.time()
+    from .executors import run_local
+    results = run_local(todo, grid_dir, args.jobs, progress=not args.quiet)
+    failed = [s for s in todo if results[s.id]["state"] != "done"]
+    print(f"grid {grid.name}: {len(todo) - len(failed)} runs finished, {len(failed)} failed "
+          f"in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    if not args.no_render:
+        from .render import render_grid
+        for path in render_grid(grid_dir, args.tables):
+            print(path)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

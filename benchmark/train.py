@@ -1,0 +1,182 @@
+"""Training with the paper's protocol, resumable from the run's own checkpoint.
+
+Adam (betas from the config), L1 (or L2) loss on random crops, the learning rate annealed by a
+cosine from ``lr`` to ``lr_min`` over ``iters``; every ``val_every`` iterations the PSNR on the
+first ``val_images`` validation slices (per task) decides which weights are kept (``best.pt``).
+Sample order and crops are functions of (seed, iteration) only, and the checkpoint holds the
+model, the optimizer, the RNG state and the log, so a resumed run computes what an uninterrupted
+one would have: on a CPU the final weights are identical.
+"""
+from __future__ import annotations
+
+import csv
+import inspect
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import config as cfg
+from . import metrics, store
+from .data import dataset
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class TaskData:
+    """The samples of a run's task(s) for one split: one dataset per task, indexed as one."""
+
+    def __init__(self, config: dict, split: str, crop: int | None):
+        self.tasks = cfg.TASKS[config["task"]]
+        sources = config["data"]["sources"]
+        self.parts = [dataset.open_dataset(sources[task], split, crop=crop, seed=config["seed"],
+                                           phantom_size=config["data"]["phantom_size"]) for task in self.tasks]
+        self.sizes = [len(p) for p in self.parts]
+        self.seed = config["seed"]
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def item(self, index: int, epoch: int = 0) -> tuple[int, dict]:
+        """(task id, sample) of the global ``index``."""
+        for task_id, (part, size) in enumerate(zip(self.parts, self.sizes)):
+            if index < size:
+                part.set_epoch(epoch)
+                return task_id, part[index]
+            index -= size
+        raise IndexError(index)
+
+    def batch(self, iteration: int, batch: int):
+        """The training batch of ``iteration``: sample ``s = iteration * batch + j`` is position
+        ``s mod N`` of a permutation drawn from (seed, epoch = s div N)."""
+        lq, hq, task_ids = [], [], []
+        for s in range(iteration * batch, (iteration + 1) * batch):
+            epoch, position = divmod(s, len(self))
+            order = np.random.default_rng((self.seed, epoch)).permutation(len(self))
+            task_id, sample = self.item(int(order[position]), epoch)
+            lq.append(sample["lq"])
+            hq.append(sample["hq"])
+            task_ids.append(task_id)
+        return torch.stack(lq), torch.stack(hq), torch.tensor(task_ids)
+
+
+def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+    """The model's output; the task ids are passed to models whose forward takes ``task``."""
+    if "task" in inspect.signature(model.forward).parameters:
+        return model(lq, task=task_ids)
+    return model(lq)
+
+
+def auxiliary_loss(model: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor | None:
+    """The extra losses some designs train with: AMIR's MoE load balancing (left by the forward in
+    ``model.aux_loss``) and AirNet's MoCo loss (two crops of each degraded input, Li et al. Sec. 3.1)."""
+    losses = []
+    if getattr(model, "aux_loss", None) is not None:
+        losses.append(model.aux_loss)
+    if hasattr(model, "contrastive_logits"):
+        h, w = lq.shape[-2] // 2, lq.shape[-1] // 2
+        logits = model.contrastive_logits(lq[..., :h, :w], lq[..., h:2 * h, w:2 * w])
+        losses.append(F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=lq.device)))
+    return sum(losses) if losses else None
+
+
+def cosine_lr(iteration: int, config: dict) -> float:
+    train = config["train"]
+    return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * iteration / train["iters"]))
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.device) -> float:
+    """Mean PSNR (dB, physical units, the test protocol) over the first ``limit`` slices per task."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    start = 0
+    for task_id, (part, size) in enumerate(zip(data.parts, data.sizes)):
+        for index in range(min(limit, size)):
+            _, sample = data.item(start + index)
+            pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
+            modality = part.modality
+            gt = dataset.denormalize(sample["hq"][0].double().numpy(), modality)
+            out = dataset.denormalize(pred[0, 0].double().cpu().numpy(), modality)
+            scores.append(metrics.evaluate(out, gt, modality)["psnr"])
+        start += size
+    model.train(was_training)
+    return float(np.mean(scores))
+
+
+def _write_log(path: Path, log: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["iteration", "loss", "lr", "val_psnr", "seconds"])
+    writer.writeheader()
+    writer.writerows(log)
+    store.write_text(path, buffer.getvalue())
+
+
+def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.device, progress: bool = True) -> dict:
+    """Train ``model`` in place (ending with the best validation weights loaded); returns the
+    training summary. Resumes from ``folder/checkpoint.pt`` when it exists."""
+    settings = config["train"]
+    folder = Path(folder)
+    train_data = TaskData(config, "train", settings["crop"])
+    val_data = TaskData(config, "val", None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]))
+    start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
+    checkpoint_path = folder / "checkpoint.pt"
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start, best, best_iter, log, elapsed = (state["iteration"], state["best_psnr"], state["best_iteration"],
+                                                state["log"], state["seconds"])
+    loss_fn = F.l1_loss if settings["loss"] == "l1" else F.mse_loss
+    model.train()
+    clock = time.perf_counter()
+    bar = tqdm(range(start, settings["iters"]), initial=start, total=settings["iters"], disable=not progress,
+               desc=f"train {folder.name}", unit="it", leave=False)
+    for iteration in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(iteration, config)
+        lq, hq, task_ids = (t.to(device) for t in train_data.batch(iteration, settings["batch"]))
+        loss = loss_fn(restore(model, lq, task_ids), hq)
+        extra = auxiliary_loss(model, lq)
+        if extra is not None:
+            loss = loss + settings["aux_weight"] * extra
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss.item()} at iteration {iteration + 1} "
+                                   f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower train.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = iteration + 1
+        entry = {"iteration": done, "loss": round(loss.item(), 6), "lr": optimizer.param_groups[0]["lr"],
+                 "val_psnr": "", "seconds": None}
+        if done % settings["val_every"] == 0 or done == settings["iters"]:
+            psnr = validate(model, val_data, settings["val_images"], device)
+            entry["val_psnr"] = round(psnr, 4)
+            if psnr > best:
+                best, best_iter = psnr, done
+                store.save_torch(folder / "best.pt", model.state_dict())
+            bar.set_postfix(loss=f"{loss.item():.4f}", val_psnr=f"{psnr:.2f}")
+        entry["seconds"] = round(elapsed + time.perf_counter() - clock, 3)
+        log.append(entry)
+        if done % settings["checkpoint_every"] == 0 or done == settings["iters"] or entry["val_psnr"] != "":
+            store.save_torch(checkpoint_path, {
+                "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(), "best_psnr": best, "best_iteration": best_iter, "log": log,
+                "seconds": entry["seconds"]})
+            _write_log(folder / "train_log.csv", log)
+    bar.close()
+    model.load_state_dict(torch.load(folder / "best.pt", map_location=device, weights_only=True))
+    seconds = log[-1]["seconds"] if log else 0.0
+    return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
+            "final_loss": log[-1]["loss"] if log else None, "seconds": seconds,
+            "resumed_from": start}

@@ -1,0 +1,110 @@
+"""Grid expansion (benchmark.grid) and configuration validation (benchmark.config)."""
+from pathlib import Path
+
+import pytest
+
+from benchmark import config as cfg
+from benchmark.grid import describe, load_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text: str, name: str = "g.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+GRID = """
+name: demo
+table: 8
+base:
+  task: mri_sr
+  model: {name: restore_rwkv}
+axes:
+  seed: [0, 1]
+  zip:
+    label: [k=3, k=5]
+    model.options.shift_kernel: [3, 5]
+exclude:
+  - {seed: 1, label: k=3}
+"""
+
+
+def test_cartesian_product_of_axes_with_zip_groups_and_excludes(tmp_path):
+    grid = load_grid(write(tmp_path, GRID))
+    cells = [(s.label, s.config["seed"], s.config["model"]["options"]["shift_kernel"]) for s in grid.specs]
+    assert cells == [("k=3", 0, 3), ("k=5", 0, 5), ("k=5", 1, 5)]
+    assert [s.index for s in grid.specs] == [0, 1, 2]
+    assert grid.name == "demo" and grid.table == 8 and grid.scale == "smoke"
+    first = grid.specs[0].config
+    # defaults < scale < base < axes: smoke uses the tiny preset on phantoms
+    assert first["model"]["size"] == "tiny" and first["data"]["sources"]["mri_sr"] == "phantom-mri"
+    assert first["train"]["betas"] == [0.9, 0.999] and first["task"] == "mri_sr"
+    assert cfg.model_name(first) == "restore_rwkv_tiny"
+
+
+def test_ids_are_stable_and_independent_of_axis_order(tmp_path):
+    a = load_grid(write(tmp_path, GRID, "a.yaml"))
+    reordered = GRID.replace("  seed: [0, 1]\n", "").replace("exclude:", "  seed: [0, 1]\nexclude:")
+    b = load_grid(write(tmp_path, reordered, "b.yaml"))
+    assert {s.id for s in a.specs} == {s.id for s in b.specs}
+    assert len({s.id for s in a.specs}) == 3
+    assert load_grid(write(tmp_path, GRID, "c.yaml")).specs[0].id == a.specs[0].id
+    assert a.specs[1].folder_name == f"k5-{a.specs[1].id[:8]}"
+
+
+def test_scale_and_command_line_overrides(tmp_path):
+    path = write(tmp_path, GRID)
+    paper = load_grid(path, "paper").specs[0].config
+    assert paper["train"]["iters"] == 30000 and paper["train"]["crop"] == 128 and paper["model"]["size"] == "full"
+    assert paper["train"]["lr"] == 2e-4 and paper["train"]["val_images"] == 32
+    smoke = load_grid(path, "smoke", ["train.iters=7", "data.sources.mri_sr=data/x", "test.images=null"]).specs[0].config
+    assert smoke["train"]["iters"] == 7 and smoke["data"]["sources"]["mri_sr"] == "data/x"
+    assert smoke["test"]["images"] is None
+    assert load_grid(path, "smoke", ["train.iters=7"]).specs[0].id != load_grid(path).specs[0].id
+
+
+def test_describe_lists_every_run(tmp_path):
+    text = describe(load_grid(write(tmp_path, GRID)))
+    assert "3 runs" in text and "restore_rwkv_tiny (shift_kernel=3)" in text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: {task: mri_sr}\nbogus: 1\n", "unknown key(s) bogus"),
+    ("base: {train: {iter: 5}}\n", "unknown key 'train.iter'; expected one of train.iters"),
+    ("base: {task: denoise}\n", "task = 'denoise'; expected one of mri_sr, ct_denoise, pet_synthesis, all_in_one"),
+    ("base: {train: {iters: -1}}\n", "train.iters must be a positive integer"),
+    ("base: {train: {lr: fast}}\n", "train.lr must be a number"),
+    ("base: {model: {name: restore_rkwv}}\n", "unknown model 'restore_rkwv'"),
+    ("base: {model: {name: restore_rwkv, options: {shift: omin}}}\n", "unknown shift 'omin'; expected one of uni, quad, omni"),
+    ("base: {model: {name: restore_rwkv, options: {shfit: uni}}}\n", "expected options among"),
+    ("axes: {zip: {label: [a, b], seed: [1]}}\n", "must have one length"),
+    ("axes: {seed: 3}\n", "axes.seed must be a non-empty list"),
+    ("axes: {seed: [0, 1]}\nexclude: [{seed: 0}, {seed: 1}]\n", "the grid has no cells"),
+    ("base: {data: {sources: {mri: x}}}\n", "data.sources has unknown task(s) mri"),
+    ("axes: {zip: {label: [a, b], seed: [0, 0]}}\n", "resolve to the same run"),
+    ("[1, 2]\n", "a grid file is a mapping"),
+])
+def test_bad_grids_name_the_file_the_key_and_the_choices(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(cfg.ConfigError) as err:
+        load_grid(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_bad_overrides_and_scales():
+    with pytest.raises(cfg.ConfigError, match="expected key=value"):
+        cfg.parse_override("train.iters")
+    with pytest.raises(cfg.ConfigError, match="unknown scale 'huge'; expected one of paper, smoke"):
+        cfg.resolve("huge")
+    assert cfg.parse_override("train.lr=1e-3") == ("train.lr", 1e-3)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("scale", ["smoke", "paper"])
+def test_every_shipped_grid_expands(path, scale):
+    grid = load_grid(path, scale)
+    assert grid.name == path.stem and grid.table in range(1, 9)
+    assert len({s.id for s in grid.specs}) == len(grid.specs) >= 3

@@ -1,0 +1,197 @@
+"""The harness end to end: a smoke grid in a temporary folder, its artifacts, resume after a kill,
+failures that do not stop the grid, parallel workers, determinism."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+import models
+from benchmark import profile, run, store
+from benchmark.data import dataset
+from benchmark.grid import load_grid
+from benchmark.pipeline import run_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+# a few iterations on 32x32 phantoms: seconds per run on a 2-core CPU
+TINY = ["train.iters=6", "train.val_every=3", "train.checkpoint_every=2", "train.crop=16", "train.val_images=2",
+        "data.phantom_size=32", "test.images=2", "profile.size=32", "profile.latency_repeat=1", "erf.images=2",
+        "erf.size=24"]
+
+
+def grid_file(tmp_path, cells: str, name: str = "two") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ntable: 8\nbase:\n  task: mri_sr\n  model: {{name: restore_rwkv}}\naxes:\n{cells}")
+    return path
+
+
+TWO_CELLS = "  zip:\n    label: [k=3, Q-Shift]\n    model.options: [{shift_kernel: 3}, {shift: quad}]\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    path = grid_file(tmp, TWO_CELLS)
+    argv = ["--grid", str(path), "--out", str(tmp / "runs"), "--tables", str(tmp / "tables"), "--quiet"]
+    code = run.main(argv + [a for o in TINY for a in ("--set", o)])
+    return tmp, load_grid(path, "smoke", TINY), code
+
+
+def test_a_smoke_grid_writes_every_artifact(smoke_store):
+    tmp, grid, code = smoke_store
+    assert code == 0
+    grid_dir = tmp / "runs" / "two"
+    assert json.loads((grid_dir / "grid.json").read_text())["runs"][1]["label"] == "Q-Shift"
+    for spec in grid.specs:
+        folder = grid_dir / spec.folder_name
+        for name in ("spec.json", "environment.json", "status.json", "checkpoint.pt", "best.pt", "train.json",
+                     "train_log.csv", "test.json", "test_images.csv", "profile.json", "erf.npy"):
+            assert (folder / name).is_file(), name
+        assert store.run_state(folder)["state"] == "done"
+        assert store.read_json(folder / "spec.json")["config"] == spec.config
+        env = store.read_json(folder / "environment.json")
+        assert env["wkv_backend"] in ("cpp", "torch") and env["seed"] == 0 and "git_commit" in env
+        with open(folder / "train_log.csv") as f:
+            log = list(csv.DictReader(f))
+        assert [int(r["iteration"]) for r in log] == list(range(1, 7))
+        assert [r["val_psnr"] != "" for r in log] == [False, False, True, False, False, True]
+        test = store.read_json(folder / "test.json")["tasks"]["mri_sr"]
+        assert test["images"] == 2 and np.isfinite([test["psnr"], test["ssim"], test["rmse"]]).all()
+        erf = np.load(folder / "erf.npy")
+        assert erf.shape == (24, 24) and (erf >= 0).all() and erf.sum() > 0
+        # the profile equals the profiler's own functions on a fresh model of the spec
+        model = models.create_model("restore_rwkv_tiny", **spec.config["model"]["options"])
+        prof = store.read_json(folder / "profile.json")
+        assert prof["params_m"] == pytest.approx(profile.count_params(model))
+        assert prof["paper_gmacs"] == pytest.approx(profile.count_macs(model, (1, 1, 32, 32))[0])
+        assert prof["uncounted"] == [] and prof["latency_ms"] > 0
+    table = (tmp / "tables" / "two.md").read_text()
+    assert "| k=3 |" in table and "| Q-Shift |" in table and "| k=5 | 0.1827 | 0.2610 | not run |" not in table
+    assert "| k=9 |" in table and "not run" in table                      # the paper's rows the grid left out
+    assert (tmp / "tables" / "two_erf.png").stat().st_size > 1000
+    index = store.load_index(grid_dir)
+    assert list(index["label"]) == ["k=3", "Q-Shift"] and set(index["state"]) == {"done"}
+
+
+def test_test_scores_match_an_independent_recomputation(smoke_store):
+    """Per-image PSNR of the stored best weights, recomputed with scikit-image."""
+    tmp, grid, _ = smoke_store
+    spec = grid.specs[0]
+    folder = tmp / "runs" / "two" / spec.folder_name
+    model = models.create_model("restore_rwkv_tiny", **spec.config["model"]["options"])
+    model.load_state_dict(torch.load(folder / "best.pt", weights_only=True))
+    model.reparameterize().eval()
+    with open(folder / "test_images.csv") as f:
+        rows = list(csv.DictReader(f))
+    data = dataset.open_dataset("phantom-mri", "test", phantom_size=32)
+    for row in rows:
+        sample = data[int(row["index"])]
+        with torch.no_grad():
+            out = model(sample["lq"][None])[0, 0].double().numpy()
+        pred, gt = dataset.denormalize(out, "mri"), dataset.denormalize(sample["hq"][0].double().numpy(), "mri")
+        expected = peak_signal_noise_ratio(gt, pred, data_range=gt.max() - gt.min())
+        assert float(row["psnr"]) == pytest.approx(expected, abs=1e-6)
+        lq = dataset.denormalize(sample["lq"][0].double().numpy(), "mri")
+        assert float(row["input_psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, lq, data_range=gt.max() - gt.min()))
+
+
+def test_a_second_invocation_redoes_nothing(smoke_store):
+    tmp, grid, _ = smoke_store
+    folder = tmp / "runs" / "two" / grid.specs[0].folder_name
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert run_spec(grid.specs[0], tmp / "runs" / "two")["state"] == "done"
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_same_spec_and_seed_give_identical_metrics(smoke_store, tmp_path):
+    tmp, grid, _ = smoke_store
+    status = run_spec(grid.specs[1], tmp_path, progress=False)
+    assert status["state"] == "done"
+    again = store.read_json(tmp_path / grid.specs[1].folder_name / "test.json")
+    first = store.read_json(tmp / "runs" / "two" / grid.specs[1].folder_name / "test.json")
+    assert again == first
+
+
+def test_failed_runs_are_recorded_and_the_grid_goes_on(tmp_path):
+    cells = ("  zip:\n    label: [good, diverges, missing data]\n"
+             "    train.lr: [0.002, 1.0e+30, 0.002]\n    model.name: [restore_rwkv, srcnn, restore_rwkv]\n"
+             f"    data.sources.mri_sr: [phantom-mri, phantom-mri, {tmp_path / 'nowhere'}]\n")
+    path = grid_file(tmp_path, cells, "failing")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet"]
+    assert run.main(argv + [a for o in TINY for a in ("--set", o)]) == 1
+    grid = load_grid(path, "smoke", TINY)
+    states = [store.run_state(tmp_path / "runs" / "failing" / s.folder_name) for s in grid.specs]
+    assert [s["state"] for s in states] == ["done", "failed", "failed"]
+    assert "TrainingDiverged: the loss became" in states[1]["reason"]
+    assert "not a prepared dataset" in states[2]["reason"] and "nowhere" in states[2]["reason"]
+    assert Path(states[2]["log"]).read_text().startswith("Traceback")
+    table = (tmp_path / "tables" / "failing.md").read_text()
+    assert "| diverges | " in table and "failed" in table and "- missing data: DataError" in table
+
+
+def _wait_for(condition, timeout: float = 240.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError("the condition was not met in time")
+        time.sleep(0.2)
+
+
+def test_killed_grid_resumes_from_checkpoints_without_redoing_finished_runs(tmp_path):
+    settings = [o for o in TINY if not o.startswith(("train.iters", "train.val_every"))]
+    settings += ["train.iters=300", "train.val_every=100", "train.checkpoint_every=5"]
+    path = grid_file(tmp_path, TWO_CELLS, "killed")
+    grid = load_grid(path, "smoke", settings)
+    grid_dir = tmp_path / "runs" / "killed"
+    first, second = (grid_dir / s.folder_name for s in grid.specs)
+    argv = [sys.executable, "-m", "benchmark.run", "--grid", str(path), "--out", str(tmp_path / "runs"),
+            "--tables", str(tmp_path / "tables"), "--quiet", "--no-render"]
+    argv += [a for o in settings for a in ("--set", o)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        def mid_training():
+            log = second / "train_log.csv"
+            return log.is_file() and len(log.read_text().splitlines()) > 11    # past iteration 10 of 300
+        _wait_for(mid_training)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert store.run_state(first)["state"] == "done"
+    assert store.run_state(second)["state"] == "running"
+    finished = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    assert run.main(argv[3:]) == 0                                            # the same command again
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == finished
+    summary = store.read_json(second / "train.json")
+    assert summary["resumed_from"] >= 10 and store.run_state(second)["attempts"] == 2
+    # the resumed run ends with exactly the weights of an uninterrupted one
+    reference = tmp_path / "reference"
+    assert run_spec(grid.specs[1], reference, progress=False)["state"] == "done"
+    resumed = torch.load(second / "best.pt", weights_only=True)
+    straight = torch.load(reference / grid.specs[1].folder_name / "best.pt", weights_only=True)
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
+def test_parallel_workers_run_the_grid(tmp_path):
+    path = grid_file(tmp_path, TWO_CELLS, "parallel")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"),
+            "--quiet", "--jobs", "2"]
+    assert run.main(argv + [a for o in TINY for a in ("--set", o)]) == 0
+    grid = load_grid(path, "smoke", TINY)
+    assert all(store.run_state(tmp_path / "runs" / "parallel" / s.folder_name)["state"] == "done" for s in grid.specs)
+    assert (tmp_path / "tables" / "parallel.md").is_file()
+
+
+def test_bad_grid_exits_with_a_clear_error(tmp_path, capsys):
+    path = grid_file(tmp_path, "  seed: [0]\n  model.options.shift: [omin]\n", "bad")
+    assert run.main(["--grid", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert "unknown shift 'omin'; expected one of uni, quad, omni" in capsys.readouterr().err

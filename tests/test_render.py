@@ -1,0 +1,100 @@
+"""Rendering from a fixed, hand-written store: the markdown against a golden file, the marks,
+the ERF rescaling and area measure against hand-computed values."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import config as cfg
+from benchmark import store
+from benchmark.render import render_grid
+from benchmark.render.figures import high_contribution_area, rescale
+from benchmark.render.tables import _marks, paper_numbers
+
+GOLDEN = Path(__file__).parent / "golden" / "token_shift_store.md"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psnr=None, seed=0, reason=""):
+    config = cfg.resolve("smoke", {"task": "mri_sr", "seed": seed,
+                                   "model": {"name": "restore_rwkv", "options": options}})
+    store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
+                                                       "model": "restore_rwkv_tiny", "config": config})
+    status = {"state": state, "id": folder}
+    if reason:
+        status["reason"] = reason
+    store.write_json(grid_dir / folder / "status.json", status)
+    store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.2, "deploy_params_m": 0.18 + len(label) / 1e4,
+                                                          "paper_gmacs": 0.25, "full_gmacs": 0.3, "latency_ms": 5.0})
+    if psnr is not None:
+        store.write_json(grid_dir / folder / "test.json", {"tasks": {"mri_sr": {
+            "images": 8, "psnr": psnr, "ssim": psnr / 40, "rmse": 300 - psnr, "input_psnr": 22.96,
+            "input_ssim": 0.5763, "input_rmse": 236.94}}})
+        erf = np.zeros((9, 9))
+        erf[4, 4], erf[4, 5] = 1.0, len(label) / 10
+        store.write_array(grid_dir / folder / "erf.npy", erf)
+    return {"id": folder, "folder": folder, "label": label}
+
+
+def build_store(root: Path) -> Path:
+    grid_dir = root / "token_shift"
+    runs = [_run(grid_dir, "k1-a", "k=1", {"shift_kernel": 1}, "done", 23.10),
+            _run(grid_dir, "k5-b", "k=5", {"shift_kernel": 5}, "done", 23.40),
+            _run(grid_dir, "k5-c", "k=5", {"shift_kernel": 5}, "done", 23.20, seed=1),
+            _run(grid_dir, "k9-d", "k=9", {"shift_kernel": 9}, "failed", reason="TrainingDiverged: the loss became nan"),
+            _run(grid_dir, "q-e", "Q-Shift", {"shift": "quad"}, "done", 23.25)]
+    for index, run in enumerate(runs):
+        run["index"] = index
+    store.write_grid(grid_dir, {"name": "token_shift", "table": 8, "title": "Token shift", "scale": "smoke",
+                                "file": "ablations/token_shift.yaml", "runs": runs})
+    return grid_dir
+
+
+def test_rendered_table_matches_the_golden_file(tmp_path):
+    written = render_grid(build_store(tmp_path / "runs"), tmp_path / "tables")
+    assert [p.name for p in written] == ["token_shift.md", "token_shift_erf.png"]
+    text = written[0].read_text()
+    assert text == GOLDEN.read_text()
+    # rendering is deterministic: the same store gives the same bytes
+    again = render_grid(tmp_path / "runs" / "token_shift", tmp_path / "again")
+    assert again[0].read_bytes() == written[0].read_bytes()
+    assert again[1].read_bytes() == written[1].read_bytes()
+
+
+def test_golden_file_shows_means_marks_failures_and_the_paper():
+    text = GOLDEN.read_text()
+    # k=5 is the mean of two seeds (23.40, 23.20): 23.30, best; Q-Shift 23.25 second; RMSE lower is better
+    assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** | **0.5825** | **276.70** | 32.09 | 0.9408 | 28.97 | -8.79 |" in text
+    assert "| Q-Shift | 0.1807 | 0.2500 | <u>23.25</u> |" in text
+    assert "| k=9 | 0.1803 | 0.2500 | failed | - | - | 32.03 | 0.9398 | 29.14 | - |" in text
+    assert "- k=9: TrainingDiverged: the loss became nan" in text
+    assert "| k=5 (w/o Reparam.) | - | - | not run | - | - | 32.01 | 0.9396 | 29.20 | - |" in text
+
+
+def test_marks_rank_best_and_second_with_ties():
+    assert _marks([1.0, 3.0, 2.0, None], True, 2) == ["", "best", "second", ""]
+    assert _marks([1.0, 3.0, 2.0], False, 2) == ["best", "", "second"]
+    assert _marks([2.0, 2.0, 1.0], True, 2) == ["best", "best", "second"]
+
+
+def test_erf_rescaling_and_area():
+    erf = np.array([[0.0, 16.0], [1.0, 81.0]])
+    assert np.allclose(rescale(erf), [[0, (16 / 81) ** 0.25], [(1 / 81) ** 0.25, 1]])
+    assert high_contribution_area(erf) == 0.5          # 81 alone is 82.7% of 98; 81 + 16 is 99%
+    assert high_contribution_area(np.zeros((3, 3))) == 0.0
+    assert high_contribution_area(np.ones((10, 10))) == pytest.approx(0.9)
+
+
+def test_paper_numbers_are_transcribed():
+    rows = paper_numbers()
+    assert len(rows) == 67 and {r["table"] for r in rows} == set(range(1, 9))
+    rwkv = next(r for r in rows if r["table"] == 1 and r["method"] == "Restore-RWKV")
+    assert (rwkv["params_m"], rwkv["flops_g"], rwkv["psnr"], rwkv["ssim"], rwkv["rmse"]) == (
+        27.9140, 37.4585, 32.0913, 0.9408, 28.9713)
+
+
+def test_render_command_reports_a_missing_store(tmp_path, capsys):
+    from benchmark.render.__main__ import main
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "not a grid store" in capsys.readouterr().err
