@@ -4,6 +4,7 @@
     python -m benchmark.run --grid ablations/token_shift.yaml --dry-run       # list the runs
     python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --set data.sources.mri_sr=data/mri
     python -m benchmark.run --grid ablations/components.yaml --set train.iters=1000 --jobs 2
+    python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --executor slurm --cluster example-gpu
 
 Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.store``); finished runs are
 skipped and interrupted ones resumed when the same command is run again. The table and the ERF
@@ -22,6 +23,11 @@ from .config import SCALES, ConfigError
 from .grid import describe, load_grid
 
 
+def _report(spec, status: dict) -> None:
+    detail = f"{status['reason']} (see {status.get('log', '-')})" if status["state"] == "failed" else ""
+    print(f"[{spec.index + 1}] {spec.label}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -34,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs", help="the store's root folder (default: runs)")
     parser.add_argument("--tables", default="tables", help="where the table and figure go (default: tables)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
-    parser.add_argument("--executor", choices=["local"], default="local", help="where runs execute (default: local)")
+    parser.add_argument("--executor", choices=["local", "slurm"], default="local",
+                        help="local (default) or slurm: job arrays through submitit")
+    parser.add_argument("--cluster", default="dev", help="slurm: a profile in slurm/ (name or path; default: dev)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="slurm: submit and return (monitor with python -m benchmark.status, rerun to render)")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
     parser.add_argument("--no-render", action="store_true", help="do not render the table at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -56,8 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grid {grid.name}: {len(grid.specs)} runs at scale {grid.scale}, {len(grid.specs) - len(todo)} already "
           f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
     start = time.time()
-    from .executors import run_local
-    results = run_local(todo, grid_dir, args.jobs, progress=not args.quiet)
+    if args.executor == "slurm":
+        from .executors import slurm
+        try:
+            profile = slurm.load_profile(args.cluster)
+            results = slurm.run_slurm(todo, grid_dir, profile, wait_for_results=not args.no_wait, report=_report)
+        except slurm.SlurmError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if args.no_wait:
+            print(f"submitted; monitor with: python -m benchmark.status {grid_dir}", file=sys.stderr)
+            return 0
+    else:
+        from .executors import run_local
+        results = run_local(todo, grid_dir, args.jobs, progress=not args.quiet)
     failed = [s for s in todo if results[s.id]["state"] != "done"]
     print(f"grid {grid.name}: {len(todo) - len(failed)} runs finished, {len(failed)} failed "
           f"in {time.time() - start:.0f} s", file=sys.stderr, flush=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "submitted", "running", "done", "failed")
 
 
 def _atomic(path: Path, write) -> None:

@@ -1,0 +1,217 @@
+"""SLURM execution through submitit: a grid's pending specs go out as job arrays.
+
+- Each array task receives one ``RunSpec`` (small, picklable) and the grid folder, and calls the
+  same ``run_spec`` as a local run; the job is checkpointable: on preemption or time-out
+  (submitit's USR2 signal) it is requeued and resumes from the run's own checkpoint.
+- Arrays longer than the cluster's ``MaxArraySize`` are split; ``array_parallelism`` caps how many
+  tasks of an array run at once.
+- Every submission gets a fresh submitit folder (``<grid>/submitit/<time>-<random>/``: job ids can
+  repeat after a cluster restart); each run folder records its job in ``slurm.json``.
+- Waiting polls ``sacct`` (accounting is required: without it a job that dies hard is invisible).
+  A job that ends without a result is recorded as failed once ``sacct`` has shown it ended for
+  ``grace_s`` seconds (sacct lags completion by a few seconds); a job that ``sacct`` never knows is
+  failed after ``lost_s``. Nothing is waited on forever.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from .. import store
+from ..grid import RunSpec
+from ..pipeline import run_spec
+
+# sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+            "DEADLINE", "PREEMPTED", "REVOKED")
+PROFILE_KEYS = {"partition": None, "account": None, "qos": None, "gpus_per_task": None, "cpus_per_task": 1,
+                "mem_gb": None, "time_min": 60, "array_parallelism": 16, "max_array_size": None,
+                "signal_delay_s": 90, "max_requeues": 3, "setup": [], "extra": {}}
+
+
+class SlurmError(RuntimeError):
+    """SLURM is unreachable, a profile is wrong, or a submission failed."""
+
+
+def load_profile(name_or_path: str) -> dict:
+    """A cluster profile: ``slurm/<name>.yaml`` (from the working directory, then the project) or a
+    path; unknown keys are errors."""
+    candidates = [Path(name_or_path), Path("slurm") / f"{name_or_path}.yaml",
+                  Path(__file__).resolve().parents[2] / "slurm" / f"{name_or_path}.yaml"]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        known = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "slurm").glob("*.yaml"))
+        raise SlurmError(f"no cluster profile {name_or_path!r} (looked for {', '.join(map(str, candidates[1:]))}); "
+                         f"shipped profiles: {', '.join(known) or 'none'}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise SlurmError(f"{path}: a cluster profile is a mapping of {', '.join(PROFILE_KEYS)}")
+    unknown = set(data) - set(PROFILE_KEYS)
+    if unknown:
+        raise SlurmError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(PROFILE_KEYS)}")
+    return {**PROFILE_KEYS, **data, "file": str(path)}
+
+
+def _command(args: list[str], timeout: float = 30) -> str:
+    if shutil.which(args[0]) is None:
+        raise SlurmError(f"{args[0]} is not on PATH: SLURM's client commands are needed for --executor slurm")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise SlurmError(f"{' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (array indices run from 0 to MaxArraySize - 1)."""
+    for line in _command(["scontrol", "show", "config"]).splitlines():
+        if line.strip().startswith("MaxArraySize"):
+            return int(line.split("=", 1)[1])
+    return 1001                                                        # SLURM's default
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: sacct state} for array tasks (``123_4``) and plain jobs; unknown ids are absent."""
+    if not job_ids:
+        return {}
+    wanted = set(job_ids)
+    out = _command(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))])
+    states = {}
+    for line in out.splitlines():
+        job, _, state = line.partition("|")
+        if job in wanted:
+            states[job] = state.split()[0] if state else "UNKNOWN"          # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+def is_terminal(state: str | None) -> bool:
+    return state is not None and state.split()[0] in TERMINAL
+
+
+class SpecJob:
+    """What an array task runs: one spec, in the grid folder. Checkpointable: submitit calls
+    ``checkpoint`` on preemption or time-out and requeues the job, which then resumes the run from
+    its own checkpoint (the submitted arguments are all it needs)."""
+
+    def __call__(self, spec: RunSpec, grid_dir: str) -> dict:
+        import torch
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            torch.set_num_threads(int(cpus))
+        return run_spec(spec, grid_dir, progress=False)
+
+    def checkpoint(self, spec: RunSpec, grid_dir: str):
+        import submitit
+        return submitit.helpers.DelayedSubmission(SpecJob(), spec, grid_dir)
+
+
+def _executor(folder: Path, profile: dict):
+    import submitit
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile["max_requeues"])
+    parameters = {"job_name": "medir-bench", "time": profile["time_min"], "cpus_per_task": profile["cpus_per_task"],
+                  "array_parallelism": profile["array_parallelism"], "signal_delay_s": profile["signal_delay_s"],
+                  "setup": list(profile["setup"]), "additional_parameters": dict(profile["extra"])}
+    for key in ("partition", "account", "qos", "gpus_per_task"):
+        if profile[key] is not None:
+            parameters[key] = profile[key]
+    if profile["mem_gb"] is not None:
+        parameters["mem"] = f"{profile['mem_gb']}G"
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def active_job(folder: Path) -> str | None:
+    """The job id of a run's earlier submission if SLURM still has it queued or running."""
+    record = store.read_json(folder / "slurm.json")
+    if not record:
+        return None
+    state = job_states([record["job_id"]]).get(record["job_id"])
+    return record["job_id"] if state is not None and not is_terminal(state) else None
+
+
+def submit(specs: list[RunSpec], grid_dir, profile: dict) -> dict[str, str]:
+    """Submit the specs as job arrays (split at MaxArraySize); returns {spec id: job id}."""
+    grid_dir = Path(grid_dir).resolve()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = grid_dir / "submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    executor = _executor(folder, profile)
+    size = profile["max_array_size"] or max_array_size()
+    jobs = {}
+    for start in range(0, len(specs), size):
+        chunk = specs[start:start + size]
+        submitted = executor.map_array(SpecJob(), chunk, [str(grid_dir)] * len(chunk))
+        for spec, job in zip(chunk, submitted):
+            jobs[spec.id] = job.job_id
+            store.write_json(grid_dir / spec.folder_name / "slurm.json", {
+                "job_id": job.job_id, "submitit_folder": str(folder), "submitted": time.time(),
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "profile": profile["file"]})
+            previous = store.run_state(grid_dir / spec.folder_name)            # an old "failed" must not count
+            store.write_json(grid_dir / spec.folder_name / "status.json", {
+                "state": "submitted", "id": spec.id, "label": spec.label, "job_id": job.job_id,
+                "attempts": previous.get("attempts", 0)})
+    return jobs
+
+
+def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 10.0, lost_s: float = 120.0,
+         report=None) -> dict[str, dict]:
+    """Poll until every spec's job has ended; a job that ended without recording an outcome in the
+    store becomes a failed run naming the job, its state and its log."""
+    grid_dir = Path(grid_dir).resolve()
+    pending = {s.id: s for s in specs}
+    first_seen_ended, started = {}, time.time()
+    results = {}
+    while pending:
+        records = {key: store.read_json(grid_dir / s.folder_name / "slurm.json") or {} for key, s in pending.items()}
+        states = job_states([r["job_id"] for r in records.values() if r])
+        for key, spec in list(pending.items()):
+            folder = grid_dir / spec.folder_name
+            status, record = store.run_state(folder), records[key]
+            job = record.get("job_id")
+            state = states.get(job)
+            outcome = status["state"] in ("done", "failed")
+            if outcome and (state is None or is_terminal(state)):
+                results[key] = status
+            elif is_terminal(state):
+                first_seen_ended.setdefault(key, time.time())
+                if time.time() - first_seen_ended[key] < grace_s:
+                    continue
+                results[key] = {**status, "state": "failed", "slurm_state": state, "log": record.get("stderr", ""),
+                                "reason": f"SLURM job {job} ended {state} without a result"}
+                store.write_json(folder / "status.json", results[key])
+            elif state is None and time.time() - max(record.get("submitted", started), started) > lost_s:
+                results[key] = {**status, "state": "failed", "log": record.get("stderr", ""),
+                                "reason": f"SLURM job {job} is unknown to sacct after {lost_s:.0f} s"}
+                store.write_json(folder / "status.json", results[key])
+            else:
+                continue
+            del pending[key]
+            if report:
+                report(spec, results[key])
+        if pending:
+            time.sleep(poll_s)
+    return results
+
+
+def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: bool = True, report=None,
+              **wait_options) -> dict[str, dict]:
+    """Submit what is not already queued or running, then (optionally) wait for all of it."""
+    grid_dir = Path(grid_dir).resolve()
+    queued = {s.id: active_job(grid_dir / s.folder_name) for s in specs}
+    fresh = [s for s in specs if queued[s.id] is None]
+    if len(fresh) < len(specs):
+        print(f"{len(specs) - len(fresh)} runs are still queued or running from an earlier submission; "
+              "not resubmitted", file=sys.stderr, flush=True)
+    if fresh:
+        jobs = submit(fresh, grid_dir, profile)
+        print(f"submitted {len(fresh)} runs as job array(s) {', '.join(sorted({j.split('_')[0] for j in jobs.values()}))}",
+              file=sys.stderr, flush=True)
+    if not wait_for_results:
+        return {s.id: {"state": "submitted"} for s in specs}
+    return wait(specs, grid_dir, report=report, **wait_options)

@@ -1,0 +1,61 @@
+"""``python -m benchmark.status <grid store>``: the state of every run of a grid.
+
+Reads the store (pending, submitted, running, done, failed with reason and log) and, for runs sent
+to SLURM, the job's state from ``sacct``. Rerunning the grid's command resubmits only what is not
+done (and not still queued or running).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import store
+
+
+def rows(grid_dir) -> list[dict]:
+    grid_dir = Path(grid_dir)
+    metadata = store.read_grid(grid_dir)
+    records = {r["id"]: store.read_json(grid_dir / r["folder"] / "slurm.json") for r in metadata["runs"]}
+    slurm_states = {}
+    jobs = [r["job_id"] for r in records.values() if r]
+    if jobs:
+        from .executors import slurm
+        try:
+            slurm_states = slurm.job_states(jobs)
+        except (slurm.SlurmError, OSError) as err:
+            print(f"warning: no SLURM job states ({err})", file=sys.stderr)
+    out = []
+    for run in metadata["runs"]:
+        status = store.run_state(grid_dir / run["folder"])
+        record = records[run["id"]] or {}
+        detail = status.get("reason", "")
+        if status["state"] == "failed":
+            detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
+        out.append({"index": run["index"], "label": run["label"], "state": status["state"],
+                    "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
+                    "folder": run["folder"], "detail": detail})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.status", description=__doc__.split("\n")[0])
+    parser.add_argument("store", help="a grid store folder, e.g. runs/token_shift")
+    args = parser.parse_args(argv)
+    try:
+        table = rows(args.store)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("| # | run | state | SLURM job | SLURM state | folder | detail |\n|---:|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['index'] + 1} | {r['label']} | {r['state']} | {r['job']} | {r['slurm']} | {r['folder']} | {r['detail']} |")
+    counts = {}
+    for r in table:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Grids on a real SLURM cluster through submitit (``slurm/dev-cluster/start.sh`` brings one up;
+CI starts it before the tests). Skipped where ``sinfo`` is not available."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark import run, status, store
+from benchmark.executors import slurm
+from benchmark.grid import load_grid
+
+
+
+def _why_not() -> str:
+    """Empty when the tests may submit jobs: to the dev cluster (ClusterName medir), or to any
+    cluster with MEDIR_SLURM_TESTS=1."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM here (sinfo not found); start the dev cluster with bash slurm/dev-cluster/start.sh"
+    if os.environ.get("MEDIR_SLURM_TESTS") == "1":
+        return ""
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        config = ""
+    if "ClusterName             = medir" not in config:
+        return "SLURM is here but it is not the dev cluster; set MEDIR_SLURM_TESTS=1 to submit test jobs to it"
+    return ""
+
+
+WHY_NOT = _why_not()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
+
+TINY = ["train.iters=6", "train.val_every=3", "train.checkpoint_every=2", "train.crop=16", "train.val_images=2",
+        "data.phantom_size=32", "test.images=2", "profile.size=32", "profile.latency_repeat=1", "erf.images=1",
+        "erf.size=24"]
+LONG = [o for o in TINY if not o.startswith(("train.iters", "train.val_every"))] + [
+    "train.iters=400", "train.val_every=200", "train.checkpoint_every=10"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster_is_up():
+    try:
+        ok = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.fail(f"sinfo is installed but does not answer: {err}")
+    assert ok.returncode == 0 and ok.stdout.strip(), f"SLURM is not up: {ok.stderr}"
+
+
+def grid_file(tmp_path, labels_options: str, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ntable: 8\nbase:\n  task: mri_sr\n  model: {{name: restore_rwkv}}\naxes:\n"
+                    f"  zip:\n{labels_options}")
+    return path
+
+
+def argv(path: Path, tmp_path: Path, settings: list[str], *extra: str) -> list[str]:
+    return ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
+            "--executor", "slurm", "--cluster", "dev", *extra] + [a for o in settings for a in ("--set", o)]
+
+
+def wait_for(condition, timeout: float = 180.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def training_started(folder: Path, iterations: int = 20):
+    def check():
+        log = folder / "train_log.csv"
+        return log.is_file() and len(log.read_text().splitlines()) > iterations
+    return check
+
+
+def test_a_grid_runs_as_job_arrays_and_renders(tmp_path, capsys):
+    path = grid_file(tmp_path, "    label: [k=1, k=3, k=5, Q-Shift]\n    model.options: [{shift_kernel: 1}, "
+                               "{shift_kernel: 3}, {shift_kernel: 5}, {shift: quad}]\n", "arrays")
+    assert run.main(argv(path, tmp_path, TINY)) == 0
+    grid = load_grid(path, "smoke", TINY)
+    grid_dir = tmp_path / "runs" / "arrays"
+    records = [store.read_json(grid_dir / s.folder_name / "slurm.json") for s in grid.specs]
+    assert all(store.run_state(grid_dir / s.folder_name)["state"] == "done" for s in grid.specs)
+    # 4 runs, MaxArraySize 3 on the dev cluster: split into two submissions
+    arrays = {r["job_id"].split("_")[0] for r in records}
+    assert len(arrays) == (2 if slurm.max_array_size() < 4 else 1)
+    assert len({r["submitit_folder"] for r in records}) == 1
+    assert set(slurm.job_states([r["job_id"] for r in records]).values()) == {"COMPLETED"}
+    table = (tmp_path / "tables" / "arrays.md").read_text()
+    assert all(f"| {label} |" in table for label in ("k=1", "k=3", "k=5", "Q-Shift"))
+    capsys.readouterr()
+    assert status.main([str(grid_dir)]) == 0
+    assert "4 done" in capsys.readouterr().out
+    # a second invocation submits nothing: every run is done
+    assert run.main(argv(path, tmp_path, TINY)) == 0
+    assert [store.read_json(grid_dir / s.folder_name / "slurm.json") for s in grid.specs] == records
+
+
+def test_a_cancelled_job_is_reported_failed_and_a_resubmission_completes_it(tmp_path):
+    path = grid_file(tmp_path, "    label: [k=3]\n    model.options: [{shift_kernel: 3}]\n", "cancelled")
+    grid = load_grid(path, "smoke", LONG)
+    folder = tmp_path / "runs" / "cancelled" / grid.specs[0].folder_name
+    assert run.main(argv(path, tmp_path, LONG, "--no-wait")) == 0
+    wait_for(training_started(folder))
+    job = store.read_json(folder / "slurm.json")["job_id"]
+    subprocess.run(["scancel", job], check=True)
+    result = slurm.wait(grid.specs, tmp_path / "runs" / "cancelled", grace_s=3)[grid.specs[0].id]
+    assert result["state"] == "failed" and f"SLURM job {job} ended CANCELLED" in result["reason"]
+    assert store.run_state(folder)["state"] == "failed"
+    # the same command again: resubmitted (a fresh submitit folder), resumed from the checkpoint
+    assert run.main(argv(path, tmp_path, LONG)) == 0
+    record = store.read_json(folder / "slurm.json")
+    assert record["job_id"] != job and store.run_state(folder)["state"] == "done"
+    assert store.read_json(folder / "train.json")["resumed_from"] >= 20
+
+
+def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
+    path = grid_file(tmp_path, "    label: [k=5]\n    model.options: [{shift_kernel: 5}]\n", "preempted")
+    grid = load_grid(path, "smoke", LONG)
+    folder = tmp_path / "runs" / "preempted" / grid.specs[0].folder_name
+    assert run.main(argv(path, tmp_path, LONG, "--no-wait")) == 0
+    wait_for(training_started(folder))
+    job = store.read_json(folder / "slurm.json")["job_id"]
+    # what a preemption looks like to the job: SIGTERM, then submitit's USR2 (checkpoint + requeue)
+    subprocess.run(["scancel", job, "--signal", "SIGTERM"], check=True)
+    subprocess.run(["scancel", job, "--signal", "USR2"], check=True)
+
+    def requeued():
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+        return out.stdout.strip() == "PENDING"
+    wait_for(requeued, 60)
+    # SLURM holds a requeued job back for about two minutes; the dev cluster need not wait
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    result = slurm.wait(grid.specs, tmp_path / "runs" / "preempted", grace_s=3)[grid.specs[0].id]
+    assert result["state"] == "done"
+    assert store.read_json(folder / "slurm.json")["job_id"] == job          # the same job, requeued
+    assert store.read_json(folder / "train.json")["resumed_from"] >= 20
+    assert store.run_state(folder)["attempts"] == 2
+    log = Path(store.read_json(folder / "slurm.json")["stderr"]).read_text()
+    assert "preempted" in log or "requeu" in log.lower()
