@@ -22,9 +22,11 @@ def _why_not() -> str:
     if os.environ.get("MEDIR_SLURM_TESTS") == "1":
         return ""
     try:
-        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=20).stdout
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         config = ""
+    if "ClusterName" not in config:
+        return "SLURM's commands are here but no controller answers; start the dev cluster with slurm/dev-cluster/start.sh"
     if "ClusterName             = medir" not in config:
         return "SLURM is here but it is not the dev cluster; set MEDIR_SLURM_TESTS=1 to submit test jobs to it"
     return ""
