@@ -60,7 +60,7 @@ class RestormerUNet(nn.Module):
         the identity by default, where a model routes or conditions its features."""
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image(self.name, x, self.in_chans, self.patch_embed.weight.dtype)
         height, width = x.shape[2:]
         image = pad_image(x, multiple=8)

@@ -115,7 +115,7 @@ class AirNet(nn.Module):
         self.body_end = nn.Conv2d(features, features, 3, padding=1)
         self.tail = nn.Conv2d(features, in_chans, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("AirNet", x, self.in_chans, self.head.weight.dtype)
         _, _, degradation = self.encoder(x)
         head = self.head(x)

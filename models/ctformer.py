@@ -119,7 +119,7 @@ class CTformer(nn.Module):
         tokens = self.dec1(torch.roll(grid, (-2, -2), (-1, -2)).flatten(2).transpose(1, 2) + skip1)
         return F.fold(tokens.transpose(1, 2), (TILE, TILE), 7, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("CTformer", x, self.in_chans, self.embed.weight.dtype)
         b, _, height, width = x.shape
         image = pad_image(x, multiple=TILE)

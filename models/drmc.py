@@ -105,7 +105,7 @@ class DRMC(nn.Module):
         self.tail = nn.Conv2d(features, in_chans, 3, padding=1)
         self.initial_state = nn.Parameter(torch.ones(1, ROUTER_HIDDEN, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("DRMC", x, self.in_chans, self.head.weight.dtype)
         state = self.initial_state.expand(x.shape[0], -1, -1, -1)
         out = self.head(x)

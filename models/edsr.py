@@ -38,7 +38,7 @@ class EDSR(nn.Module):
         self.body = nn.Sequential(*[ResBlock(features, res_scale) for _ in range(blocks)], _conv(features, features))
         self.tail = _conv(features, in_chans)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("EDSR", x, self.in_chans, self.head.weight.dtype)
         head = self.head(x)
         return self.tail(self.body(head) + head)

@@ -30,7 +30,7 @@ class REDCNN(nn.Module):
         self.decoder = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], KERNEL)
                                      for i in reversed(range(LAYERS)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("REDCNN", x, self.in_chans, self.encoder[0].weight.dtype)
         height, width = x.shape[2:]
         image = pad_image(x, minimum=MIN_SIDE)

@@ -23,7 +23,7 @@ class SRCNN(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], k, padding=k // 2)
                                    for i, k in enumerate(kernels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("SRCNN", x, self.in_chans, self.convs[0].weight.dtype)
         for i, conv in enumerate(self.convs):
             x = conv(x)

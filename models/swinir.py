@@ -126,7 +126,7 @@ class SwinIR(nn.Module):
         self.conv_after_body = nn.Conv2d(embed_dim, embed_dim, 3, padding=1)
         self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("SwinIR", x, self.in_chans, self.conv_first.weight.dtype)
         height, width = x.shape[2:]
         image = pad_image(x, multiple=self.window) * self.img_range     # img_range; mean 0 for 1 channel

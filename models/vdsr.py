@@ -22,7 +22,7 @@ class VDSR(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(channels[i], channels[i + 1], 3, padding=1, bias=False)
                                    for i in range(depth))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("VDSR", x, self.in_chans, self.convs[0].weight.dtype)
         out = x
         for i, conv in enumerate(self.convs):

@@ -88,7 +88,7 @@ class Xformer(nn.Module):
     def _exchange(self, unit: int, channel_x: torch.Tensor, spatial_x: torch.Tensor):
         return channel_x + self.bcu_depthwise[unit](spatial_x), spatial_x + self.bcu_full[unit](channel_x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
         check_image("Xformer", x, self.in_chans, self.patch_embed.weight.dtype)
         height, width = x.shape[2:]
         image = pad_image(x, multiple=8)

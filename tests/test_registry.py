@@ -1,6 +1,7 @@
 """The registry: names, overrides, errors, and the timm bridge."""
 import pytest
 import timm
+import torch
 import torch.nn as nn
 
 import models
@@ -47,3 +48,15 @@ def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="registered twice"):
         register_model(restore_rwkv_tiny)
     assert isinstance(models.create_model("restore_rwkv_tiny"), RestoreRWKV)
+
+
+@pytest.mark.parametrize("name", models.list_models("*_tiny"))
+def test_every_model_accepts_and_ignores_a_task_id(name):
+    """The harness passes the task id of each sample (all-in-one); no shipped design uses it."""
+    torch.manual_seed(0)
+    model = models.create_model(name).eval()
+    x = torch.rand(2, 1, 24, 24)
+    with torch.no_grad():
+        plain = model(x)
+        labelled = model(x, task=torch.tensor([0, 2]))
+    assert torch.equal(plain, labelled)
