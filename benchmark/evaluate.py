@@ -6,9 +6,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import dataset
 from . import metrics
-from .train import TaskData, restore
+from .train import TaskData, restore_physical
 
 METRICS = ("psnr", "ssim", "rmse")
 
@@ -26,14 +25,10 @@ def test(model: torch.nn.Module, config: dict, device: torch.device, progress: b
         for task_id, (task, part, size) in enumerate(zip(data.tasks, data.parts, data.sizes)):
             for index in range(min(limit or size, size)):
                 _, sample = data.item(start + index)
-                pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
-                if not torch.isfinite(pred).all():
+                out, gt, lq = restore_physical(model, sample, task_id, part.modality, device)
+                if not np.isfinite(out).all():
                     raise FloatingPointError(f"the model's output for {task} test image {index} has NaN or infinite values")
-                modality = part.modality
-                gt = dataset.denormalize(sample["hq"][0].double().numpy(), modality)
-                out = dataset.denormalize(pred[0, 0].double().cpu().numpy(), modality)
-                lq = dataset.denormalize(sample["lq"][0].double().numpy(), modality)
-                ours, inputs = metrics.evaluate(out, gt, modality), metrics.evaluate(lq, gt, modality)
+                ours, inputs = metrics.evaluate(out, gt, part.modality), metrics.evaluate(lq, gt, part.modality)
                 rows.append({"task": task, "index": index, **ours, **{f"input_{k}": v for k, v in inputs.items()}})
                 bar.update()
             start += size

@@ -9,8 +9,6 @@ and traceback, and returned, not raised, so the rest of the grid goes on. Only a
 from __future__ import annotations
 
 import copy
-import io
-import csv
 import os
 import platform
 import socket
@@ -54,14 +52,6 @@ def environment(config: dict, device: torch.device) -> dict:
             "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device)}
 
 
-def _rows_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def build_model(config: dict) -> torch.nn.Module:
     torch.manual_seed(config["seed"])
     return models.create_model(cfg.model_name(config), **config["model"]["options"])
@@ -97,7 +87,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
             model.reparameterize()
         if not (folder / "test.json").is_file():
             rows, means = evaluate.test(model, config, device, progress)
-            store.write_text(folder / "test_images.csv", _rows_csv(rows))
+            store.write_csv(folder / "test_images.csv", rows)
             store.write_json(folder / "test.json", {"tasks": means})
         if not (folder / "profile.json").is_file():
             store.write_json(folder / "profile.json", _profile(build_model(config), config, device))

@@ -23,11 +23,6 @@ from .config import SCALES, ConfigError
 from .grid import describe, load_grid
 
 
-def _report(spec, status: dict) -> None:
-    detail = f"{status['reason']} (see {status.get('log', '-')})" if status["state"] == "failed" else ""
-    print(f"[{spec.index + 1}] {spec.label}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
           f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
     start = time.time()
     if args.executor == "slurm":
-        from .executors import slurm
+        from .executors import report, slurm
         try:
             profile = slurm.load_profile(args.cluster)
-            results = slurm.run_slurm(todo, grid_dir, profile, wait_for_results=not args.no_wait, report=_report)
+            results = slurm.run_slurm(todo, grid_dir, profile, wait_for_results=not args.no_wait, report=report)
         except slurm.SlurmError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -51,6 +51,17 @@ def write_text(path, text: str) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_csv(path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Rows of dicts as CSV (columns: ``fields``, or the first row's keys)."""
+    import csv
+    import io
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
 def write_array(path, array: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, array))
 

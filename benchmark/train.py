@@ -9,9 +9,7 @@ one would have: on a CPU the final weights are identical.
 """
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import math
 import time
 from pathlib import Path
@@ -93,6 +91,15 @@ def cosine_lr(iteration: int, config: dict) -> float:
 
 
 @torch.no_grad()
+def restore_physical(model: torch.nn.Module, sample: dict, task_id: int, modality: str,
+                     device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(output, ground truth, input) of one sample as float64 arrays in physical units."""
+    pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
+    as_physical = lambda image: dataset.denormalize(image.double().cpu().numpy(), modality)  # noqa: E731
+    return as_physical(pred[0, 0]), as_physical(sample["hq"][0]), as_physical(sample["lq"][0])
+
+
+@torch.no_grad()
 def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.device) -> float:
     """Mean PSNR (dB, physical units, the test protocol) over the first ``limit`` slices per task."""
     was_training = model.training
@@ -102,22 +109,11 @@ def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.d
     for task_id, (part, size) in enumerate(zip(data.parts, data.sizes)):
         for index in range(min(limit, size)):
             _, sample = data.item(start + index)
-            pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
-            modality = part.modality
-            gt = dataset.denormalize(sample["hq"][0].double().numpy(), modality)
-            out = dataset.denormalize(pred[0, 0].double().cpu().numpy(), modality)
-            scores.append(metrics.evaluate(out, gt, modality)["psnr"])
+            out, gt, _ = restore_physical(model, sample, task_id, part.modality, device)
+            scores.append(metrics.evaluate(out, gt, part.modality)["psnr"])
         start += size
     model.train(was_training)
     return float(np.mean(scores))
-
-
-def _write_log(path: Path, log: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["iteration", "loss", "lr", "val_psnr", "seconds"])
-    writer.writeheader()
-    writer.writerows(log)
-    store.write_text(path, buffer.getvalue())
 
 
 def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.device, progress: bool = True) -> dict:
@@ -173,7 +169,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(), "best_psnr": best, "best_iteration": best_iter, "log": log,
                 "seconds": entry["seconds"]})
-            _write_log(folder / "train_log.csv", log)
+            store.write_csv(folder / "train_log.csv", log, ["iteration", "loss", "lr", "val_psnr", "seconds"])
     bar.close()
     model.load_state_dict(torch.load(folder / "best.pt", map_location=device, weights_only=True))
     seconds = log[-1]["seconds"] if log else 0.0

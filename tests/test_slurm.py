@@ -11,6 +11,7 @@ import pytest
 from benchmark import run, status, store
 from benchmark.executors import slurm
 from benchmark.grid import load_grid
+from tests.test_harness import TINY
 
 
 
@@ -35,9 +36,6 @@ def _why_not() -> str:
 WHY_NOT = _why_not()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
 
-TINY = ["train.iters=6", "train.val_every=3", "train.checkpoint_every=2", "train.crop=16", "train.val_images=2",
-        "data.phantom_size=32", "test.images=2", "profile.size=32", "profile.latency_repeat=1", "erf.images=1",
-        "erf.size=24"]
 LONG = [o for o in TINY if not o.startswith(("train.iters", "train.val_every"))] + [
     "train.iters=400", "train.val_every=200", "train.checkpoint_every=10"]
 
@@ -100,13 +98,19 @@ def test_a_grid_runs_as_job_arrays_and_renders(tmp_path, capsys):
     assert [store.read_json(grid_dir / s.folder_name / "slurm.json") for s in grid.specs] == records
 
 
-def test_a_cancelled_job_is_reported_failed_and_a_resubmission_completes_it(tmp_path):
-    path = grid_file(tmp_path, "    label: [k=3]\n    model.options: [{shift_kernel: 3}]\n", "cancelled")
+def submit_long_run(tmp_path, name: str, kernel: int):
+    """Submit a one-run grid without waiting; returns (path, grid, run folder, job id) once the run
+    is past its 20th iteration."""
+    path = grid_file(tmp_path, f"    label: [k={kernel}]\n    model.options: [{{shift_kernel: {kernel}}}]\n", name)
     grid = load_grid(path, "smoke", LONG)
-    folder = tmp_path / "runs" / "cancelled" / grid.specs[0].folder_name
+    folder = tmp_path / "runs" / name / grid.specs[0].folder_name
     assert run.main(argv(path, tmp_path, LONG, "--no-wait")) == 0
     wait_for(training_started(folder))
-    job = store.read_json(folder / "slurm.json")["job_id"]
+    return path, grid, folder, store.read_json(folder / "slurm.json")["job_id"]
+
+
+def test_a_cancelled_job_is_reported_failed_and_a_resubmission_completes_it(tmp_path):
+    path, grid, folder, job = submit_long_run(tmp_path, "cancelled", 3)
     subprocess.run(["scancel", job], check=True)
     result = slurm.wait(grid.specs, tmp_path / "runs" / "cancelled", grace_s=3)[grid.specs[0].id]
     assert result["state"] == "failed" and f"SLURM job {job} ended CANCELLED" in result["reason"]
@@ -119,12 +123,7 @@ def test_a_cancelled_job_is_reported_failed_and_a_resubmission_completes_it(tmp_
 
 
 def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
-    path = grid_file(tmp_path, "    label: [k=5]\n    model.options: [{shift_kernel: 5}]\n", "preempted")
-    grid = load_grid(path, "smoke", LONG)
-    folder = tmp_path / "runs" / "preempted" / grid.specs[0].folder_name
-    assert run.main(argv(path, tmp_path, LONG, "--no-wait")) == 0
-    wait_for(training_started(folder))
-    job = store.read_json(folder / "slurm.json")["job_id"]
+    _, grid, folder, job = submit_long_run(tmp_path, "preempted", 5)
     # what a preemption looks like to the job: SIGTERM, then submitit's USR2 (checkpoint + requeue)
     subprocess.run(["scancel", job, "--signal", "SIGTERM"], check=True)
     subprocess.run(["scancel", job, "--signal", "USR2"], check=True)

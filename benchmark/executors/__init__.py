@@ -1,5 +1,5 @@
 """Where specs run: ``local`` (in this process, or ``jobs`` worker processes). Every executor calls
 the same ``benchmark.pipeline.run_spec``."""
-from .local import run_local
+from .local import report, run_local
 
-__all__ = ["run_local"]
+__all__ = ["report", "run_local"]

@@ -21,7 +21,8 @@ def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
     run_spec(spec, grid_dir, progress=False)
 
 
-def _report(spec: RunSpec, status: dict) -> None:
+def report(spec: RunSpec, status: dict) -> None:
+    """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
     if status["state"] == "failed":
         detail = f"{status['reason']} (see {status.get('log', '-')})"
@@ -46,7 +47,7 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
     if jobs <= 1:
         for spec in specs:
             results[spec.id] = run_spec(spec, grid_dir, progress)
-            _report(spec, results[spec.id])
+            report(spec, results[spec.id])
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")
@@ -62,6 +63,6 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
             if not process.is_alive():
                 process.join()
                 results[key] = _finish(spec, grid_dir, process.exitcode)
-                _report(spec, results[key])
+                report(spec, results[key])
                 del active[key]
     return results
