@@ -138,13 +138,6 @@ def _leaves(tree: dict, prefix: str = ""):
             yield path, value
 
 
-def _default_at(path: str):
-    node = DEFAULTS
-    for part in path.split("."):
-        node = node[part]
-    return node
-
-
 def validate(config: dict, where: str = "config") -> dict:
     """Check every key and value of a resolved configuration; returns it. Errors name ``where``,
     the key and what was expected."""

@@ -154,7 +154,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         if any(all(cell.get(k) == v for k, v in entry.items()) for entry in excludes):
             continue
         label = str(cell.pop("label", "") or "")
-        values = {k: v for k, v in cell.items()}
+        values = cell
         if not label:
             label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or data.get("name", path.stem)
         config = cfg.resolve(scale, base, cfg.nest(values), command_line)

@@ -25,9 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-STATES = ("pending", "submitted", "running", "done", "failed")
-
-
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

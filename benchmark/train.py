@@ -9,6 +9,7 @@ one would have: on a CPU the final weights are identical.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -51,14 +52,17 @@ class TaskData:
             index -= size
         raise IndexError(index)
 
+    @functools.lru_cache(maxsize=2)
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, epoch)).permutation(len(self))
+
     def batch(self, iteration: int, batch: int):
         """The training batch of ``iteration``: sample ``s = iteration * batch + j`` is position
         ``s mod N`` of a permutation drawn from (seed, epoch = s div N)."""
         lq, hq, task_ids = [], [], []
         for s in range(iteration * batch, (iteration + 1) * batch):
             epoch, position = divmod(s, len(self))
-            order = np.random.default_rng((self.seed, epoch)).permutation(len(self))
-            task_id, sample = self.item(int(order[position]), epoch)
+            task_id, sample = self.item(int(self._order(epoch)[position]), epoch)
             lq.append(sample["lq"])
             hq.append(sample["hq"])
             task_ids.append(task_id)

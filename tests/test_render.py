@@ -1,6 +1,5 @@
 """Rendering from a fixed, hand-written store: the markdown against a golden file, the marks,
 the ERF rescaling and area measure against hand-computed values."""
-import json
 from pathlib import Path
 
 import numpy as np

@@ -14,8 +14,7 @@ import pandas as pd
 
 from ..config import TASK_TITLES, TASKS
 
-METRICS = (("psnr", "PSNR", True), ("ssim", "SSIM", True), ("rmse", "RMSE", False))
-DIGITS = {"psnr": 2, "ssim": 4, "rmse": 4, "params_m": 4, "paper_gmacs": 4}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "rmse": False}    # the metrics, in column order
 
 
 def paper_numbers() -> list[dict]:
@@ -29,10 +28,11 @@ def paper_numbers() -> list[dict]:
     return rows
 
 
-def _fmt(value, key: str) -> str:
+def _fmt(value) -> str:
+    """Params and MACs: 4 decimals, as the paper prints them; "-" when unknown."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{DIGITS.get(key, 4)}f}"
+    return f"{value:.4f}"
 
 
 def _rmse_digits(values) -> int:
@@ -62,7 +62,7 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r})}
         first = group.iloc[0]
         entry.update(params_m=first["deploy_params_m"], paper_gmacs=first["paper_gmacs"])
-        for key, _, _ in METRICS:
+        for key in HIGHER_IS_BETTER:
             entry[key] = float(done[key].mean()) if len(done) else None
             entry[f"input_{key}"] = float(done[f"input_{key}"].mean()) if len(done) else None
         out.append(entry)
@@ -81,31 +81,31 @@ def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[di
     reported = {r["method"]: r for r in paper if r["table"] == table and r["task"] == task}
     digits = {"psnr": 2, "ssim": 4, "rmse": _rmse_digits([e["rmse"] for e in entries]
                                                         + [r["rmse"] for r in reported.values()])}
-    marks = {key: _marks([e[key] for e in entries], higher, digits[key]) for key, _, higher in METRICS}
+    marks = {key: _marks([e[key] for e in entries], higher, digits[key]) for key, higher in HIGHER_IS_BETTER.items()}
     lines = ["| Method | Params (M) | MACs (G) | PSNR | SSIM | RMSE | paper PSNR | paper SSIM | paper RMSE | ΔPSNR |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for i, entry in enumerate(entries):
         theirs = reported.get(entry["label"], {})
         if entry["done"]:
-            ours = [_decorate(f"{entry[k]:.{digits[k]}f}", marks[k][i]) for k, _, _ in METRICS]
+            ours = [_decorate(f"{entry[k]:.{digits[k]}f}", marks[k][i]) for k in HIGHER_IS_BETTER]
             seeds = f" (mean of {entry['done']} seeds)" if entry["done"] > 1 else ""
         else:
             ours, seeds = [_state_text(entry), "-", "-"], ""
             notes += [f"- {entry['label']}: {reason}" for reason in entry["reasons"]]
-        paper_cells = [f"{theirs[k]:.{digits[k]}f}" if theirs.get(k) is not None else "-" for k, _, _ in METRICS]
+        paper_cells = [f"{theirs[k]:.{digits[k]}f}" if theirs.get(k) is not None else "-" for k in HIGHER_IS_BETTER]
         delta = (f"{entry['psnr'] - theirs['psnr']:+.2f}" if entry["done"] and theirs.get("psnr") is not None else "-")
-        lines.append(f"| {entry['label']}{seeds} | {_fmt(entry['params_m'], 'params_m')} | "
-                     f"{_fmt(entry['paper_gmacs'], 'paper_gmacs')} | {' | '.join(ours)} | {' | '.join(paper_cells)} | "
+        lines.append(f"| {entry['label']}{seeds} | {_fmt(entry['params_m'])} | "
+                     f"{_fmt(entry['paper_gmacs'])} | {' | '.join(ours)} | {' | '.join(paper_cells)} | "
                      f"{delta} |")
     for method, theirs in reported.items():
         if method not in {e["label"] for e in entries}:
-            paper_cells = [f"{theirs[k]:.{digits[k]}f}" for k, _, _ in METRICS]
-            lines.append(f"| {method} | {_fmt(theirs['params_m'], 'params_m')} | {_fmt(theirs['flops_g'], 'paper_gmacs')} | "
+            paper_cells = [f"{theirs[k]:.{digits[k]}f}" for k in HIGHER_IS_BETTER]
+            lines.append(f"| {method} | {_fmt(theirs['params_m'])} | {_fmt(theirs['flops_g'])} | "
                          f"not run | - | - | {' | '.join(paper_cells)} | - |")
     inputs = next((e for e in entries if e["done"]), None)
     if inputs is not None:
-        cells = " | ".join(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k, _, _ in METRICS)
+        cells = " | ".join(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k in HIGHER_IS_BETTER)
         lines.append(f"| *input (degraded)* | - | - | {cells} | - | - | - | - |")
     return "\n".join(lines), notes
 
