@@ -4,6 +4,6 @@
 >>> model = models.create_model("restore_rwkv_tiny", wkv="bi", shift="quad")
 """
 from ._registry import create_model, list_models, register_model
-from . import airnet, amir, ctformer, dcnn_pet, drmc, edsr, mambair, redcnn, restore_rwkv, restormer, srcnn, swinir, vdsr, xformer  # noqa: F401  (each registers its presets)
+from . import airnet, amir, argan, ctformer, dcnn_pet, drmc, edsr, eformer, mambair, redcnn, restore_rwkv, restormer, srcnn, swinir, vdsr, xformer, xiang_pet  # noqa: F401  (each registers its presets)
 
 __all__ = ["create_model", "list_models", "register_model"]

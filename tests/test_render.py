@@ -15,7 +15,8 @@ GOLDEN = Path(__file__).parent / "golden" / "token_shift_store.md"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psnr=None, seed=0, reason=""):
+def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psnr=None, seed=0, reason="",
+         scored_on="mri_sr"):
     config = cfg.resolve("smoke", {"task": "mri_sr", "seed": seed,
                                    "model": {"name": "restore_rwkv", "options": options}})
     store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
@@ -27,7 +28,7 @@ def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psn
     store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.2, "deploy_params_m": 0.18 + len(label) / 1e4,
                                                           "paper_gmacs": 0.25, "full_gmacs": 0.3, "latency_ms": 5.0})
     if psnr is not None:
-        store.write_json(grid_dir / folder / "test.json", {"tasks": {"mri_sr": {
+        store.write_json(grid_dir / folder / "test.json", {"tasks": {scored_on: {
             "images": 8, "psnr": psnr, "ssim": psnr / 40, "rmse": 300 - psnr, "input_psnr": 22.96,
             "input_ssim": 0.5763, "input_rmse": 236.94}}})
         erf = np.zeros((9, 9))
@@ -69,6 +70,20 @@ def test_golden_file_shows_means_marks_failures_and_the_paper():
     assert "| k=9 | 0.1803 | 0.2500 | failed | - | - | 32.03 | 0.9398 | 29.14 | - |" in text
     assert "- k=9: TrainingDiverged: the loss became nan" in text
     assert "| k=5 (w/o Reparam.) | - | - | not run | - | - | 32.01 | 0.9396 | 29.20 | - |" in text
+
+
+def test_a_run_scored_on_another_task_says_so(tmp_path):
+    """A hand-made grid that mixes tasks: the table's task is the first run's; a finished run that
+    was scored on another task is not shown as unfinished."""
+    grid_dir = tmp_path / "mixed"
+    runs = [_run(grid_dir, "a", "k=1", {"shift_kernel": 1}, "done", 23.10),
+            _run(grid_dir, "b", "k=5", {"shift_kernel": 5}, "done", 30.0, scored_on="pet_synthesis")]
+    for index, run in enumerate(runs):
+        run["index"] = index
+    store.write_grid(grid_dir, {"name": "mixed", "title": "Mixed", "scale": "smoke", "file": "mixed.yaml", "runs": runs})
+    text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
+    assert "| k=5 | 0.1803 | 0.2500 | scored on pet_synthesis |" in text
+    assert "| k=1 | 0.1803 | 0.2500 | **23.10** |" in text
 
 
 def test_marks_rank_best_and_second_with_ties():

@@ -1,6 +1,8 @@
 """The task-specific and all-in-one baselines (issue: baseline zoo part 2) built so far."""
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 import models
 from benchmark import profile
@@ -10,7 +12,8 @@ from tests.test_zoo import assert_trains_at
 PAPER = {"drmc": (0.6236, 9.9154), "amir": (23.5405, 31.7645), "ctformer": (1.4475, 3.4437),
          "airnet": (7.6068, 230.4830)}
 # no official code: the issue allows 3%; ours, documented in each model file, are closer
-WITHIN_3_PERCENT = {"dcnn_pet": (1.3331, 21.8576)}
+WITHIN_3_PERCENT = {"dcnn_pet": (1.3331, 21.8576), "eformer": (0.3441, 1.2775), "xiang_pet": (0.2293, 3.7654),
+                    "argan": (31.1426, 8.4807)}
 MAC_SHAPE = {"airnet": (1, 1, 224, 224)}
 
 
@@ -105,3 +108,71 @@ def test_airnet_contrastive_step_updates_keys_and_queue():
     assert all(p.grad is None for p in model.key_encoder.parameters())          # momentum, not gradients
     moved = [not torch.equal(a, b) for a, b in zip(before, model.key_encoder.parameters())]
     assert all(moved)
+
+
+def test_every_part2_model_is_listed():
+    assert {"ctformer", "eformer", "airnet", "drmc", "amir", "xiang_pet", "dcnn_pet", "argan"} <= set(models.list_models())
+
+
+def test_eformer_sobel_maps_are_the_four_sobel_feldman_gradients():
+    """At its initial scale 1 and bias 0, the learnable Sobel layer is scipy's correlation with the
+    horizontal, vertical and two diagonal Sobel-Feldman kernels (edges replicated)."""
+    from models.eformer import LearnableSobel
+    image = np.random.default_rng(0).random((11, 14))
+    kernels = [np.array(k, dtype=float) for k in (
+        [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], [[-1, -2, -1], [0, 0, 0], [1, 2, 1]],
+        [[-2, -1, 0], [-1, 0, 1], [0, 1, 2]], [[0, 1, 2], [-1, 0, 1], [-2, -1, 0]])]
+    layer = LearnableSobel(1, 8).double()
+    with torch.no_grad():
+        maps = layer(torch.from_numpy(image)[None, None])[0].numpy()
+    for channel in range(8):                                # the directions repeat every 4 maps
+        expected = ndimage.correlate(image, kernels[channel % 4], mode="nearest")
+        np.testing.assert_allclose(maps[channel], expected, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        layer.scale[2].fill_(-0.5)
+        layer.bias[2].fill_(0.25)
+        scaled = layer(torch.from_numpy(image)[None, None])[0, 2].numpy()
+    np.testing.assert_allclose(scaled, -0.5 * ndimage.correlate(image, kernels[2], mode="nearest") + 0.25, atol=1e-12)
+
+
+def test_eformer_subtracts_the_estimated_noise():
+    model = models.create_model("eformer_tiny")
+    torch.nn.init.zeros_(model.output_proj.weight)
+    torch.nn.init.constant_(model.output_proj.bias, 0.125)
+    x = torch.rand(2, 1, 13, 9)
+    torch.testing.assert_close(model(x), x - 0.125)
+
+
+def test_xiang_parameters_by_hand():
+    """Four modules of 3x3 convs 64-64-32-1 with biases and BatchNorm; modules 2-4 see two channels."""
+    def module(inputs):
+        convs = 9 * (inputs * 64 + 64 * 64 + 64 * 32 + 32 * 1) + (64 + 64 + 32 + 1)
+        return convs + 2 * (64 + 64 + 32)                                   # BatchNorm weight and bias
+    assert sum(p.numel() for p in models.create_model("xiang_pet").parameters()) == module(1) + 3 * module(2)
+
+
+def test_xiang_later_modules_refine_the_previous_estimate():
+    """Auto-context: module k sees [low-dose image, estimate of module k-1], so a change in the first
+    module's output reaches the final estimate, and the last module alone sees the image too."""
+    torch.manual_seed(0)
+    model = models.create_model("xiang_pet_tiny").eval()
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        first = model.stages[0](x)
+        torch.testing.assert_close(model(x), model.stages[1](torch.cat([x, first], 1)))
+        before = model(x)
+        model.stages[0][-1].bias.add_(1.0)                                   # move the first estimate
+        assert not torch.allclose(model(x), before)
+
+
+def test_argan_adds_the_rectified_residual_to_the_preliminary_estimate():
+    torch.manual_seed(0)
+    model = models.create_model("argan_tiny").eval()
+    x = torch.rand(1, 1, 16, 24)                                             # a multiple of 2^3: no padding
+    with torch.no_grad():
+        preliminary = model.generator(x)
+        residual = model.rectifier(torch.cat([x, preliminary], 1))
+        torch.testing.assert_close(model(x), preliminary + residual)
+        torch.nn.init.zeros_(model.rectifier.out.weight)
+        torch.nn.init.zeros_(model.rectifier.out.bias)
+        torch.testing.assert_close(model(x), preliminary)

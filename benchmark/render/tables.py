@@ -58,8 +58,10 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
     out = []
     for label, group in index.sort_values(["index"]).groupby("label", sort=False):
         done = group[(group["state"] == "done") & (group["eval_task"] == task)]
+        finished = group[group["state"] == "done"]
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
-                 "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r})}
+                 "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
+                 "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
         entry.update(params_m=first["deploy_params_m"], paper_gmacs=first["paper_gmacs"])
         for key in HIGHER_IS_BETTER:
@@ -72,6 +74,8 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
 def _state_text(entry: dict) -> str:
     if "failed" in entry["states"]:
         return "failed"
+    if entry["other_tasks"] and entry["states"] == ["done"]:        # a grid that mixes tasks
+        return f"scored on {', '.join(entry['other_tasks'])}"
     return "not finished"
 
 
