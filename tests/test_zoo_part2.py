@@ -176,3 +176,13 @@ def test_argan_adds_the_rectified_residual_to_the_preliminary_estimate():
         torch.nn.init.zeros_(model.rectifier.out.weight)
         torch.nn.init.zeros_(model.rectifier.out.bias)
         torch.testing.assert_close(model(x), preliminary)
+
+
+@pytest.mark.parametrize("name", ["eformer", "xiang_pet", "argan"])
+def test_full_presets_without_official_code_keep_odd_sizes(name):
+    """The paper-size models pad internally (Eformer to 32, ARGAN to 128) and crop back."""
+    model = models.create_model(name).eval()
+    x = torch.rand(1, 1, 37, 29)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
