@@ -16,9 +16,10 @@ bottleneck; residual learning.
 Our reading of what the paper leaves open, documented choice by choice:
 
 - Edge maps: 32 Sobel filters (8 per direction), EDCNN's learnable Sobel layer that Eformer cites
-  (a fixed direction kernel times a learnable scale, plus a bias), then GELU. For the lower stages
-  the edge maps go through the same kind of downsampling as the features (conv3x3 of stride 2,
-  GELU) once per stage below the first; the figure draws a downsampling on the edge path.
+  (a fixed direction kernel times a learnable scale, plus a bias; border pixels replicated), then
+  GELU. For the lower stages the edge maps go through the same kind of downsampling as the
+  features (conv3x3 of stride 2, GELU) once per stage below the first; the figure draws a
+  downsampling on the edge path.
 - Widths and attention from Uformer-T, the model Eformer builds on: 16 channels at full
   resolution, doubled per stage (16, 32, 64), heads of 16 channels (1, 2, 4), windows of 8, LeFF
   ratio 4; an input projection conv3x3 + LeakyReLU on [image, edges] and an output conv3x3 to one
