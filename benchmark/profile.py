@@ -50,7 +50,7 @@ ELEMENTWISE = {  # ops that are not multiply-accumulates (0 in the full conventi
     "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div", "aten::div_",
     "aten::neg", "aten::abs", "aten::sqrt", "aten::rsqrt", "aten::exp", "aten::log", "aten::pow", "aten::square",
     "aten::sigmoid", "aten::tanh", "aten::gelu", "aten::silu", "aten::softplus", "aten::leaky_relu",
-    "aten::hardtanh", "aten::leaky_relu_", "aten::lerp", "aten::softmax", "aten::mean", "aten::sum", "aten::pixel_shuffle",
+    "aten::leaky_relu_", "aten::hardtanh", "aten::lerp", "aten::softmax", "aten::mean", "aten::sum", "aten::pixel_shuffle",
     "aten::pixel_unshuffle", "aten::reflection_pad2d", "aten::replication_pad2d", "aten::pad", "aten::repeat",
     "aten::clone", "aten::fill_", "aten::max_pool2d", "aten::avg_pool2d", "aten::ones_like", "aten::where",
     "aten::flip", "aten::expm1", "aten::log1p", "aten::softmax", "aten::clamp_min", "aten::expand_as",

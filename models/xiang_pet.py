@@ -40,7 +40,8 @@ class AutoContextCNN(nn.Module):
     def __init__(self, in_chans: int = 1, modules: int = 4, widths: tuple[int, ...] = (64, 64, 32)):
         super().__init__()
         if modules < 1 or not widths or min(widths) < 1:
-            raise ValueError(f"Xiang's auto-context CNN needs modules >= 1 and positive widths; got {modules}, {widths}")
+            raise ValueError(f"Xiang's auto-context CNN needs modules >= 1 and positive widths; "
+                             f"got {modules}, {widths}")
         self.in_chans = in_chans
         self.stages = nn.ModuleList(_module(in_chans * (1 if i == 0 else 2), tuple(widths), in_chans)
                                     for i in range(modules))

@@ -57,8 +57,8 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
     """One entry per label in grid order: means over its finished seeds, or its state."""
     out = []
     for label, group in index.sort_values(["index"]).groupby("label", sort=False):
-        done = group[(group["state"] == "done") & (group["eval_task"] == task)]
         finished = group[group["state"] == "done"]
+        done = finished[finished["eval_task"] == task]
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
