@@ -1,28 +1,40 @@
 // WKV forward and backward on the CPU (bi: Restore-RWKV Eq. 8; uni: RWKV's causal WKV).
 //
-// Shapes: w, u (C); k, v, y, gy, gk, gv, E (B, T, C) contiguous; chunk_state (B, 3, J, C) in double
-// with J = ceil(T / kChunk). float32 and float64 inputs; every sum is accumulated in double.
+// Shapes: w, u (C); k, v, y, gy, gk, gv, E (B, T, C) contiguous; float32 and float64.
 //
-// Weights. With m_j the maximum of k over chunk j (per channel) and M the maximum over chunks,
+// Recurrences, with d = exp(-w), g = exp(u), x_t = e_t v_t (numerator) or e_t (denominator):
+//     A_{t+1} = d A_t + x_t                (sum over i < t of d^(t-1-i) x_i; the future likewise)
+//     R_{t+1} = d (R_t + S_t)              (the same sum weighted by (t-1-i): d/dw of S is -R)
+// Both are linear, so L steps of one from a state z with inputs x give d^L z + (the L steps from
+// zero): a chunk's effect on the state is known from the chunk alone, and the state at every chunk
+// boundary follows from a short scan over the chunks. (For R: L steps from (S, R) with zero inputs
+// give (d^L S, d^L (R + L S)).)
+//
+// So the work is chunk-parallel. Each call makes three passes: (1) each chunk of kChunk tokens,
+// independently, computes its own sums from a zero state; (2) per channel, a scan over the chunks,
+// in double, turns them into the states at each chunk's first and last token; (3) each chunk,
+// independently again, runs its recurrences from those states and writes its outputs. Threads take
+// whole chunks (B x J of them), so they are balanced for any C and read contiguous memory.
+//
+// Precision. The work within a chunk (at most kChunk steps of each recurrence, from states the scan
+// computed in double) runs in the accumulation type A: double for float64 inputs and for uni_wkv;
+// for float32 inputs of bi_wkv, float when the decay span |w| (T - 1) and |u| are at most kFloatSpan
+// (the range Restore-RWKV uses: Eq. 8 divides w and u by T), and double otherwise. In that range
+// every token sees the maximum of k with weight >= exp(-20), so D_t and all sums stay well inside
+// float's range; the results differ from the float64 oracle by ~1e-6 relative (float32 rounding of
+// d compounded over a chunk). The chunk state's dtype records A, so the backward uses the forward's.
+//
+// Weights. With m_j the maximum of k over chunk j (per channel) and M the maximum over all chunks,
 // e_i = exp(k_i - M) = E_i s_j, where E_i = exp(k_i - m_j) is stored in the input dtype (in (0, 1];
 // it underflows only for tokens 87 below a token of their own chunk, whose share is then below
-// float32's precision) and s_j = exp(m_j - M) in double. The shift by M cancels in the ratio. The
-// forward returns E and, per chunk, s_j and the past / future denominators at its boundaries, so
-// the backward needs neither exp nor k. Sweeps that run before M is known keep their sums relative
-// to a running reference (the maximum so far) and rescale them when it grows.
+// float32's precision) and s_j = exp(m_j - M) (flushed to 0 below A's normal range: such a chunk's
+// share is below A's precision too). The shift by M cancels in the ratio. Pass 1 of the forward works
+// in the chunk's own frame (E); the scan rescales by s_j. The forward returns E and, per chunk, s_j
+// and the boundary states, so the backward needs neither exp nor k.
 //
-// Recurrences, with d = exp(-w), g = exp(u):
-//     A_{t+1} = d A_t + e_t v_t            (sum over i < t of d^(t-1-i) e_i v_i; same for the future)
-//     R_{t+1} = d (R_t + S_t)              (the same sum weighted by (t-1-i): d/dw of S is -R)
-//
-// Layout of the work. A slice is kW channels of one batch row, held as one GCC vector (a zmm
-// register of doubles with AVX-512, two ymm with AVX2); every per-channel operation is a vector
-// operation. A task (one per thread when B is small) owns several slices and sweeps the chunks in
-// order, each chunk of each slice copied into small local buffers first; between chunks only the
-// recurrences' states are kept. Sweeps per call: bi forward 2 (backwards: E and the future sums at
-// chunk boundaries; forwards: y), uni forward 1, bi backward 2 (forwards: the past sums of the
-// gradients at chunk boundaries; backwards: everything else), uni backward 1. Each sweep rebuilds
-// what it needs from the other direction within the chunk from the saved boundary values.
+// Layout within a chunk: a vector is kW channels in one 64-byte GCC vector of A (a zmm register with
+// AVX-512); a group is up to kMaxVectors vectors, and the loops over tokens update all vectors of a
+// group per token, so its recurrences are independent chains the CPU overlaps.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -40,398 +52,711 @@
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__GLIBC__) && defined(MEDIR_LIBMVEC)
 #include <immintrin.h>
-// glibc's libmvec: exp of 8 floats / 4 doubles in AVX2 registers, without -ffast-math.
+// glibc's libmvec: vector exp without -ffast-math.
 extern "C" __m256 _ZGVdN8v_expf(__m256);
 extern "C" __m256d _ZGVdN4v_exp(__m256d);
+#if defined(__AVX512F__)
+extern "C" __m512 _ZGVeN16v_expf(__m512);
+extern "C" __m512d _ZGVeN8v_exp(__m512d);
+#endif
 #define MEDIR_VECTOR_EXP 1
 #endif
 
 namespace {
 
-constexpr int kW = 8;            // channels per block
-constexpr int64_t kChunk = 64;  // tokens per chunk: a chunk's buffers stay in L1 / L2
+constexpr int kMaxVectors = 4;   // vectors per group: independent chains in every token loop
+constexpr int64_t kChunk = 64;   // tokens per chunk
+constexpr double kFloatSpan = 20.0;
 
-// A slice's kW channels as one GCC vector (one AVX-512 or two AVX2 registers of double): every
-// operation below is a vector operation.
-typedef float RowF __attribute__((vector_size(kW * sizeof(float))));
-typedef double RowD __attribute__((vector_size(kW * sizeof(double))));
-template <typename S>
-struct RowOf;
-template <>
-struct RowOf<float> { using type = RowF; };
-template <>
-struct RowOf<double> { using type = RowD; };
-template <typename S>
-using Row = typename RowOf<S>::type;
-using Lanes = RowD;
-using Block = Lanes[kChunk];
-
-struct Slice {
-  int64_t T, C, c0, n;  // one batch row: sequence length, channels, the first of its channels, how many
-  int64_t chunks() const { return (T + kChunk - 1) / kChunk; }
-  int64_t start(int64_t j) const { return j * kChunk; }
-  int64_t len(int64_t j) const { return std::min(kChunk, T - j * kChunk); }
+template <typename T, int N>
+struct VecOf {
+  typedef T type __attribute__((vector_size(N * sizeof(T))));
 };
+template <typename T, int N>
+using Vec = typename VecOf<T, N>::type;  // N values of T, one GCC vector
 
-// The slice's channels of one token (lanes >= n get `pad`), and back.
-template <typename S>
-Row<S> load(const Slice& s, const S* src, int64_t t, S pad = S(0)) {
-  const S* row = src + t * s.C + s.c0;
-  Row<S> out;
-  if (s.n == kW) {
-    std::memcpy(&out, row, sizeof(out));
-  } else {
-    for (int c = 0; c < kW; ++c) out[c] = c < s.n ? row[c] : pad;
-  }
-  return out;
-}
+template <typename V>
+using ElementOf = std::remove_cv_t<std::remove_reference_t<decltype(std::declval<V>()[0])>>;
 
-template <typename S>
-void store(const Slice& s, Row<S> value, int64_t t, S* dst) {
-  S* row = dst + t * s.C + s.c0;
-  if (s.n == kW) {
-    std::memcpy(row, &value, sizeof(value));
-  } else {
-    for (int c = 0; c < s.n; ++c) row[c] = value[c];
-  }
-}
-
-template <typename S>
-void gather(const Slice& s, const S* src, int64_t t0, int64_t len, Block& dst, double pad = 0.0) {
-  for (int64_t t = 0; t < len; ++t) dst[t] = __builtin_convertvector(load(s, src, t0 + t, S(pad)), Lanes);
-}
-
-template <typename S>
-void scatter(const Slice& s, const Block& src, int64_t t0, int64_t len, S* dst) {
-  for (int64_t t = 0; t < len; ++t) store(s, __builtin_convertvector(src[t], Row<S>), t0 + t, dst);
-}
-
-// exp of every lane: libmvec's AVX2 exp on each 256-bit piece, else the scalar exp per lane.
-#ifdef MEDIR_VECTOR_EXP
-template <typename V, typename Piece, Piece (*exp_piece)(Piece)>
-V exp_pieces(V x) {
-  Piece piece[sizeof(V) / sizeof(Piece)];
-  std::memcpy(piece, &x, sizeof(x));
-  for (auto& p : piece) p = exp_piece(p);
-  std::memcpy(&x, piece, sizeof(x));
-  return x;
-}
-RowF exp_row(RowF x) { return exp_pieces<RowF, __m256, _ZGVdN8v_expf>(x); }
-RowD exp_row(RowD x) { return exp_pieces<RowD, __m256d, _ZGVdN4v_exp>(x); }
-#else
+// exp of every lane: libmvec on 512- or 256-bit pieces when available, else the scalar exp per lane.
 template <typename V>
 V exp_row(V x) {
-  for (int c = 0; c < kW; ++c) x[c] = std::exp(x[c]);
+  using T = ElementOf<V>;
+#ifdef MEDIR_VECTOR_EXP
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) % 64 == 0) {
+    using Piece = std::conditional_t<std::is_same_v<T, float>, __m512, __m512d>;
+    Piece piece[sizeof(V) / 64];
+    std::memcpy(piece, &x, sizeof(x));
+    for (auto& p : piece) {
+      if constexpr (std::is_same_v<T, float>) p = _ZGVeN16v_expf(p); else p = _ZGVeN8v_exp(p);
+    }
+    std::memcpy(&x, piece, sizeof(x));
+    return x;
+  }
+#endif
+  if constexpr (sizeof(V) % 32 == 0) {
+    using Piece = std::conditional_t<std::is_same_v<T, float>, __m256, __m256d>;
+    Piece piece[sizeof(V) / 32];
+    std::memcpy(piece, &x, sizeof(x));
+    for (auto& p : piece) {
+      if constexpr (std::is_same_v<T, float>) p = _ZGVdN8v_expf(p); else p = _ZGVdN4v_exp(p);
+    }
+    std::memcpy(&x, piece, sizeof(x));
+    return x;
+  }
+#endif
+  for (size_t c = 0; c < sizeof(V) / sizeof(T); ++c) x[c] = std::exp(x[c]);
   return x;
 }
-#endif
 
-// a / b. vdivpd is the slowest instruction of the loops; with AVX-512 a reciprocal estimate (2^-14)
-// refined by two Newton steps and a final residual correction gives the same result to ~1 ulp.
-inline Lanes divide(Lanes a, Lanes b) {
+// a / b to the precision of the output dtype S. vdivps/vdivpd are the slowest instructions of the
+// loops; with AVX-512 a reciprocal estimate (relative error 2^-14) refined by one Newton step
+// (2^-28) is enough for float32 outputs, and two more steps with a residual correction give the
+// quotient to ~1 ulp of double.
+template <typename S, typename V>
+inline V divide(V a, V b) {
 #if defined(__AVX512F__) && defined(MEDIR_VECTOR_EXP)
-  static_assert(sizeof(Lanes) == sizeof(__m512d));
-  __m512d wide;
-  std::memcpy(&wide, &b, sizeof(b));
-  wide = _mm512_rcp14_pd(wide);
-  Lanes r;
-  std::memcpy(&r, &wide, sizeof(r));
-  r = r * (2.0 - b * r);
-  r = r * (2.0 - b * r);
-  const Lanes q = a * r;
-  return q + (a - b * q) * r;
-#else
-  return a / b;
+  if constexpr (sizeof(V) == 64) {
+    V r;
+    if constexpr (std::is_same_v<ElementOf<V>, float>) {
+      __m512 wide;
+      std::memcpy(&wide, &b, sizeof(b));
+      wide = _mm512_rcp14_ps(wide);
+      std::memcpy(&r, &wide, sizeof(r));
+    } else {
+      __m512d wide;
+      std::memcpy(&wide, &b, sizeof(b));
+      wide = _mm512_rcp14_pd(wide);
+      std::memcpy(&r, &wide, sizeof(r));
+    }
+    r = r * (2 - b * r);
+    if constexpr (std::is_same_v<S, float>) return a * r;
+    r = r * (2 - b * r);
+    const V q = a * r;
+    return q + (a - b * q) * r;
+  }
 #endif
+  return a / b;
 }
 
-template <typename scalar_t>
-void decay_and_bonus(const Slice& s, const scalar_t* w, const scalar_t* u, Lanes& d, Lanes& g) {
-  for (int c = 0; c < kW; ++c) {
-    d[c] = c < s.n ? std::exp(-static_cast<double>(w[s.c0 + c])) : 1.0;
-    g[c] = c < s.n ? std::exp(static_cast<double>(u[s.c0 + c])) : 1.0;
-  }
+// Outputs are fresh allocations that the first write page-faults in, 4 KiB at a time: for the
+// 12 MB of a 256x256x48 tensor that took longer than computing it. Asking for transparent huge pages
+// (a hint; where THP is off or set to "never" nothing changes) makes that 2 MiB at a time.
+torch::Tensor with_huge_pages(torch::Tensor t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = end & ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#endif
+  return t;
 }
 
-// The weights e_t = E_t s_j of chunk j, as doubles.
-template <typename scalar_t>
-void weights(const Slice& s, const scalar_t* E, int64_t j, Lanes scale, Block& e) {
-  gather(s, E, s.start(j), s.len(j), e, 1.0);
-  for (int64_t t = 0; t < s.len(j); ++t) e[t] *= scale;
-}
+// The kernel for input dtype S and accumulation type A.
+template <typename S, typename A>
+struct Kernel {
+  static constexpr int kW = 64 / sizeof(A);  // channels per vector
+  using Lanes = Vec<A, kW>;
+  using Row = Vec<S, kW>;                     // the same channels in the input dtype
+  using Wide = Vec<double, kW>;               // and in double, for the scan
 
-// Per-chunk scratch of a thread: the slice's values of one chunk as dense double vectors.
-template <typename scalar_t>
-struct Scratch {
-  Row<scalar_t> raw[kChunk];
-  Block e, vl, yl, side, P, Q, G, H;
-};
-
-// Runs step(slice, j) for every chunk j, in order (or backwards) and for every slice of the group
-// within one chunk, so that a thread reads whole rows of its channels one chunk at a time.
-template <typename Slices, typename Step>
-void sweep(Slices& slices, bool backwards, Step&& step) {
-  const int64_t J = slices.front().s.chunks();
-  for (int64_t i = 0; i < J; ++i) {
-    for (auto& slice : slices) step(slice, backwards ? J - 1 - i : i);
-  }
-}
-
-// The per-chunk state the forward hands to the backward, (B, 3, J, C) in double: the scales s_j and
-// the past and future denominators at the chunk's first and last token (in the frame of M).
-struct ChunkState {
-  double *scale, *past_den, *future_den;
-  ChunkState(double* base, int64_t J, int64_t C) : scale(base), past_den(base + J * C), future_den(base + 2 * J * C) {}
-};
-
-// Moves the states to the reference max(ref, m) (the exponent their values are relative to) and
-// returns the factor exp(m - reference) that takes a chunk's E to that frame.
-Lanes rebase(Lanes m, Lanes& ref, std::initializer_list<Lanes*> states) {
-  const Lanes next = ref > m ? ref : m;
-  const Lanes shrink = exp_row(ref - next);  // ref = -inf before the first chunk: the states are 0
-  for (Lanes* state : states) *state *= shrink;
-  ref = next;
-  return exp_row(m - next);
-}
-
-// ---------------------------------------------------------------------------------------------
-// forward. bi: a sweep backwards computes E and the future sums at the chunk boundaries with a
-// running reference; a sweep forwards produces y in the frame of M. uni: one sweep forwards.
-
-template <typename scalar_t>
-struct ForwardSlice {
-  Slice s;
-  const scalar_t *k, *v;
-  scalar_t *y, *E;
-  ChunkState out;
-  Scratch<scalar_t>* buf;
-  // Between chunks: decay, bonus, the running reference and sums. The chunk loops copy them into
-  // locals, which the compiler keeps in registers (members could alias the buffers they write).
-  Lanes decay, bonus, ref = Lanes{} - std::numeric_limits<double>::infinity();
-  Lanes carry_num{}, carry_den{};
-  // per chunk: its maximum of k; the boundary sums and the reference they were taken in
-  std::vector<Lanes> chunk_max, boundary_num, boundary_den, boundary_ref;
-
-  ForwardSlice(Slice s_, const scalar_t* w, const scalar_t* u, const scalar_t* k_, const scalar_t* v_, scalar_t* y_,
-               scalar_t* E_, ChunkState out_, Scratch<scalar_t>* buf_)
-      : s(s_), k(k_), v(v_), y(y_), E(E_), out(out_), buf(buf_), chunk_max(s.chunks()), boundary_num(s.chunks()),
-        boundary_den(s.chunks()), boundary_ref(s.chunks()) {
-    decay_and_bonus(s, w, u, decay, bonus);
-  }
-
-  // E = exp(k - m_j) of chunk j, stored, and the chunk's weights in the running reference's frame
-  void exponentials(int64_t j, Block& e) {
-    const int64_t t0 = s.start(j), len = s.len(j);
-    Row<scalar_t>* kl = buf->raw;
-    Lanes top = Lanes{} - std::numeric_limits<double>::infinity();
-    for (int64_t t = 0; t < len; ++t) {
-      kl[t] = load(s, k, t0 + t);
-      const Lanes row = __builtin_convertvector(kl[t], Lanes);
-      top = top > row ? top : row;
+  // n values (lanes >= n get `pad`) and back
+  static Row load_row(const S* src, int n, S pad) {
+    Row out;
+    if (n == kW) {
+      std::memcpy(&out, src, sizeof(out));
+    } else {
+      for (int c = 0; c < kW; ++c) out[c] = c < n ? src[c] : pad;
     }
-    chunk_max[j] = top;
-    const Row<scalar_t> m = __builtin_convertvector(top, Row<scalar_t>);  // exact: a value of k
-    const Lanes to_ref = rebase(chunk_max[j], ref, {&carry_num, &carry_den});
-    for (int64_t t = 0; t < len; ++t) {
-      const Row<scalar_t> weight = exp_row(kl[t] - m);
-      store(s, weight, t0 + t, E);
-      e[t] = __builtin_convertvector(weight, Lanes) * to_ref;
+    return out;
+  }
+  static void store_row(S* dst, int n, Row value) {
+    if (n == kW) {
+      std::memcpy(dst, &value, sizeof(value));
+    } else {
+      for (int c = 0; c < n; ++c) dst[c] = value[c];
     }
   }
-
-  // bi, backwards: E and the future sums at each chunk's last token
-  void future(int64_t j) {
-    const Block &e = buf->e, &vl = buf->vl;
-    exponentials(j, buf->e);
-    gather(s, v, s.start(j), s.len(j), buf->vl);
-    boundary_num[j] = carry_num;
-    boundary_den[j] = carry_den;
-    boundary_ref[j] = ref;
-    const Lanes d = decay;
-    Lanes num = carry_num, den = carry_den;
-    for (int64_t t = s.len(j) - 1; t >= 0; --t) {
-      num = d * num + e[t] * vl[t];
-      den = d * den + e[t];
-    }
-    carry_num = num;
-    carry_den = den;
+  static Lanes load_lanes(const S* src, int n, double pad) {
+    return __builtin_convertvector(load_row(src, n, S(pad)), Lanes);
   }
-
-  // bi, forwards, after `future`: y from the past sums and the chunk's future sums rebuilt from
-  // its boundary; all in the frame of M (= ref after the backward sweep)
-  void output(int64_t j) {
-    const int64_t len = s.len(j);
-    Block &e = buf->e, &vl = buf->vl, &fn = buf->G, &fd = buf->H;
-    const Lanes scale = exp_row(chunk_max[j] - ref), to_top = exp_row(boundary_ref[j] - ref);
-    store(s, scale, j, out.scale);
-    weights(s, E, j, scale, e);
-    gather(s, v, s.start(j), len, vl);
-    const Lanes d = decay, g = bonus;
-    Lanes fnum = boundary_num[j] * to_top, fden = boundary_den[j] * to_top;
-    store(s, fden, j, out.future_den);
-    store(s, carry_den, j, out.past_den);
-    for (int64_t t = len - 1; t >= 0; --t) {
-      fn[t] = fnum;
-      fd[t] = fden;
-      fnum = d * fnum + e[t] * vl[t];
-      fden = d * fden + e[t];
-    }
-    Lanes num = carry_num, den = carry_den;
-    for (int64_t t = 0; t < len; ++t) {
-      const Lanes ev = e[t] * vl[t];
-      const Lanes top = num + g * ev + fn[t], bottom = den + g * e[t] + fd[t];
-      num = d * num + ev;
-      den = d * den + e[t];
-      vl[t] = divide(top, bottom);  // y, in place of v
-    }
-    carry_num = num;
-    carry_den = den;
-    scatter(s, vl, s.start(j), len, y);
+  static void store_lanes(S* dst, int n, Lanes value) { store_row(dst, n, __builtin_convertvector(value, Row)); }
+  static Lanes load_full(const A* src) {
+    Lanes out;
+    std::memcpy(&out, src, sizeof(out));
+    return out;
   }
+  static void store_full(A* dst, Lanes value) { std::memcpy(dst, &value, sizeof(value)); }
+  static Wide load_wide(const A* src) { return __builtin_convertvector(load_full(src), Wide); }
+  static void store_wide(A* dst, Wide value) { store_full(dst, __builtin_convertvector(value, Lanes)); }
 
-  // uni, forwards: E and y in one sweep (the ratio does not depend on the frame)
-  void causal_output(int64_t j) {
-    const int64_t len = s.len(j);
-    Block &e = buf->e, &vl = buf->vl;
-    exponentials(j, e);
-    gather(s, v, s.start(j), len, vl);
-    boundary_den[j] = carry_den;
-    boundary_ref[j] = ref;
-    const Lanes d = decay, g = bonus;
-    Lanes num = carry_num, den = carry_den;
-    for (int64_t t = 0; t < len; ++t) {
-      const Lanes ev = e[t] * vl[t];
-      const Lanes top = num + g * ev, bottom = den + g * e[t];
-      num = d * num + ev;
-      den = d * den + e[t];
-      vl[t] = divide(top, bottom);
-    }
-    carry_num = num;
-    carry_den = den;
-    scatter(s, vl, s.start(j), len, y);
-  }
+  // -------------------------------------------------------------------------------------------
+  // the problem's geometry and the per-channel constants
 
-  // uni, after the sweep: the scales and past denominators in the frame of M
-  void causal_finish() {
-    for (int64_t j = 0; j < s.chunks(); ++j) {
-      store(s, exp_row(chunk_max[j] - ref), j, out.scale);
-      store(s, boundary_den[j] * exp_row(boundary_ref[j] - ref), j, out.past_den);
-    }
-  }
-};
+  struct Group {  // vectors first .. first + count - 1 of a batch row's channels
+    int64_t first;
+    int count;
+  };
 
-// ---------------------------------------------------------------------------------------------
-// backward: p_t = gy_t / D_t and q_t = -gy_t y_t / D_t are the gradients of the numerator and the
-// denominator of y_t; G_i = g p_i + sum_{t != i} d^(|t-i|-1) p_t (H_i the same with q) give
-//     gv_i = e_i G_i,   gk_i = e_i (v_i G_i + H_i),   gu = sum_t g e_t (v_t p_t + q_t),
-//     gw = -sum_i e_i sum_{t != i} (|t-i|-1) d^(|t-i|-1) (v_i p_t + q_t).
-// bi: a sweep forwards keeps only the past sums of p and q at each chunk's first token; the sweep
-// backwards rebuilds, per chunk, D (from the denominators the forward saved), p, q and the chunk's
-// past sums from that boundary, adds the future sums and writes the gradients. uni: the latter only.
+  struct Geometry {
+    int64_t B, T, C, J, vectors, padded;  // padded = vectors * kW: the channel stride of the planes
+    std::vector<Group> groups;
 
-struct Sums {  // decayed sums of p and q from one side, and their (|t-i|-1)-weighted versions
-  Lanes sp{}, sq{}, rp{}, rq{};
-
-  void advance(Lanes d, Lanes p, Lanes q) {
-    rp = d * (rp + sp);
-    rq = d * (rq + sq);
-    sp = d * sp + p;
-    sq = d * sq + q;
-  }
-};
-
-template <typename scalar_t>
-struct BackwardSlice {
-  Slice s;
-  bool causal;
-  const scalar_t *v, *y, *gy, *E;
-  scalar_t *gk, *gv;
-  ChunkState saved;
-  Scratch<scalar_t>* buf;
-  Lanes decay, bonus, grad_w{}, grad_u{};  // copied into locals by the chunk loops (see ForwardSlice)
-  Sums carry;
-  std::vector<Sums> past_sums;  // bi: the past sums at each chunk's first token
-
-  BackwardSlice(Slice s_, bool causal_, const scalar_t* w, const scalar_t* u, const scalar_t* v_, const scalar_t* y_,
-                const scalar_t* gy_, const scalar_t* E_, ChunkState saved_, scalar_t* gk_, scalar_t* gv_,
-                Scratch<scalar_t>* buf_)
-      : s(s_), causal(causal_), v(v_), y(y_), gy(gy_), E(E_), gk(gk_), gv(gv_), saved(saved_), buf(buf_),
-        past_sums(causal ? 0 : s.chunks()) {
-    decay_and_bonus(s, w, u, decay, bonus);
-  }
-
-  // p and q of chunk j into buf->P, buf->Q; D from the past denominator at the chunk's first token
-  // and the future one at its last (bi)
-  void gradients_of_ratio(int64_t j, Lanes past, Lanes future) {
-    const int64_t t0 = s.start(j), len = s.len(j);
-    Block &e = buf->e, &yl = buf->yl, &P = buf->P, &Q = buf->Q, &side = buf->side;
-    weights(s, E, j, load(s, saved.scale, j, 1.0), e);
-    gather(s, y, t0, len, yl);
-    gather(s, gy, t0, len, P);
-    const Lanes d = decay, g = bonus;
-    for (int64_t t = 0; t < len; ++t) {
-      side[t] = past + g * e[t];
-      past = d * past + e[t];
-    }
-    if (!causal) {
-      for (int64_t t = len - 1; t >= 0; --t) {
-        side[t] += future;
-        future = d * future + e[t];
+    Geometry(int64_t B_, int64_t T_, int64_t C_)
+        : B(B_), T(T_), C(C_), J((T_ + kChunk - 1) / kChunk), vectors((C_ + kW - 1) / kW), padded(vectors * kW) {
+      const int64_t n = (vectors + kMaxVectors - 1) / kMaxVectors;  // groups as even as possible
+      for (int64_t g = 0, first = 0; g < n; ++g) {
+        const int count = static_cast<int>(vectors / n + (g < vectors % n ? 1 : 0));
+        groups.push_back(Group{first, count});
+        first += count;
       }
     }
-    for (int64_t t = 0; t < len; ++t) {
-      P[t] = divide(P[t], side[t]);
-      Q[t] = -P[t] * yl[t];
+    int64_t start(int64_t j) const { return j * kChunk; }
+    int64_t len(int64_t j) const { return std::min(kChunk, T - j * kChunk); }
+    int lanes(int64_t vector) const { return static_cast<int>(std::min<int64_t>(kW, C - vector * kW)); }
+    int64_t offset(int64_t b) const { return b * T * C; }
+  };
+
+  // Per-chunk values in A, (B, J, planes, padded): plane p of chunk j of batch row b.
+  struct Planes {
+    A* base;
+    int64_t J, count, padded;
+    explicit Planes(torch::Tensor& t) : base(t.data_ptr<A>()), J(t.size(1)), count(t.size(2)), padded(t.size(3)) {}
+    A* at(int64_t b, int p, int64_t j, int64_t vector) const {
+      return base + ((b * J + j) * count + p) * padded + vector * kW;
+    }
+  };
+
+  // decay d = exp(-w), bonus g = exp(u) per vector (1 in padding), and d^kChunk, d^(the last
+  // chunk's length) in double for the scan
+  struct Constants {
+    std::vector<Lanes> decay, bonus;
+    std::vector<Wide> decay_chunk, decay_last;
+    Constants(const Geometry& geo, const S* w, const S* u)
+        : decay(geo.vectors), bonus(geo.vectors), decay_chunk(geo.vectors), decay_last(geo.vectors) {
+      const double last = static_cast<double>(geo.len(geo.J - 1));
+      for (int64_t v = 0; v < geo.vectors; ++v) {
+        for (int c = 0; c < kW; ++c) {
+          const bool real = c < geo.lanes(v);
+          const double wc = real ? static_cast<double>(w[v * kW + c]) : 0.0;
+          decay[v][c] = static_cast<A>(std::exp(-wc));
+          bonus[v][c] = static_cast<A>(real ? std::exp(static_cast<double>(u[v * kW + c])) : 1.0);
+          decay_chunk[v][c] = std::exp(-wc * static_cast<double>(kChunk));
+          decay_last[v][c] = std::exp(-wc * last);
+        }
+      }
+    }
+    Wide decay_over(const Geometry& geo, int64_t v, int64_t j) const {
+      return j == geo.J - 1 ? decay_last[v] : decay_chunk[v];
+    }
+  };
+
+  // A thread's buffers: whole chunks of rows in A, [token][vector] (all of a row's vectors, so that
+  // reading a chunk of a tensor is one contiguous stream), and the raw k of a chunk. A skew of one
+  // cache line more between consecutive buffers keeps a load from one from waiting on a store to
+  // another at the same offset modulo 4 KiB (4K aliasing).
+  struct Buffers {
+    static constexpr int kCount = 7;
+    std::vector<Row> raw, top;  // k of the chunk; its maximum per vector
+    std::vector<Lanes> storage;
+    Lanes* buf[kCount];
+
+    explicit Buffers(const Geometry& geo) : raw(kChunk * geo.vectors), top(geo.vectors) {
+      const int64_t size = kChunk * geo.vectors;
+      storage.resize(kCount * size + kCount * (kCount + 1) / 2);
+      for (int64_t i = 0, offset = 0; i < kCount; ++i) {
+        offset += i + 1;
+        buf[i] = storage.data() + offset;
+        offset += size;
+      }
+    }
+  };
+
+  // Tokens t0 .. t0 + len - 1 of a batch row (all channels) into dst[t * vectors + vector] (padding
+  // lanes get `pad`), and back.
+  static void gather(const Geometry& geo, const S* src, int64_t t0, int64_t len, Lanes* dst, double pad) {
+    const S* row = src + t0 * geo.C;
+    const int tail = geo.lanes(geo.vectors - 1);
+    for (int64_t t = 0; t < len; ++t, row += geo.C, dst += geo.vectors) {
+      for (int64_t vec = 0; vec + 1 < geo.vectors; ++vec) dst[vec] = load_lanes(row + vec * kW, kW, pad);
+      dst[geo.vectors - 1] = load_lanes(row + (geo.vectors - 1) * kW, tail, pad);
     }
   }
 
-  // bi, forwards: the past sums at each chunk's first token
-  void past(int64_t j) {
-    past_sums[j] = carry;
-    gradients_of_ratio(j, load(s, saved.past_den, j), load(s, saved.future_den, j));
-    const Lanes d = decay;
-    Sums sums = carry;
-    for (int64_t t = 0; t < s.len(j); ++t) sums.advance(d, buf->P[t], buf->Q[t]);
-    carry = sums;
+  static void scatter(const Geometry& geo, const Lanes* src, int64_t t0, int64_t len, S* dst) {
+    S* row = dst + t0 * geo.C;
+    const int tail = geo.lanes(geo.vectors - 1);
+    for (int64_t t = 0; t < len; ++t, row += geo.C, src += geo.vectors) {
+      for (int64_t vec = 0; vec + 1 < geo.vectors; ++vec) store_lanes(row + vec * kW, kW, src[vec]);
+      store_lanes(row + (geo.vectors - 1) * kW, tail, src[geo.vectors - 1]);
+    }
   }
 
-  // backwards (after `past` for bi): the chunk's past halves (bi) and future halves of G, H and
-  // gw, and the gradients
-  void gradients(int64_t j) {
-    const int64_t t0 = s.start(j), len = s.len(j);
-    Block &e = buf->e, &vl = buf->vl, &P = buf->P, &Q = buf->Q, &G = buf->G, &H = buf->H;
-    gradients_of_ratio(j, load(s, saved.past_den, j), causal ? Lanes{} : load(s, saved.future_den, j));
-    gather(s, v, t0, len, vl);
-    const Lanes d = decay, g = bonus;
-    Lanes gw = grad_w, gu = grad_u;
-    if (!causal) {
-      Sums before = past_sums[j];
+  // For every chunk of every batch row (in parallel): body.prepare(buffers, b, j) (reads the chunk),
+  // body.run<NV>(buffers, b, j, first) for every group of vectors, body.finish(buffers, b, j) (writes).
+  template <typename Body>
+  static void for_each_chunk(const Geometry& geo, const Body& body) {
+    at::parallel_for(0, geo.B * geo.J, 1, [&](int64_t begin, int64_t end) {
+      Buffers buffers(geo);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / geo.J, j = task % geo.J;
+        body.prepare(buffers, b, j);
+        for (const Group& group : geo.groups) {
+          switch (group.count) {
+            case 1: body.template run<1>(buffers, b, j, group.first); break;
+            case 2: body.template run<2>(buffers, b, j, group.first); break;
+            case 3: body.template run<3>(buffers, b, j, group.first); break;
+            default: body.template run<4>(buffers, b, j, group.first); break;
+          }
+        }
+        body.finish(buffers, b, j);
+      }
+    });
+  }
+
+  // Runs scan(b, vector) for every vector of channels of every batch row (in parallel).
+  template <typename Scan>
+  static void for_each_vector(const Geometry& geo, Scan&& scan) {
+    at::parallel_for(0, geo.B * geo.vectors, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) scan(task / geo.vectors, task % geo.vectors);
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // forward. Planes of the chunk state (B, J, 5, padded): the chunk maximum m_j, then the scale s_j;
+  // the past numerator and denominator, first the chunk's own sums (in its frame, to its last token),
+  // then the state at its first token; the future numerator and denominator, likewise (from its
+  // first token; then the state after its last token). The states are in the frame of M.
+
+  enum ForwardPlane { kScale = 0, kPastNum = 1, kPastDen = 2, kFutureNum = 3, kFutureDen = 4, kForwardPlanes = 5 };
+
+  struct ForwardPass {
+    const Geometry& geo;
+    const Constants& cst;
+    const S *k, *v;
+    S *y, *E;
+    Planes planes;
+    bool causal;
+  };
+
+  // pass 1: E, m_j and the chunk's own sums
+  struct ForwardLocal : ForwardPass {
+    // buf[0] = e (in the chunk's frame), buf[1] = v
+    void prepare(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      const int64_t t0 = geo.start(j), len = geo.len(j), V = geo.vectors;
+      const S* k = this->k + geo.offset(b) + t0 * geo.C;
+      S* E = this->E + geo.offset(b) + t0 * geo.C;
+      for (int64_t vec = 0; vec < V; ++vec) buf.top[vec] = Row{} - std::numeric_limits<S>::infinity();
       for (int64_t t = 0; t < len; ++t) {
-        G[t] = before.sp;
-        H[t] = before.sq;
-        gw -= e[t] * (vl[t] * before.rp + before.rq);
-        before.advance(d, P[t], Q[t]);
+        for (int64_t vec = 0; vec < V; ++vec) {
+          const Row value = load_row(k + t * geo.C + vec * kW, geo.lanes(vec), S(0));
+          buf.raw[t * V + vec] = value;
+          buf.top[vec] = buf.top[vec] > value ? buf.top[vec] : value;
+        }
+      }
+      for (int64_t t = 0; t < len; ++t) {
+        for (int64_t vec = 0; vec < V; ++vec) {
+          const Row weight = exp_row(buf.raw[t * V + vec] - buf.top[vec]);
+          store_row(E + t * geo.C + vec * kW, geo.lanes(vec), weight);
+          buf.buf[0][t * V + vec] = __builtin_convertvector(weight, Lanes);
+        }
+      }
+      gather(geo, this->v + geo.offset(b), t0, len, buf.buf[1], 0.0);
+    }
+
+    template <int NV>
+    void run(Buffers& buf, int64_t b, int64_t j, int64_t first) const {
+      const int64_t len = this->geo.len(j), V = this->geo.vectors;
+      const bool causal = this->causal;
+      const Lanes *e = buf.buf[0] + first, *vl = buf.buf[1] + first;
+      Lanes d[NV], pn[NV], pd[NV], fn[NV], fd[NV];
+      for (int i = 0; i < NV; ++i) {
+        d[i] = this->cst.decay[first + i];
+        pn[i] = pd[i] = fn[i] = fd[i] = Lanes{};
+      }
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t now = t * V, back = (len - 1 - t) * V;  // the future sums run from the chunk's end
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          pn[i] = d[i] * pn[i] + e[now + i] * vl[now + i];
+          pd[i] = d[i] * pd[i] + e[now + i];
+          if (!causal) {
+            fn[i] = d[i] * fn[i] + e[back + i] * vl[back + i];
+            fd[i] = d[i] * fd[i] + e[back + i];
+          }
+        }
+      }
+      for (int i = 0; i < NV; ++i) {
+        const int64_t vec = first + i;
+        store_full(this->planes.at(b, kScale, j, vec), __builtin_convertvector(buf.top[vec], Lanes));
+        store_full(this->planes.at(b, kPastNum, j, vec), pn[i]);
+        store_full(this->planes.at(b, kPastDen, j, vec), pd[i]);
+        store_full(this->planes.at(b, kFutureNum, j, vec), fn[i]);
+        store_full(this->planes.at(b, kFutureDen, j, vec), fd[i]);
       }
     }
-    Sums after = carry;
-    for (int64_t t = len - 1; t >= 0; --t) {
-      const Lanes ge = g * e[t];
-      gu += ge * (vl[t] * P[t] + Q[t]);
-      Lanes Gt = g * P[t] + after.sp, Ht = g * Q[t] + after.sq;
+
+    void finish(Buffers&, int64_t, int64_t) const {}
+  };
+
+  // pass 2: per channel, the scales s_j and the states at the chunk boundaries, in place, in double
+  static void forward_scan(const Geometry& geo, const Constants& cst, const Planes& planes, bool causal, int64_t b,
+                           int64_t vec) {
+    const Wide tiny = Wide{} + static_cast<double>(std::numeric_limits<A>::min());
+    Wide top = Wide{} - std::numeric_limits<double>::infinity();
+    for (int64_t j = 0; j < geo.J; ++j) {
+      const Wide m = load_wide(planes.at(b, kScale, j, vec));
+      top = top > m ? top : m;
+    }
+    Wide num{}, den{};
+    for (int64_t j = 0; j < geo.J; ++j) {
+      A *scale = planes.at(b, kScale, j, vec), *pn = planes.at(b, kPastNum, j, vec), *pd = planes.at(b, kPastDen, j, vec);
+      Wide s = exp_row(load_wide(scale) - top);
+      s = s < tiny ? Wide{} : s;  // no subnormal A
+      const Wide own_num = load_wide(pn), own_den = load_wide(pd), dL = cst.decay_over(geo, vec, j);
+      store_wide(scale, s);
+      store_wide(pn, num);
+      store_wide(pd, den);
+      num = dL * num + s * own_num;
+      den = dL * den + s * own_den;
+    }
+    if (causal) return;
+    num = den = Wide{};
+    for (int64_t j = geo.J - 1; j >= 0; --j) {
+      A *fn = planes.at(b, kFutureNum, j, vec), *fd = planes.at(b, kFutureDen, j, vec);
+      const Wide s = load_wide(planes.at(b, kScale, j, vec)), own_num = load_wide(fn), own_den = load_wide(fd);
+      const Wide dL = cst.decay_over(geo, vec, j);
+      store_wide(fn, num);
+      store_wide(fd, den);
+      num = dL * num + s * own_num;
+      den = dL * den + s * own_den;
+    }
+  }
+
+  // pass 3: y from the boundary states
+  struct ForwardOutput : ForwardPass {
+    // buf[0] = E, then e; buf[1] = v; buf[2], buf[3]: the future sums; buf[4] = y
+    void prepare(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      gather(geo, this->E + geo.offset(b), geo.start(j), geo.len(j), buf.buf[0], 1.0);
+      gather(geo, this->v + geo.offset(b), geo.start(j), geo.len(j), buf.buf[1], 0.0);
+    }
+
+    template <int NV>
+    void run(Buffers& buf, int64_t b, int64_t j, int64_t first) const {
+      const int64_t len = this->geo.len(j), V = this->geo.vectors;
+      const bool causal = this->causal;
+      Lanes *e = buf.buf[0] + first, *vl = buf.buf[1] + first, *fnb = buf.buf[2] + first,
+            *fdb = buf.buf[3] + first, *out = buf.buf[4] + first;
+      Lanes d[NV], g[NV], s[NV], num[NV], den[NV];
+      for (int i = 0; i < NV; ++i) {
+        const int64_t vec = first + i;
+        d[i] = this->cst.decay[vec];
+        g[i] = this->cst.bonus[vec];
+        s[i] = load_full(this->planes.at(b, kScale, j, vec));
+        num[i] = load_full(this->planes.at(b, kFutureNum, j, vec));
+        den[i] = load_full(this->planes.at(b, kFutureDen, j, vec));
+      }
+      for (int64_t t = 0; t < len; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) e[t * V + i] *= s[i];
+      }
       if (!causal) {
-        Gt += G[t];
-        Ht += H[t];
+        for (int64_t t = len - 1; t >= 0; --t) {
+#pragma GCC unroll 4
+          for (int i = 0; i < NV; ++i) {
+            const int64_t at = t * V + i;
+            fnb[at] = num[i];
+            fdb[at] = den[i];
+            num[i] = d[i] * num[i] + e[at] * vl[at];
+            den[i] = d[i] * den[i] + e[at];
+          }
+        }
       }
-      G[t] = e[t] * Gt;
-      H[t] = e[t] * (vl[t] * Gt + Ht);
-      gw -= e[t] * (vl[t] * after.rp + after.rq);
-      after.advance(d, P[t], Q[t]);
+      for (int i = 0; i < NV; ++i) {
+        num[i] = load_full(this->planes.at(b, kPastNum, j, first + i));
+        den[i] = load_full(this->planes.at(b, kPastDen, j, first + i));
+      }
+      for (int64_t t = 0; t < len; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          const int64_t at = t * V + i;
+          const Lanes ev = e[at] * vl[at];
+          Lanes top = num[i] + g[i] * ev, bottom = den[i] + g[i] * e[at];
+          if (!causal) {
+            top += fnb[at];
+            bottom += fdb[at];
+          }
+          num[i] = d[i] * num[i] + ev;
+          den[i] = d[i] * den[i] + e[at];
+          out[at] = divide<S>(top, bottom);
+        }
+      }
     }
-    carry = after;
-    grad_w = gw;
-    grad_u = gu;
-    scatter(s, G, t0, len, gv);
-    scatter(s, H, t0, len, gk);
+
+    void finish(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      scatter(geo, buf.buf[4], geo.start(j), geo.len(j), this->y + geo.offset(b));
+    }
+  };
+
+  // -------------------------------------------------------------------------------------------
+  // backward: p_t = gy_t / D_t and q_t = -gy_t y_t / D_t are the gradients of the numerator and the
+  // denominator of y_t; G_i = g p_i + sum_{t != i} d^(|t-i|-1) p_t (H_i the same with q) give
+  //     gv_i = e_i G_i,   gk_i = e_i (v_i G_i + H_i),   gu = sum_t g e_t (v_t p_t + q_t),
+  //     gw = -sum_i e_i sum_{t != i} (|t-i|-1) d^(|t-i|-1) (v_i p_t + q_t).
+  // The sums over t < i and t > i are the recurrences S, R above on the inputs p and q, kept in Sums.
+  // Pass 1 computes p and q and keeps them in the memory of the outputs (gv holds p, gk holds q)
+  // for pass 3. Planes of the backward (B, J, 10, padded): the past Sums (4 planes: the chunk's own,
+  // then the state at its first token; bi only), the future Sums (4: likewise, the state after its
+  // last token), and the chunk's shares of gw and gu.
+
+  enum BackwardPlane { kPastSums = 0, kFutureSums = 4, kGradW = 8, kGradU = 9, kBackwardPlanes = 10 };
+
+  template <typename V>
+  struct Sums {  // decayed sums of p and q from one side, and their (|t-i|-1)-weighted versions
+    V sp{}, sq{}, rp{}, rq{};
+
+    void advance(V d, V p, V q) {
+      rp = d * (rp + sp);
+      rq = d * (rq + sq);
+      sp = d * sp + p;
+      sq = d * sq + q;
+    }
+  };
+
+  template <typename V>
+  static Sums<V> load_sums(const Planes& planes, int64_t b, int p, int64_t j, int64_t vec) {
+    auto load = [&](int plane) {
+      if constexpr (std::is_same_v<V, Wide>) return load_wide(planes.at(b, plane, j, vec));
+      else return load_full(planes.at(b, plane, j, vec));
+    };
+    return Sums<V>{load(p), load(p + 1), load(p + 2), load(p + 3)};
+  }
+
+  static void store_sums(const Planes& planes, int64_t b, int p, int64_t j, int64_t vec, const Sums<Lanes>& sums) {
+    store_full(planes.at(b, p, j, vec), sums.sp);
+    store_full(planes.at(b, p + 1, j, vec), sums.sq);
+    store_full(planes.at(b, p + 2, j, vec), sums.rp);
+    store_full(planes.at(b, p + 3, j, vec), sums.rq);
+  }
+
+  struct BackwardPass {
+    const Geometry& geo;
+    const Constants& cst;
+    const S *v, *y, *gy, *E;
+    S *gk, *gv;
+    Planes saved, planes;
+    bool causal;
+  };
+
+  // pass 1: p and q, and the chunk's own Sums in both directions
+  struct BackwardLocal : BackwardPass {
+    // buf[0] = E, then e (in the frame of M); buf[1] = gy, then p; buf[2] = y, then q; buf[3]: D
+    void prepare(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      const int64_t t0 = geo.start(j), len = geo.len(j), at = geo.offset(b);
+      gather(geo, this->E + at, t0, len, buf.buf[0], 1.0);
+      gather(geo, this->gy + at, t0, len, buf.buf[1], 0.0);
+      gather(geo, this->y + at, t0, len, buf.buf[2], 0.0);
+    }
+
+    template <int NV>
+    void run(Buffers& buf, int64_t b, int64_t j, int64_t first) const {
+      const int64_t len = this->geo.len(j), V = this->geo.vectors;
+      const bool causal = this->causal;
+      Lanes *e = buf.buf[0] + first, *P = buf.buf[1] + first, *Q = buf.buf[2] + first, *side = buf.buf[3] + first;
+      Lanes d[NV], g[NV], s[NV], past[NV], future[NV];
+      for (int i = 0; i < NV; ++i) {
+        const int64_t vec = first + i;
+        d[i] = this->cst.decay[vec];
+        g[i] = this->cst.bonus[vec];
+        s[i] = load_full(this->saved.at(b, kScale, j, vec));
+        past[i] = load_full(this->saved.at(b, kPastDen, j, vec));
+        future[i] = causal ? Lanes{} : load_full(this->saved.at(b, kFutureDen, j, vec));
+      }
+      // D from the past denominator at the chunk's first token and the future one after its last
+      for (int64_t t = 0; t < len; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          const int64_t at = t * V + i;
+          e[at] *= s[i];
+          side[at] = past[i] + g[i] * e[at];
+          past[i] = d[i] * past[i] + e[at];
+        }
+      }
+      if (!causal) {
+        for (int64_t t = len - 1; t >= 0; --t) {
+#pragma GCC unroll 4
+          for (int i = 0; i < NV; ++i) {
+            const int64_t at = t * V + i;
+            side[at] += future[i];
+            future[i] = d[i] * future[i] + e[at];
+          }
+        }
+      }
+      Sums<Lanes> before[NV], after[NV];
+      for (int64_t t = 0; t < len; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          const int64_t at = t * V + i;
+          P[at] = divide<S>(P[at], side[at]);
+          Q[at] = -P[at] * Q[at];  // Q held y
+          if (!causal) before[i].advance(d[i], P[at], Q[at]);
+        }
+      }
+      for (int64_t t = len - 1; t >= 0; --t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) after[i].advance(d[i], P[t * V + i], Q[t * V + i]);
+      }
+      for (int i = 0; i < NV; ++i) {
+        if (!causal) store_sums(this->planes, b, kPastSums, j, first + i, before[i]);
+        store_sums(this->planes, b, kFutureSums, j, first + i, after[i]);
+      }
+    }
+
+    void finish(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      const int64_t t0 = geo.start(j), len = geo.len(j);
+      scatter(geo, buf.buf[1], t0, len, this->gv + geo.offset(b));
+      scatter(geo, buf.buf[2], t0, len, this->gk + geo.offset(b));
+    }
+  };
+
+  // pass 2: the Sums at the chunk boundaries, in place, in double
+  static void backward_scan(const Geometry& geo, const Constants& cst, const Planes& planes, bool causal, int64_t b,
+                            int64_t vec) {
+    auto step = [&](int p, int64_t j, Sums<Wide>& state) {  // store the state, then move it over chunk j
+      const Sums<Wide> own = load_sums<Wide>(planes, b, p, j, vec);
+      store_wide(planes.at(b, p, j, vec), state.sp);
+      store_wide(planes.at(b, p + 1, j, vec), state.sq);
+      store_wide(planes.at(b, p + 2, j, vec), state.rp);
+      store_wide(planes.at(b, p + 3, j, vec), state.rq);
+      const Wide dL = cst.decay_over(geo, vec, j);
+      const double steps = static_cast<double>(geo.len(j));
+      state.rp = dL * (state.rp + steps * state.sp) + own.rp;
+      state.rq = dL * (state.rq + steps * state.sq) + own.rq;
+      state.sp = dL * state.sp + own.sp;
+      state.sq = dL * state.sq + own.sq;
+    };
+    Sums<Wide> state;
+    if (!causal) {
+      for (int64_t j = 0; j < geo.J; ++j) step(kPastSums, j, state);
+    }
+    state = Sums<Wide>{};
+    for (int64_t j = geo.J - 1; j >= 0; --j) step(kFutureSums, j, state);
+  }
+
+  // pass 3: gk, gv and the chunk's shares of gw, gu
+  struct BackwardGradients : BackwardPass {
+    // buf[0] = E, then e; buf[1] = p and buf[2] = q (from pass 1, in gv and gk); buf[3] = v;
+    // buf[4] = gv, buf[5] = gk
+    void prepare(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      const int64_t t0 = geo.start(j), len = geo.len(j), at = geo.offset(b);
+      gather(geo, this->E + at, t0, len, buf.buf[0], 1.0);
+      gather(geo, this->gv + at, t0, len, buf.buf[1], 0.0);
+      gather(geo, this->gk + at, t0, len, buf.buf[2], 0.0);
+      gather(geo, this->v + at, t0, len, buf.buf[3], 0.0);
+    }
+
+    template <int NV>
+    void run(Buffers& buf, int64_t b, int64_t j, int64_t first) const {
+      const int64_t len = this->geo.len(j), V = this->geo.vectors;
+      const bool causal = this->causal;
+      Lanes *e = buf.buf[0] + first, *vl = buf.buf[3] + first, *G = buf.buf[4] + first, *H = buf.buf[5] + first;
+      const Lanes *P = buf.buf[1] + first, *Q = buf.buf[2] + first;
+      Lanes d[NV], g[NV], s[NV], gw[NV], gu[NV];
+      Sums<Lanes> sums[NV];
+      for (int i = 0; i < NV; ++i) {
+        d[i] = this->cst.decay[first + i];
+        g[i] = this->cst.bonus[first + i];
+        s[i] = load_full(this->saved.at(b, kScale, j, first + i));
+        gw[i] = gu[i] = Lanes{};
+        if (!causal) sums[i] = load_sums<Lanes>(this->planes, b, kPastSums, j, first + i);
+      }
+      for (int64_t t = 0; t < len; ++t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          const int64_t at = t * V + i;
+          e[at] *= s[i];
+          if (!causal) {
+            G[at] = sums[i].sp;
+            H[at] = sums[i].sq;
+            gw[i] -= e[at] * (vl[at] * sums[i].rp + sums[i].rq);
+            sums[i].advance(d[i], P[at], Q[at]);
+          }
+        }
+      }
+      for (int i = 0; i < NV; ++i) sums[i] = load_sums<Lanes>(this->planes, b, kFutureSums, j, first + i);
+      for (int64_t t = len - 1; t >= 0; --t) {
+#pragma GCC unroll 4
+        for (int i = 0; i < NV; ++i) {
+          const int64_t at = t * V + i;
+          const Lanes ge = g[i] * e[at];
+          gu[i] += ge * (vl[at] * P[at] + Q[at]);
+          Lanes Gt = g[i] * P[at] + sums[i].sp, Ht = g[i] * Q[at] + sums[i].sq;
+          if (!causal) {
+            Gt += G[at];
+            Ht += H[at];
+          }
+          G[at] = e[at] * Gt;
+          H[at] = e[at] * (vl[at] * Gt + Ht);
+          gw[i] -= e[at] * (vl[at] * sums[i].rp + sums[i].rq);
+          sums[i].advance(d[i], P[at], Q[at]);
+        }
+      }
+      for (int i = 0; i < NV; ++i) {
+        store_full(this->planes.at(b, kGradW, j, first + i), gw[i]);
+        store_full(this->planes.at(b, kGradU, j, first + i), gu[i]);
+      }
+    }
+
+    void finish(Buffers& buf, int64_t b, int64_t j) const {
+      const Geometry& geo = this->geo;
+      const int64_t t0 = geo.start(j), len = geo.len(j);
+      scatter(geo, buf.buf[4], t0, len, this->gv + geo.offset(b));
+      scatter(geo, buf.buf[5], t0, len, this->gk + geo.offset(b));
+    }
+  };
+
+  // -------------------------------------------------------------------------------------------
+
+  static std::vector<torch::Tensor> forward(const torch::Tensor& w, const torch::Tensor& u, const torch::Tensor& k,
+                                            const torch::Tensor& v, bool causal) {
+    const Geometry geo(k.size(0), k.size(1), k.size(2));
+    auto y = with_huge_pages(torch::empty_like(v)), E = with_huge_pages(torch::empty_like(k));
+    // every plane a pass reads is written first (the future planes only for bi, which reads them)
+    auto state = torch::empty({geo.B, geo.J, kForwardPlanes, geo.padded}, k.options().dtype(c10::CppTypeToScalarType<A>::value));
+    const Constants cst(geo, w.data_ptr<S>(), u.data_ptr<S>());
+    const ForwardPass pass{geo, cst, k.data_ptr<S>(), v.data_ptr<S>(), y.data_ptr<S>(), E.data_ptr<S>(), Planes(state),
+                           causal};
+    for_each_chunk(geo, ForwardLocal{pass});
+    for_each_vector(geo, [&](int64_t b, int64_t vec) { forward_scan(geo, cst, pass.planes, causal, b, vec); });
+    for_each_chunk(geo, ForwardOutput{pass});
+    return {y, E, state};
+  }
+
+  static std::vector<torch::Tensor> backward(const torch::Tensor& w, const torch::Tensor& u, const torch::Tensor& v,
+                                             const torch::Tensor& y, const torch::Tensor& gy, const torch::Tensor& E,
+                                             torch::Tensor state, bool causal) {
+    const Geometry geo(v.size(0), v.size(1), v.size(2));
+    TORCH_CHECK(state.is_contiguous() && state.sizes() == torch::IntArrayRef({geo.B, geo.J, kForwardPlanes, geo.padded}),
+                "wkv_cpu: chunk_state must be the contiguous (B, J, 5, padded C) tensor of the forward");
+    auto gk = with_huge_pages(torch::empty_like(v)), gv = with_huge_pages(torch::empty_like(v));
+    auto sums = torch::empty({geo.B, geo.J, kBackwardPlanes, geo.padded}, state.options());
+    const Constants cst(geo, w.data_ptr<S>(), u.data_ptr<S>());
+    const BackwardPass pass{geo, cst, v.data_ptr<S>(), y.data_ptr<S>(), gy.data_ptr<S>(), E.data_ptr<S>(),
+                            gk.data_ptr<S>(), gv.data_ptr<S>(), Planes(state), Planes(sums), causal};
+    for_each_chunk(geo, BackwardLocal{pass});
+    for_each_vector(geo, [&](int64_t b, int64_t vec) { backward_scan(geo, cst, pass.planes, causal, b, vec); });
+    for_each_chunk(geo, BackwardGradients{pass});
+    // the chunks' shares summed in a fixed order (in double): the result does not depend on the
+    // thread count
+    auto shares = sums.narrow(3, 0, geo.C).to(torch::kFloat64);
+    return {shares.select(2, kGradW).sum({0, 1}), shares.select(2, kGradU).sum({0, 1}), gk, gv};
   }
 };
 
@@ -451,41 +776,12 @@ void check_params(const torch::Tensor& w, const torch::Tensor& u, const torch::T
   check_same(v, {&w, &u}, "w, u, k and v");
 }
 
-// Outputs are fresh allocations that the first write page-faults in, 4 KiB at a time: for the
-// 12 MB of a 256x256x48 tensor that took longer than computing it. Asking for transparent huge pages
-// (a hint; where THP is off or set to "never" nothing changes) makes that 2 MiB at a time.
-torch::Tensor with_huge_pages(torch::Tensor t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr()), end = begin + t.nbytes();
-  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = end & ~(kHuge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#endif
-  return t;
-}
-
-int64_t chunks(int64_t T) { return (T + kChunk - 1) / kChunk; }
-
-// Splits the B x ceil(C / kW) slices into tasks of whole batch rows, or, when there are fewer rows
-// than threads, of a row's channels cut at cache-line boundaries (two threads writing one line
-// would pass it back and forth on every token), and runs body(b, slices) for each in parallel.
-template <typename scalar_t, typename F>
-void for_each_group(int64_t B, int64_t T, int64_t C, F&& body) {
-  constexpr int64_t per_line = std::max<int64_t>(1, 64 / sizeof(scalar_t) / kW);  // blocks per cache line
-  const int64_t blocks = (C + kW - 1) / kW, lines = (blocks + per_line - 1) / per_line;
-  const int64_t groups = std::clamp<int64_t>((at::get_num_threads() + B - 1) / B, 1, lines);
-  at::parallel_for(0, B * groups, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t b = job / groups, group = job % groups;
-      const int64_t first = group * lines / groups * per_line;
-      const int64_t last = std::min(blocks, (group + 1) * lines / groups * per_line);
-      std::vector<Slice> slices;
-      for (int64_t block = first; block < last; ++block) {
-        slices.push_back(Slice{T, C, block * kW, std::min<int64_t>(kW, C - block * kW)});
-      }
-      body(b, slices);
-    }
-  });
+// float32 inputs of bi_wkv accumulate in float within a chunk when nothing can leave float's range
+// (see the top). Not for uni_wkv: there the maximum of k may lie in a token's future, and its
+// e_t = exp(k_t - M) then underflows float (0 / 0) where double still holds it.
+bool float_is_enough(const torch::Tensor& w, const torch::Tensor& u, int64_t T) {
+  const double span = w.abs().max().item<double>() * static_cast<double>(T - 1);
+  return span <= kFloatSpan && u.abs().max().item<double>() <= kFloatSpan;
 }
 
 // -> [y, E, chunk_state]: what the backward needs besides w, u, v, y.
@@ -493,30 +789,10 @@ std::vector<torch::Tensor> forward(torch::Tensor w, torch::Tensor u, torch::Tens
   check_params(w, u, v);
   check_same(v, {&k, &v}, "w, u, k and v");
   TORCH_CHECK(k.sizes() == v.sizes(), "wkv_cpu: k and v must have one shape");
-  const int64_t B = k.size(0), T = k.size(1), C = k.size(2), J = chunks(T);
-  auto y = with_huge_pages(torch::empty_like(v)), E = with_huge_pages(torch::empty_like(k));
-  auto state = torch::zeros({B, 3, J, C}, k.options().dtype(torch::kFloat64));
-  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "wkv_cpu_forward", [&] {
-    for_each_group<scalar_t>(B, T, C, [&](int64_t b, const std::vector<Slice>& group) {
-      const int64_t off = b * T * C;
-      Scratch<scalar_t> buf;
-      std::vector<ForwardSlice<scalar_t>> slices;
-      for (const Slice& s : group) {
-        slices.emplace_back(s, w.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), k.data_ptr<scalar_t>() + off,
-                            v.data_ptr<scalar_t>() + off, y.data_ptr<scalar_t>() + off, E.data_ptr<scalar_t>() + off,
-                            ChunkState(state.data_ptr<double>() + b * 3 * J * C, J, C), &buf);
-      }
-      if (causal) {
-        sweep(slices, false, [](auto& slice, int64_t j) { slice.causal_output(j); });
-        for (auto& slice : slices) slice.causal_finish();
-      } else {
-        sweep(slices, true, [](auto& slice, int64_t j) { slice.future(j); });
-        for (auto& slice : slices) slice.carry_num = slice.carry_den = Lanes{};
-        sweep(slices, false, [](auto& slice, int64_t j) { slice.output(j); });
-      }
-    });
-  });
-  return {y, E, state};
+  if (k.scalar_type() == torch::kFloat64) return Kernel<double, double>::forward(w, u, k, v, causal);
+  TORCH_CHECK(k.scalar_type() == torch::kFloat32, "wkv_cpu: k and v must be float32 or float64");
+  if (!causal && k.size(2) > 0 && float_is_enough(w, u, k.size(1))) return Kernel<float, float>::forward(w, u, k, v, causal);
+  return Kernel<float, double>::forward(w, u, k, v, causal);
 }
 
 // saved = [E, chunk_state] from the forward -> [gw, gu, gk, gv]
@@ -528,38 +804,14 @@ std::vector<torch::Tensor> backward(torch::Tensor w, torch::Tensor u, torch::Ten
   check_same(v, {&y, &gy, &E}, "v, y, gy and E");
   TORCH_CHECK(y.sizes() == v.sizes() && gy.sizes() == v.sizes() && E.sizes() == v.sizes(),
               "wkv_cpu: v, y, gy and E must have one shape");
-  const int64_t B = v.size(0), T = v.size(1), C = v.size(2), J = chunks(T);
-  TORCH_CHECK(state.scalar_type() == torch::kFloat64 && state.is_contiguous() &&
-                  state.sizes() == torch::IntArrayRef({B, 3, J, C}),
-              "wkv_cpu: chunk_state must be the contiguous (B, 3, J, C) float64 tensor of the forward");
-  auto gk = with_huge_pages(torch::empty_like(v)), gv = with_huge_pages(torch::empty_like(v));
-  auto f64 = v.options().dtype(torch::kFloat64);
-  auto gw = torch::empty({B, C}, f64), gu = torch::empty({B, C}, f64);
-  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "wkv_cpu_backward", [&] {
-    for_each_group<scalar_t>(B, T, C, [&](int64_t b, const std::vector<Slice>& group) {
-      const int64_t off = b * T * C;
-      Scratch<scalar_t> buf;
-      std::vector<BackwardSlice<scalar_t>> slices;
-      for (const Slice& s : group) {
-        slices.emplace_back(s, causal, w.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), v.data_ptr<scalar_t>() + off,
-                            y.data_ptr<scalar_t>() + off, gy.data_ptr<scalar_t>() + off, E.data_ptr<scalar_t>() + off,
-                            ChunkState(state.data_ptr<double>() + b * 3 * J * C, J, C),
-                            gk.data_ptr<scalar_t>() + off, gv.data_ptr<scalar_t>() + off, &buf);
-      }
-      if (!causal) {
-        sweep(slices, false, [](auto& slice, int64_t j) { slice.past(j); });
-        for (auto& slice : slices) slice.carry = Sums{};
-      }
-      sweep(slices, true, [](auto& slice, int64_t j) { slice.gradients(j); });
-      for (auto& slice : slices) {
-        for (int c = 0; c < slice.s.n; ++c) {
-          gw.data_ptr<double>()[b * C + slice.s.c0 + c] = slice.grad_w[c];
-          gu.data_ptr<double>()[b * C + slice.s.c0 + c] = slice.grad_u[c];
-        }
-      }
-    });
-  });
-  return {gw.sum(0), gu.sum(0), gk, gv};
+  if (v.scalar_type() == torch::kFloat64) {
+    TORCH_CHECK(state.scalar_type() == torch::kFloat64, "wkv_cpu: chunk_state of a float64 forward must be float64");
+    return Kernel<double, double>::backward(w, u, v, y, gy, E, state, causal);
+  }
+  TORCH_CHECK(v.scalar_type() == torch::kFloat32, "wkv_cpu: v must be float32 or float64");
+  if (state.scalar_type() == torch::kFloat32) return Kernel<float, float>::backward(w, u, v, y, gy, E, state, causal);
+  TORCH_CHECK(state.scalar_type() == torch::kFloat64, "wkv_cpu: chunk_state must be float32 or float64");
+  return Kernel<float, double>::backward(w, u, v, y, gy, E, state, causal);
 }
 
 }  // namespace

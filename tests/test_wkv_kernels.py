@@ -112,6 +112,29 @@ def test_kernel_matches_torch_path_on_long_sequences(backend, op, C):
         torch.testing.assert_close(a, b, rtol=0, atol=5e-5 * max(1.0, float(b.abs().max())), msg=label)
 
 
+@pytest.mark.parametrize("span,accumulation", [(20.0, torch.float32), (60.0, torch.float64)])
+def test_cpu_kernel_float32_accumulation_follows_the_decay_span(span, accumulation):
+    """float32 bi_wkv accumulates in float32 within chunks only where |w| (T - 1) <= 20 (the chunk
+    state's dtype says which); uni_wkv always in float64. Both paths agree with the oracle, outputs and
+    gradients, across several chunks and with k spread over +-30."""
+    kernel = _extension.load("cpu")
+    T, C = 300, 17
+    w, u, k, v = random_inputs(2, T, C, k_scale=30.0, decay_span=span * T / (T - 1), seed=3)
+    gy = torch.randn(2, T, C, generator=torch.Generator().manual_seed(4))
+    for op, causal, expected in ((bi_wkv, False, accumulation), (uni_wkv, True, torch.float64)):
+        y, E, state = kernel.forward(w, u, k, v, causal)
+        assert state.dtype == expected
+        ours = [t.clone().requires_grad_() for t in (w, u, k, v)]
+        ref = [t.clone().double().requires_grad_() for t in (w, u, k, v)]
+        out = op(*ours, backend="cpp")
+        torch.testing.assert_close(out.double(), oracle(w, u, k, v, causal), rtol=0, atol=2e-6 * float(v.abs().max()))
+        (out * gy).sum().backward()
+        (oracle_with_grad(*ref, causal) * gy.double()).sum().backward()
+        for name, a, b in zip("wukv", ours, ref):
+            torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=2e-5 * float(b.grad.abs().max()),
+                                       msg=f"{op.__name__}: gradient of {name}")
+
+
 @pytest.mark.parametrize("op", [bi_wkv, uni_wkv], ids=["bi", "uni"])
 def test_cpu_kernel_gradcheck(op):
     inputs = [t.requires_grad_() for t in random_inputs(2, 7, 3, k_scale=3.0, dtype=torch.float64, seed=2)]

@@ -55,7 +55,8 @@ _used: set[str] = set()
 _warned: set[str] = set()
 
 # |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64, the
-# kernels' recurrences in their accumulation type (float32 only for bi_wkv on CUDA).
+# kernels' recurrences in their accumulation type (float32 only for bi_wkv: on CUDA always, on the CPU
+# within |w| (T - 1) <= 20).
 _MAX_DECAY_SPAN = {torch.float32: 150.0, torch.float64: 1200.0}
 _MAX_DECAY_SPAN_KERNEL = {torch.float32: 80.0, torch.float64: 1200.0}
 
