@@ -297,6 +297,7 @@ struct Kernel {
   // body.run<NV>(buffers, b, j, first) for every group of vectors, body.finish(buffers, b, j) (writes).
   template <typename Body>
   static void for_each_chunk(const Geometry& geo, const Body& body) {
+    if (geo.vectors == 0) return;  // C = 0: nothing to compute
     at::parallel_for(0, geo.B * geo.J, 1, [&](int64_t begin, int64_t end) {
       Buffers buffers(geo);
       for (int64_t task = begin; task < end; ++task) {
