@@ -537,11 +537,16 @@ struct Kernel {
     return Sums<V>{load(p), load(p + 1), load(p + 2), load(p + 3)};
   }
 
-  static void store_sums(const Planes& planes, int64_t b, int p, int64_t j, int64_t vec, const Sums<Lanes>& sums) {
-    store_full(planes.at(b, p, j, vec), sums.sp);
-    store_full(planes.at(b, p + 1, j, vec), sums.sq);
-    store_full(planes.at(b, p + 2, j, vec), sums.rp);
-    store_full(planes.at(b, p + 3, j, vec), sums.rq);
+  template <typename V>
+  static void store_sums(const Planes& planes, int64_t b, int p, int64_t j, int64_t vec, const Sums<V>& sums) {
+    auto store = [&](int plane, V value) {
+      if constexpr (std::is_same_v<V, Wide>) store_wide(planes.at(b, plane, j, vec), value);
+      else store_full(planes.at(b, plane, j, vec), value);
+    };
+    store(p, sums.sp);
+    store(p + 1, sums.sq);
+    store(p + 2, sums.rp);
+    store(p + 3, sums.rq);
   }
 
   struct BackwardPass {
@@ -631,10 +636,7 @@ struct Kernel {
                             int64_t vec) {
     auto step = [&](int p, int64_t j, Sums<Wide>& state) {  // store the state, then move it over chunk j
       const Sums<Wide> own = load_sums<Wide>(planes, b, p, j, vec);
-      store_wide(planes.at(b, p, j, vec), state.sp);
-      store_wide(planes.at(b, p + 1, j, vec), state.sq);
-      store_wide(planes.at(b, p + 2, j, vec), state.rp);
-      store_wide(planes.at(b, p + 3, j, vec), state.rq);
+      store_sums(planes, b, p, j, vec, state);
       const Wide dL = cst.decay_over(geo, vec, j);
       const double steps = static_cast<double>(geo.len(j));
       state.rp = dL * (state.rp + steps * state.sp) + own.rp;
