@@ -40,7 +40,7 @@ class ResBlock(nn.Module):
 
 
 class DegradationEncoder(nn.Module):
-    """-> (embedding (B, 256), projection for the contrastive loss (B, 256), degradation map (B, 64, H, W))."""
+    """-> (embedding (B, dim), projection for the contrastive loss (B, dim), degradation map (B, features, H, W))."""
 
     def __init__(self, in_chans: int, features: int = 64, dim: int = 256):
         super().__init__()
@@ -101,14 +101,14 @@ class DGG(nn.Module):
 
 class AirNet(nn.Module):
     def __init__(self, in_chans: int = 1, features: int = 64, groups: int = 5, blocks: int = 5, queue: int = 4096,
-                 momentum: float = 0.999, temperature: float = 0.07):
+                 momentum: float = 0.999, temperature: float = 0.07, embed_dim: int = 256):
         super().__init__()
         if groups < 1 or blocks < 1:
             raise ValueError(f"AirNet needs groups, blocks >= 1; got {groups}, {blocks}")
         self.in_chans, self.momentum, self.temperature = in_chans, momentum, temperature
-        self.encoder = DegradationEncoder(in_chans, features)
+        self.encoder = DegradationEncoder(in_chans, features, embed_dim)
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)   # not trained: excluded from the count
-        self.register_buffer("queue", F.normalize(torch.randn(256, queue), dim=0))
+        self.register_buffer("queue", F.normalize(torch.randn(embed_dim, queue), dim=0))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.head = nn.Conv2d(in_chans, features, 3, padding=1)
         self.body = nn.ModuleList(DGG(features, blocks) for _ in range(groups))
@@ -151,4 +151,4 @@ def airnet(**kwargs) -> AirNet:
 
 @register_model
 def airnet_tiny(**kwargs) -> AirNet:
-    return AirNet(**{"features": 8, "groups": 1, "blocks": 1, "queue": 16, **kwargs})
+    return AirNet(**{"features": 10, "groups": 1, "blocks": 2, "queue": 16, "embed_dim": 32, **kwargs})

@@ -137,4 +137,4 @@ def amir(**kwargs) -> AMIR:
 
 @register_model
 def amir_tiny(**kwargs) -> AMIR:
-    return AMIR(**{"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, **kwargs})
+    return AMIR(**{"dim": 4, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, **kwargs})

@@ -121,4 +121,4 @@ def argan(**kwargs) -> ARGANGenerator:
 
 @register_model
 def argan_tiny(**kwargs) -> ARGANGenerator:
-    return ARGANGenerator(**{"generator_widths": (4, 8, 8), "rectifier_widths": (4, 8), **kwargs})
+    return ARGANGenerator(**{"generator_widths": (8, 16, 32, 48, 48), "rectifier_widths": (8, 16, 32), **kwargs})

@@ -136,4 +136,4 @@ def ctformer(**kwargs) -> CTformer:
 
 @register_model
 def ctformer_tiny(**kwargs) -> CTformer:
-    return CTformer(**{"embed_dim": 16, "token_dim": 8, "heads": 2, "authors_extras": False, **kwargs})
+    return CTformer(**{"embed_dim": 8, "token_dim": 2, "heads": 2, "authors_extras": False, **kwargs})

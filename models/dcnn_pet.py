@@ -55,4 +55,4 @@ def dcnn_pet(**kwargs) -> DCNNPET:
 
 @register_model
 def dcnn_pet_tiny(**kwargs) -> DCNNPET:
-    return DCNNPET(**{"features": 8, "blocks": 2, **kwargs})
+    return DCNNPET(**{"features": 8, "blocks": 8, **kwargs})

@@ -73,10 +73,10 @@ class ExpertBank(nn.Module):
 
 
 class RoutedBlock(nn.Module):
-    def __init__(self, features: int, experts: int, mlp_ratio: float):
+    def __init__(self, features: int, experts: int, mlp_ratio: float, heads: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(features)
-        self.attention = ExpertBank(features, [AttentionExpert(features) for _ in range(experts)])
+        self.attention = ExpertBank(features, [AttentionExpert(features, heads) for _ in range(experts)])
         self.norm2 = nn.LayerNorm(features)
         self.mlp = ExpertBank(features, [MLPExpert(features, mlp_ratio) for _ in range(experts)])
         self.beta = nn.Parameter(torch.ones(1, features, 1, 1))
@@ -94,14 +94,15 @@ class RoutedBlock(nn.Module):
 
 
 class DRMC(nn.Module):
-    def __init__(self, in_chans: int = 1, blocks: int = 6, features: int = 64, experts: int = 3, mlp_ratio: float = 2.0):
+    def __init__(self, in_chans: int = 1, blocks: int = 6, features: int = 64, experts: int = 3, mlp_ratio: float = 2.0,
+                 heads: int = 16):
         super().__init__()
-        if blocks < 1 or experts < 1 or features % 16:
-            raise ValueError(f"DRMC needs blocks, experts >= 1 and features divisible by the 16 heads; "
-                             f"got {blocks}, {experts}, {features}")
+        if blocks < 1 or experts < 1 or heads < 1 or features % heads:
+            raise ValueError(f"DRMC needs blocks, experts, heads >= 1 and features divisible by the heads; "
+                             f"got {blocks}, {experts}, {heads}, {features}")
         self.in_chans = in_chans
         self.head = nn.Conv2d(in_chans, features, 3, padding=1)
-        self.body = nn.ModuleList(RoutedBlock(features, experts, mlp_ratio) for _ in range(blocks))
+        self.body = nn.ModuleList(RoutedBlock(features, experts, mlp_ratio, heads) for _ in range(blocks))
         self.tail = nn.Conv2d(features, in_chans, 3, padding=1)
         self.initial_state = nn.Parameter(torch.ones(1, ROUTER_HIDDEN, 1, 1))
 
@@ -121,4 +122,4 @@ def drmc(**kwargs) -> DRMC:
 
 @register_model
 def drmc_tiny(**kwargs) -> DRMC:
-    return DRMC(**{"blocks": 2, "features": 16, "experts": 2, **kwargs})
+    return DRMC(**{"blocks": 2, "features": 8, "experts": 2, "heads": 4, **kwargs})

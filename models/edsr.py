@@ -51,4 +51,4 @@ def edsr(**kwargs) -> EDSR:
 
 @register_model
 def edsr_tiny(**kwargs) -> EDSR:
-    return EDSR(**{"blocks": 2, "features": 16, **kwargs})
+    return EDSR(**{"blocks": 6, "features": 48, **kwargs})

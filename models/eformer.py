@@ -167,5 +167,5 @@ def eformer(**kwargs) -> Eformer:
 
 @register_model
 def eformer_tiny(**kwargs) -> Eformer:
-    return Eformer(**{"dim": 8, "edge_channels": 4, "stages": 1, "bottleneck_depth": 1, "window": 4,
-                      "head_dim": 8, **kwargs})
+    return Eformer(**{"dim": 4, "edge_channels": 4, "stages": 1, "bottleneck_depth": 1, "window": 4,
+                      "head_dim": 4, "ratio": 1, **kwargs})

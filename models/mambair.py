@@ -125,4 +125,4 @@ def mambair(**kwargs) -> MambaIRUNet:
 
 @register_model
 def mambair_tiny(**kwargs) -> MambaIRUNet:
-    return MambaIRUNet(**{"dim": 12, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, **kwargs})
+    return MambaIRUNet(**{"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, "state_divisor": 4, **kwargs})

@@ -39,4 +39,4 @@ def srcnn(**kwargs) -> SRCNN:
 
 @register_model
 def srcnn_tiny(**kwargs) -> SRCNN:
-    return SRCNN(**{"features": (8, 4), "kernels": (5, 3, 3), **kwargs})
+    return SRCNN(**{"features": (3, 2), **kwargs})

@@ -146,4 +146,4 @@ def swinir(**kwargs) -> SwinIR:
 
 @register_model
 def swinir_tiny(**kwargs) -> SwinIR:
-    return SwinIR(**{"embed_dim": 12, "depths": (2,), "heads": (2,), "window": 4, **kwargs})
+    return SwinIR(**{"embed_dim": 30, "depths": (2, 2, 2), "heads": (3, 3, 3), "window": 8, **kwargs})

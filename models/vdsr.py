@@ -39,4 +39,4 @@ def vdsr(**kwargs) -> VDSR:
 
 @register_model
 def vdsr_tiny(**kwargs) -> VDSR:
-    return VDSR(**{"depth": 4, "features": 8, **kwargs})
+    return VDSR(**{"depth": 10, "features": 8, **kwargs})

@@ -119,5 +119,5 @@ def xformer(**kwargs) -> Xformer:
 
 @register_model
 def xformer_tiny(**kwargs) -> Xformer:
-    return Xformer(**{"dim": 8, "num_blocks": (1, 1, 1), "spatial_blocks": (1, 1, 1, 2), "num_refinement_blocks": 1,
+    return Xformer(**{"dim": 6, "num_blocks": (1, 1, 1), "spatial_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1,
                       "window": 4, **kwargs})

@@ -61,4 +61,4 @@ def xiang_pet(**kwargs) -> AutoContextCNN:
 
 @register_model
 def xiang_pet_tiny(**kwargs) -> AutoContextCNN:
-    return AutoContextCNN(**{"modules": 2, "widths": (8, 4), **kwargs})
+    return AutoContextCNN(**{"modules": 4, "widths": (4, 4, 2), **kwargs})
