@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--series", help="ct: the series to use when a patient has several, e.g. 3mm")
     prep.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs (listed in the manifest)")
     prep.add_argument("--from", dest="from_", nargs="+", help="all-in-one: the prepared datasets to combine")
-    prep.add_argument("--count", type=int, nargs=3, default=[32, 4, 8], metavar=("TRAIN", "VAL", "TEST"),
-                      help="phantoms per split (default: 32 4 8)")
+    prep.add_argument("--count", type=int, nargs=3, default=list(sources.PHANTOM_COUNTS), metavar=("TRAIN", "VAL", "TEST"),
+                      help="phantoms per split (default: %(default)s)")
     prep.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
     prep.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")

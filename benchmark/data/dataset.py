@@ -77,14 +77,16 @@ def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0) -> 
 
 
 def open_dataset(source: str, split: str, crop: int | None = None, augment: bool = False, seed: int = 0,
-                 phantom_size: int = 128) -> torch.utils.data.Dataset:
+                 phantom_size: int = 128, phantom_seed: int = 0) -> torch.utils.data.Dataset:
+    """``seed`` draws the training crops; ``phantom_seed`` the phantom images (fixed across a grid's
+    seeds, so that every run of a grid is tested on the same images)."""
     if split not in sources.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(sources.SPLITS)}")
     if str(source).startswith("phantom-"):
         modality = str(source).removeprefix("phantom-")
         if modality not in RANGES:
             raise ValueError(f"unknown phantom source {source!r}; expected phantom-ct, phantom-mri or phantom-pet")
-        lq, hq = phantom_split(modality, split, phantom_size, seed)
+        lq, hq = phantom_split(modality, split, phantom_size, phantom_seed)
         return PairedSlices(lq, hq, modality, str(source), crop, augment, seed)
     folder = Path(source)
     manifest = prepared.read_manifest(folder)

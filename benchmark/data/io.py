@@ -55,6 +55,31 @@ def read_dicom(path: Path):
     return ds, _checked(path, pixels * slope + intercept)
 
 
+def pixel_spacing_mm(path) -> float | None:
+    """The in-plane pixel size of an image file in mm (DICOM PixelSpacing, NIfTI voxel sizes; None
+    for NumPy files or headers without it). Non-square pixels are refused: the simulators assume
+    square ones."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "dicom":
+        import pydicom
+        try:
+            spacing = pydicom.dcmread(path, stop_before_pixels=True).get("PixelSpacing")
+        except Exception as err:
+            raise DataError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from None
+    elif kind == "nifti":
+        import nibabel as nib
+        spacing = nib.load(path).header.get_zooms()[:2]
+    else:
+        return None
+    if spacing is None or len(spacing) < 2:
+        return None
+    rows, cols = (float(v) for v in spacing[:2])
+    if abs(rows - cols) > 1e-6 * max(rows, cols):
+        raise DataError(f"{path}: pixels of {rows} x {cols} mm are not square")
+    return rows
+
+
 def read_image(path) -> np.ndarray:
     """One 2D image or 3D volume in physical units (float32)."""
     path = Path(path)

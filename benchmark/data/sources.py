@@ -12,7 +12,7 @@ to paired (low-quality, high-quality) 2D slices in physical units.
 - ``paired``: ``hq/`` and ``lq/`` folders of files with the same names (NIfTI, DICOM or NumPy; 2D
   images or 3D volumes sliced along the last axis); split by file 80/10/10 in name order. The PET
   task uses this layout (the paper's PET set is private).
-- ``phantom``: generated pairs (``phantoms.py`` degraded by ``degradations.py``); no files at all.
+- ``phantom``: generated pairs (``phantoms.py`` scanned or degraded by ``degradations.py``); no files at all.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from . import degradations, phantoms
-from .io import DataError, kind_of, read_dicom, read_image
+from .io import DataError, kind_of, pixel_spacing_mm, read_dicom, read_image
 
 SPLITS = ("train", "val", "test")
 IXI_SPLIT = (405, 59, 114)
@@ -218,26 +218,42 @@ def paired_cases(src) -> dict[str, list[Case]]:
 
 # --- phantoms --------------------------------------------------------------------------------------
 
-DEGRADE = {
-    "mri": lambda image, seed: degradations.mri_kspace_crop(image),
-    "ct": lambda image, seed: degradations.ct_low_dose(image, seed=seed),
-    "pet": lambda image, seed: degradations.pet_low_count(image, seed=seed),
+# modality -> (phantom, seed) -> (lq, hq): MRI degrades the phantom itself (the high-quality image
+# is the fully sampled one); CT and PET scan it twice, at full and at low dose, like the real pairs
+SCAN = {
+    "mri": lambda image, seed: (degradations.mri_kspace_crop(image), image),
+    "ct": lambda image, seed: degradations.ct_pair(image, seed=seed),
+    "pet": lambda image, seed: degradations.pet_pair(image, seed=seed),
 }
 
 
 def phantom_pair(modality: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (lq, hq) phantom pair, deterministic from ``seed``."""
-    hq = phantoms.phantom(modality, size, seed)
-    lq = DEGRADE[modality](hq, seed).astype(np.float32)
+    """One (lq, hq) phantom pair, deterministic from ``seed``, float32 in the modality's range."""
     low, high = phantoms.MODALITY_RANGES[modality]
-    return np.clip(lq, low, high), hq
+    lq, hq = SCAN[modality](phantoms.phantom(modality, size, seed), seed)
+    return tuple(np.clip(a, low, high).astype(np.float32) for a in (lq, hq))
 
 
-def phantom_cases(modality: str, counts: tuple[int, int, int] = (32, 4, 8), size: int = 128,
+def simulated_ct_pair(path, dose: float = 0.25, seed=None) -> tuple[np.ndarray, np.ndarray]:
+    """(lq, hq) from one full-dose CT slice file (HU): the slice and the slice with the extra noise of
+    ``dose`` inserted at the file's own pixel spacing (``degradations.ct_low_dose``)."""
+    hq = read_image(path).astype(np.float64)
+    if hq.ndim != 2:
+        raise DataError(f"{path}: expected one CT slice; got shape {hq.shape}")
+    pixel_mm = pixel_spacing_mm(path)
+    if pixel_mm is None:
+        raise DataError(f"{path}: no pixel spacing in the header; call degradations.ct_low_dose with pixel_mm")
+    return degradations.ct_low_dose(hq, dose, seed, pixel_mm=pixel_mm), hq
+
+
+PHANTOM_COUNTS = (32, 4, 16)   # train / val / test phantoms: 16 test images pair the rows of a smoke table
+
+
+def phantom_cases(modality: str, counts: tuple[int, int, int] = PHANTOM_COUNTS, size: int = 128,
                   seed: int = 0) -> dict[str, list[Case]]:
     """Phantom pairs, one per case; split s uses seeds ``seed * 10^6 + s * 10^5 + i`` (disjoint)."""
-    if modality not in DEGRADE:
-        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(DEGRADE)}")
+    if modality not in SCAN:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(SCAN)}")
     out = {}
     for s, (split, count) in enumerate(zip(SPLITS, counts)):
         seeds = [seed * 10 ** 6 + s * 10 ** 5 + i for i in range(count)]
