@@ -45,6 +45,7 @@ DEFAULTS: dict = {
     "data": {
         "sources": {"mri_sr": "data/mri", "ct_denoise": "data/ct", "pet_synthesis": "data/pet"},
         "phantom_size": 128,          # image side of phantom-<modality> sources
+        "seed": 0,                    # phantom-<modality> data: fixed, so every seed and cell sees the same images
     },
     "train": {                        # the paper's protocol (Sec. 4.1)
         "iters": 30000,
@@ -52,6 +53,7 @@ DEFAULTS: dict = {
         "crop": 128,
         "lr": 2e-4,
         "lr_min": 1e-6,               # cosine annealing from lr to lr_min
+        "warmup": 0,                  # linear warm-up iterations before the cosine (the paper uses none)
         "betas": [0.9, 0.999],        # Adam
         "loss": "l1",
         "aux_weight": 0.01,           # AMIR's load-balancing loss, AirNet's contrastive loss
@@ -70,12 +72,15 @@ SCALES: dict[str, dict] = {
     "smoke": {
         "model": {"size": "tiny"},
         "data": {"sources": {"mri_sr": "phantom-mri", "ct_denoise": "phantom-ct", "pet_synthesis": "phantom-pet"}},
-        # 60x fewer iterations than the paper's: a 10x larger learning rate lets the tiny models learn
-        "train": {"iters": 500, "batch": 4, "crop": 64, "lr": 2e-3, "val_every": 100, "val_images": 4,
-                  "checkpoint_every": 50},
-        "test": {"images": 8},
+        # Calibrated on 2 CPU cores (README, "Smoke scale"): many small steps learn more per second
+        # than few large ones (a batch-1 step costs ~65 ms, a batch-4 step ~170 ms), and a 20x larger
+        # learning rate than the paper's, reached by a linear warm-up, lets the tiny models learn in
+        # 1,000 steps; every row of the main job then beats its input by more than 2 dB.
+        "train": {"iters": 1000, "batch": 1, "crop": 64, "lr": 4e-3, "warmup": 200, "val_every": 200,
+                  "val_images": 4, "checkpoint_every": 100},
+        "test": {"images": None},
         "profile": {"latency_repeat": 3},
-        "erf": {"images": 4},
+        "erf": {"images": 8},
     },
 }
 
@@ -86,6 +91,7 @@ CHOICES = {
     "train.loss": ("l1", "l2"),
     "train.wkv_backend": ("auto", "torch", "cpp", "cuda"),
 }
+NON_NEGATIVE = {"train.warmup", "data.seed"}
 POSITIVE = {"train.iters", "train.batch", "train.crop", "train.val_every", "train.val_images",
             "train.checkpoint_every", "data.phantom_size", "profile.size", "profile.latency_repeat",
             "erf.images", "erf.size", "test.images"}
@@ -159,7 +165,10 @@ def validate(config: dict, where: str = "config") -> dict:
                     raise ConfigError(f"{where}: data.sources has unknown task(s) {', '.join(sorted(unknown))}; "
                                       f"expected {', '.join(MODALITY)}")
             continue
-        if path in POSITIVE:
+        if path in NON_NEGATIVE:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{where}: {path} must be a non-negative integer; got {value!r}")
+        elif path in POSITIVE:
             if not (value is None and default is None) and (
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{where}: {path} must be a positive integer; got {value!r}")

@@ -1,6 +1,7 @@
 """Effective receptive field (Restore-RWKV, Fig. 6; Ding et al., RepLKNet): how strongly each input
 pixel influences the centre output pixel, measured as the mean over N test images of the ReLU'd
-gradient of the centre output with respect to the input. Compute only; the figure is drawn by
+gradient of the centre output with respect to the input (kept per image, so that its spread over
+images can be reported). Compute only; the figure is drawn by
 ``benchmark.render``."""
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     return image[..., top:top + size, left:left + size]
 
 
-def erf_map(model: torch.nn.Module, config: dict, device: torch.device) -> np.ndarray:
-    """(size, size) float64 map: mean over ``erf.images`` test images (of the run's first task) of
-    relu(d out[centre] / d input)."""
+def erf_maps(model: torch.nn.Module, config: dict, device: torch.device) -> np.ndarray:
+    """(images, size, size) float32 maps, one per test image (the first ``erf.images`` of the run's
+    first task): relu(d out[centre] / d input). Their mean is the ERF; their spread says how much
+    it depends on the image."""
     model.eval()
     data = TaskData(config, "test", None)
     count = min(config["erf"]["images"], data.sizes[0])
-    total = None
+    maps = []
     for index in range(count):
         _, sample = data.item(index)
         x = centre_crop(sample["lq"][None], config["erf"]["size"]).to(device).requires_grad_(True)
         out = restore(model, x, torch.zeros(1, dtype=torch.long, device=device))
         h, w = out.shape[-2:]
         (grad,) = torch.autograd.grad(out[0, 0, h // 2, w // 2], x)
-        contribution = torch.relu(grad[0, 0]).double().cpu().numpy()
-        total = contribution if total is None else total + contribution
-    return total / count
+        maps.append(torch.relu(grad[0, 0]).float().cpu().numpy())
+    return np.stack(maps)

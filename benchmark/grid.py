@@ -5,6 +5,8 @@ A grid file (see ``ablations/``)::
     name: token_shift            # default: the file's stem
     table: 8                     # the paper's table the grid reproduces (for rendering)
     title: Omni-Shift kernel size and re-parameterization
+    reference: k=5               # the row every other is compared with (default: the first row)
+    note: ...                    # printed under the table's title (what a reader must know)
     base:                        # a partial run configuration (keys of benchmark.config.DEFAULTS)
       task: mri_sr
       model: {name: restore_rwkv}
@@ -34,7 +36,7 @@ import yaml
 
 from . import config as cfg
 
-GRID_KEYS = ("name", "table", "title", "base", "axes", "exclude")
+GRID_KEYS = ("name", "table", "title", "reference", "note", "base", "axes", "exclude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +65,13 @@ class Grid:
     file: str
     scale: str
     specs: tuple[RunSpec, ...]
+    reference: str
+    note: str = ""
 
     def metadata(self) -> dict:
-        return {"name": self.name, "table": self.table, "title": self.title, "file": self.file,
+        return {"name": self.name, "table": self.table, "title": self.title, "reference": self.reference,
+                "note": self.note,
+                "file": self.file,
                 "scale": self.scale, "runs": [{"id": s.id, "folder": s.folder_name, "label": s.label,
                                                "index": s.index} for s in self.specs]}
 
@@ -172,8 +178,13 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     table = data.get("table")
     if table is not None and not isinstance(table, int):
         raise cfg.ConfigError(f"{where}: 'table' must be the paper's table number; got {table!r}")
+    labels = list(dict.fromkeys(s.label for s in specs))
+    reference = data.get("reference", labels[0])
+    if reference not in labels:
+        raise cfg.ConfigError(f"{where}: reference {reference!r} is not a row of the grid; expected one of "
+                              f"{', '.join(map(repr, labels))}")
     return Grid(str(data.get("name") or path.stem), table, str(data.get("title") or ""), str(path), scale,
-                tuple(specs))
+                tuple(specs), str(reference), str(data.get("note") or ""))
 
 
 def describe(grid: Grid) -> str:

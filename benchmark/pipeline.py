@@ -90,7 +90,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
         if not (folder / "profile.json").is_file():
             store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
         if not (folder / "erf.npy").is_file():
-            store.write_array(folder / "erf.npy", erf.erf_map(model, config, device))
+            store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
 
 
 def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:

@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a configuration field for every run, e.g. --set train.iters=500 (repeatable)")
     parser.add_argument("--out", default="runs", help="the store's root folder (default: runs)")
     parser.add_argument("--tables", default="tables", help="where the table and figure go (default: tables)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
+    parser.add_argument("--jobs", default="auto",
+                        help="runs at once, each in its own process with its share of the CPU threads; auto "
+                             "(default): one per CPU core without a GPU (small models use many processes better "
+                             "than many threads), 1 with a GPU")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local",
                         help="local (default) or slurm: job arrays through submitit")
     parser.add_argument("--cluster", default="dev", help="slurm: a profile in slurm/ (name or path; default: dev)")
@@ -44,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-render", action="store_true", help="do not render the table at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
+    if args.jobs != "auto" and not (args.jobs.isdigit() and int(args.jobs) >= 1):
+        parser.error(f"--jobs must be a positive integer or auto; got {args.jobs!r}")
     try:
         grid = load_grid(args.grid, args.scale, args.overrides)
     except ConfigError as err:
@@ -74,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     else:
         from .executors import run_local
-        results = run_local(todo, grid_dir, args.jobs, progress=not args.quiet)
+        from .executors.local import auto_jobs
+        jobs = auto_jobs(len(todo)) if args.jobs == "auto" else int(args.jobs)
+        results = run_local(todo, grid_dir, jobs, progress=not args.quiet)
     failed = [s for s in todo if results[s.id]["state"] != "done"]
     print(f"grid {grid.name}: {len(todo) - len(failed)} runs finished, {len(failed)} failed "
           f"in {time.time() - start:.0f} s", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@
         train.json, train_log.csv     the training summary and the loss / validation curve
         test.json, test_images.csv    mean and per-image PSNR / SSIM / RMSE (and of the inputs)
         profile.json                  params, MACs in both conventions, latency
-        erf.npy                       the effective receptive field map
+        erf.npy                       the effective receptive field maps, one per image (images, H, W)
         error.log                     the traceback of a failed run
 
 Every file is written to a temporary name and renamed into place, so a killed process never
@@ -123,3 +123,21 @@ def load_index(grid_dir):
         for task, scores in per_task.items():
             rows.append({**common, "eval_task": task, **scores})
     return pd.DataFrame(rows)
+
+
+def load_image_scores(grid_dir):
+    """One pandas DataFrame row per (finished run, tested image) from the runs' ``test_images.csv``:
+    label, seed, run id, task, image index and the per-image metrics (ours and the input's)."""
+    import pandas as pd
+    grid_dir = Path(grid_dir)
+    frames = []
+    for run in read_grid(grid_dir)["runs"]:
+        folder = grid_dir / run["folder"]
+        path = folder / "test_images.csv"
+        if run_state(folder)["state"] != "done" or not path.is_file():
+            continue
+        frame = pd.read_csv(path)
+        seed = read_json(folder / "spec.json", {}).get("config", {}).get("seed")
+        frames.append(frame.assign(label=run["label"], seed=seed, id=run["id"], grid_index=run["index"]))
+    columns = ["label", "seed", "id", "grid_index", "task", "index"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

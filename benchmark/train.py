@@ -1,7 +1,8 @@
 """Training with the paper's protocol, resumable from the run's own checkpoint.
 
-Adam (betas from the config), L1 (or L2) loss on random crops, the learning rate annealed by a
-cosine from ``lr`` to ``lr_min`` over ``iters``; every ``val_every`` iterations the PSNR on the
+Adam (betas from the config; PyTorch's fused implementation, ~10% faster per step for a tiny
+model), L1 (or L2) loss on random crops, an optional linear warm-up, then the learning rate
+annealed by a cosine from ``lr`` to ``lr_min``; every ``val_every`` iterations the PSNR on the
 first ``val_images`` validation slices (per task) decides which weights are kept (``best.pt``).
 Sample order and crops are functions of (seed, iteration) only, and the checkpoint holds the
 model, the optimizer, the RNG state and the log, so a resumed run computes what an uninterrupted
@@ -36,7 +37,8 @@ class TaskData:
         self.tasks = cfg.TASKS[config["task"]]
         sources = config["data"]["sources"]
         self.parts = [dataset.open_dataset(sources[task], split, crop=crop, seed=config["seed"],
-                                           phantom_size=config["data"]["phantom_size"]) for task in self.tasks]
+                                           phantom_size=config["data"]["phantom_size"],
+                                           phantom_seed=config["data"]["seed"]) for task in self.tasks]
         self.sizes = [len(p) for p in self.parts]
         self.seed = config["seed"]
 
@@ -89,9 +91,15 @@ def auxiliary_loss(model: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor | N
     return sum(losses) if losses else None
 
 
-def cosine_lr(iteration: int, config: dict) -> float:
+def learning_rate(iteration: int, config: dict) -> float:
+    """The rate of (0-based) ``iteration``: a linear ramp to ``lr`` over the first ``warmup``
+    iterations, then a cosine from ``lr`` to ``lr_min`` over the rest."""
     train = config["train"]
-    return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * iteration / train["iters"]))
+    warmup = min(train["warmup"], train["iters"])
+    if iteration < warmup:
+        return train["lr"] * (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(train["iters"] - warmup, 1)
+    return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -127,7 +135,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     folder = Path(folder)
     train_data = TaskData(config, "train", settings["crop"])
     val_data = TaskData(config, "val", None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
     start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
     checkpoint_path = folder / "checkpoint.pt"
     if checkpoint_path.is_file():
@@ -144,7 +152,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                desc=f"train {folder.name}", unit="it", leave=False)
     for iteration in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(iteration, config)
+            group["lr"] = learning_rate(iteration, config)
         lq, hq, task_ids = (t.to(device) for t in train_data.batch(iteration, settings["batch"]))
         loss = loss_fn(restore(model, lq, task_ids), hq)
         extra = auxiliary_loss(model, lq)

@@ -85,6 +85,10 @@ def test_describe_lists_every_run(tmp_path):
     ("base: {data: {sources: {mri: x}}}\n", "data.sources has unknown task(s) mri"),
     ("axes: {zip: {label: [a, b], seed: [0, 0]}}\n", "resolve to the same run"),
     ("[1, 2]\n", "a grid file is a mapping"),
+    ("base: {train: {warmup: -5}}\n", "train.warmup must be a non-negative integer"),
+    ("base: {data: {seed: 1.5}}\n", "data.seed must be a non-negative integer"),
+    ("reference: k=7\naxes: {zip: {label: [k=3, k=5], model.options.shift_kernel: [3, 5]}}\n",
+     "reference 'k=7' is not a row of the grid; expected one of 'k=3', 'k=5'"),
 ])
 def test_bad_grids_name_the_file_the_key_and_the_choices(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -92,6 +96,13 @@ def test_bad_grids_name_the_file_the_key_and_the_choices(tmp_path, text, message
         load_grid(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_the_reference_row_defaults_to_the_first(tmp_path):
+    grid = load_grid(write(tmp_path, GRID))
+    assert grid.reference == "k=3"
+    grid = load_grid(write(tmp_path, GRID.replace("table: 8", "table: 8\nreference: k=5\nnote: read me")))
+    assert grid.reference == "k=5" and grid.metadata()["note"] == "read me"
 
 
 def test_bad_overrides_and_scales():
@@ -106,5 +117,6 @@ def test_bad_overrides_and_scales():
 @pytest.mark.parametrize("scale", ["smoke", "paper"])
 def test_every_shipped_grid_expands(path, scale):
     grid = load_grid(path, scale)
+    assert grid.reference in {s.label for s in grid.specs} and grid.metadata()["reference"] == grid.reference
     assert grid.name == path.stem and grid.table in range(1, 9)
     assert len({s.id for s in grid.specs}) == len(grid.specs) >= 3

@@ -31,8 +31,13 @@ def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psn
         store.write_json(grid_dir / folder / "test.json", {"tasks": {scored_on: {
             "images": 8, "psnr": psnr, "ssim": psnr / 40, "rmse": 300 - psnr, "input_psnr": 22.96,
             "input_ssim": 0.5763, "input_rmse": 236.94}}})
-        erf = np.zeros((9, 9))
-        erf[4, 4], erf[4, 5] = 1.0, len(label) / 10
+        # four images whose scores are the run's mean plus the same offsets for every run
+        store.write_csv(grid_dir / folder / "test_images.csv", [
+            {"task": scored_on, "index": i, "psnr": psnr + offset, "ssim": psnr / 40 + offset / 100,
+             "rmse": 300 - psnr - offset, "input_psnr": 22.96 + offset, "input_ssim": 0.5763, "input_rmse": 236.94}
+            for i, offset in enumerate((-0.3, -0.1, 0.1, 0.3))])
+        erf = np.zeros((2, 9, 9))                                   # two images: one point, then two points
+        erf[:, 4, 4], erf[1, 4, 5] = 1.0, len(label) / 10
         store.write_array(grid_dir / folder / "erf.npy", erf)
     return {"id": folder, "folder": folder, "label": label}
 
@@ -47,6 +52,7 @@ def build_store(root: Path) -> Path:
     for index, run in enumerate(runs):
         run["index"] = index
     store.write_grid(grid_dir, {"name": "token_shift", "table": 8, "title": "Token shift", "scale": "smoke",
+                                "reference": "k=5", "note": "a note from the grid file.",
                                 "file": "ablations/token_shift.yaml", "runs": runs})
     return grid_dir
 
@@ -70,6 +76,21 @@ def test_golden_file_shows_means_marks_failures_and_the_paper():
     assert "| k=9 | 0.1803 | 0.2500 | failed | - | - | 32.03 | 0.9398 | 29.14 | - |" in text
     assert "- k=9: TrainingDiverged: the loss became nan" in text
     assert "| k=5 (w/o Reparam.) | - | - | not run | - | - | 32.01 | 0.9396 | 29.20 | - |" in text
+
+
+def test_golden_file_compares_every_row_with_the_reference():
+    """By hand: every run's images differ from the run's mean by the same offsets, so a row's
+    difference to k=5 is the same on every image. k=5's two seeds (23.40, 23.20) resample to a mean
+    of 23.40, 23.30 or 23.20 (1/4, 1/2, 1/4): k=1 (23.10) differs by -0.30, -0.20 or -0.10, whose
+    2.5% and 97.5% quantiles are -0.30 and -0.10; Q-Shift (23.25) by -0.15 ... +0.05, which holds 0.
+    Four equal signs give the exact two-sided Wilcoxon p = 2 / 2^4 = 0.125. k=5 ranks first unless it
+    resamples to 23.20 (below Q-Shift): 75%, Q-Shift 25%."""
+    text = GOLDEN.read_text()
+    assert "| k=1 | 1 | 23.10 | +0.14 | -0.20 [-0.30, -0.10] | 0.125 |" in text
+    assert "| k=5 | 2 | 23.30 ± 0.14 | +0.34 | reference | - | reference | - | 75% |" in text
+    assert "| Q-Shift | 1 | 23.25 | +0.29 | -0.05 [-0.15, +0.05] ≈ | 0.125 |" in text
+    # Q-Shift's two maps hold 90% of their contribution in 1 and 2 of the 81 pixels: 1.85% +- 0.87%
+    assert text.rstrip().endswith("| Q-Shift | 2 | 2.5% | 1.9% ± 0.9% |")
 
 
 def test_a_run_scored_on_another_task_says_so(tmp_path):
@@ -112,3 +133,12 @@ def test_render_command_reports_a_missing_store(tmp_path, capsys):
     from benchmark.render.__main__ import main
     assert main([str(tmp_path / "nothing")]) == 2
     assert "not a grid store" in capsys.readouterr().err
+
+
+def test_rows_that_cannot_be_paired_get_a_note_not_a_crash(tmp_path):
+    grid_dir = build_store(tmp_path / "runs")
+    path = grid_dir / "k1-a" / "test_images.csv"
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")        # k=1 lost one image
+    text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
+    assert "No statistics: rows were tested on different numbers of images ([3, 4]); cannot pair them." in text
+    assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** |" in text

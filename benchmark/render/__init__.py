@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from .figures import erf_figure, high_contribution_area
-from .tables import render_markdown
+from .figures import erf_figure
+from .tables import erf_table, render_markdown
 
 __all__ = ["render_grid"]
 
@@ -25,20 +25,19 @@ def render_grid(grid_dir, out_dir="tables") -> list[Path]:
     runs = [r for r in runs if r]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    markdown = render_markdown(metadata, index, runs)
-    maps, seen = [], set()
-    for run in metadata["runs"]:                                   # one panel per label: its first finished seed
+    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir))
+    stacks: dict[str, list[np.ndarray]] = {}                      # label -> per-image maps of all its seeds
+    for run in metadata["runs"]:
         path = grid_dir / run["folder"] / "erf.npy"
-        if run["label"] not in seen and path.is_file():
-            seen.add(run["label"])
-            maps.append((run["label"], np.load(path)))
-    if maps:
+        if path.is_file():
+            maps = np.load(path, allow_pickle=False)
+            stacks.setdefault(run["label"], []).extend(maps if maps.ndim == 3 else [maps])
+    if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
-        erf_figure(maps, figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
+        means = [(label, np.mean(maps, axis=0)) for label, maps in stacks.items()]
+        erf_figure(means, figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
         written.append(figure)
-        areas = " | ".join(f"{label}: {100 * high_contribution_area(m):.1f}%" for label, m in maps)
-        markdown += (f"\nERF (`{figure.name}`, centre output pixel, x^0.25 rescaling): share of the pixels "
-                     f"holding 90% of the contribution: {areas}\n")
+        markdown += erf_table(stacks, figure.name)
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)

@@ -10,9 +10,12 @@ import csv
 import math
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
+from .. import stats
 from ..config import TASK_TITLES, TASKS
+from .figures import high_contribution_area
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "rmse": False}    # the metrics, in column order
 
@@ -86,7 +89,7 @@ def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[di
     digits = {"psnr": 2, "ssim": 4, "rmse": _rmse_digits([e["rmse"] for e in entries]
                                                         + [r["rmse"] for r in reported.values()])}
     marks = {key: _marks([e[key] for e in entries], higher, digits[key]) for key, higher in HIGHER_IS_BETTER.items()}
-    lines = ["| Method | Params (M) | MACs (G) | PSNR | SSIM | RMSE | paper PSNR | paper SSIM | paper RMSE | ΔPSNR |",
+    lines = ["| Method | Params (M) | MACs (G) | PSNR | SSIM | RMSE | paper PSNR | paper SSIM | paper RMSE | ours − paper (PSNR) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     notes = []
     for i, entry in enumerate(entries):
@@ -114,8 +117,85 @@ def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[di
     return "\n".join(lines), notes
 
 
-def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict]) -> str:
-    """The whole ``tables/<grid>.md``; ``runs`` are the specs (configs) of the grid's runs in order."""
+def _interval(c: stats.Comparison, digits: int) -> str:
+    text = f"{c.difference:+.{digits}f} [{c.low:+.{digits}f}, {c.high:+.{digits}f}]"
+    return text if c.resolved else f"{text} ≈"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], reference: str) -> tuple[str, list[str]]:
+    """Each finished row against the reference row (paired over the test images), and the notes
+    that say how to read it and what the scale resolves; ("", notes) when it cannot be computed."""
+    scores = scores[scores["task"] == task]
+    done = [label for label in labels if label in set(scores["label"])]
+    if reference not in done:
+        return "", [f"No statistics: the reference row {reference!r} has no finished run on this task."]
+    try:
+        psnr, ssim = (stats.compare(scores, done, reference, metric) for metric in ("psnr", "ssim"))
+    except ValueError as err:                   # e.g. rows tested on different images: say so, render the rest
+        return "", [f"No statistics: {err}."]
+    gains = scores.groupby("label").apply(lambda g: (g["psnr"] - g["input_psnr"]).mean(), include_groups=False)
+    lines = [f"| Method | seeds | PSNR (± SD over seeds) | gain over input | ΔPSNR vs {reference} [95% CI] | p | "
+             f"ΔSSIM vs {reference} [95% CI] | p | P(first) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p, s in zip(psnr, ssim):
+        spread = f" ± {p.seed_sd:.2f}" if p.seed_sd is not None else ""
+        if p.label == reference:
+            cells = ["reference", "-", "reference", "-"]
+        else:
+            cells = [_interval(p, 2), _p(p.p_value), _interval(s, 4), _p(s.p_value)]
+        lines.append(f"| {p.label} | {p.seeds} | {p.mean:.2f}{spread} | {gains[p.label]:+.2f} | {' | '.join(cells)} | "
+                     f"{100 * p.first:.0f}% |")
+    others = [c for c in psnr if c.label != reference]
+    seeds, images = min(c.seeds for c in psnr), psnr[0].images
+    notes = [f"Differences to the reference row {reference}, paired image by image over the {images} test images "
+             "(ours minus reference; means over seeds per image). 95% CI: hierarchical bootstrap "
+             f"({stats.RESAMPLES:,} resamples of each row's seeds, then of the images); ≈: the interval contains 0, "
+             "so the difference is not resolved. p: Wilcoxon signed-rank test of the per-image differences "
+             "(two-sided); it asks whether these trained models differ on these images, not whether another "
+             "training run would, which the interval covers when there are several seeds. P(first): the share of "
+             "bootstrap resamples in which the row has the best PSNR. Gain over input: PSNR minus the degraded "
+             "input's."]
+    if others:
+        half = sorted((c.high - c.low) / 2 for c in others)[len(others) // 2]
+        if seeds >= 2:
+            notes.append(f"What this scale resolves: the median 95% interval is ±{half:.2f} dB; PSNR differences "
+                         "smaller than that are not shown to be real.")
+        else:
+            notes.append(f"What this scale resolves: the median 95% interval over the images is ±{half:.2f} dB, but "
+                         "with one seed per row the spread between training runs (seeds) is not in it and adds to "
+                         "it, so smaller differences are certainly not shown to be real, and larger ones only for "
+                         "these trained models; run more seeds (axes: seed: [0, 1, 2]) to include it.")
+    return "\n".join(lines), notes
+
+
+def erf_table(stacks: dict[str, list[np.ndarray]], figure: str) -> str:
+    """The ERF summary under a grid's tables: per label, the 90%-contribution area of the mean map
+    (the figure's panel) and of each image's map (mean ± SD over images)."""
+    rows = []
+    for label, maps in stacks.items():
+        each = 100 * np.array([high_contribution_area(m) for m in maps])
+        spread = each.std(ddof=1) if len(each) > 1 else 0.0
+        rows.append(f"| {label} | {len(maps)} | {100 * high_contribution_area(np.mean(maps, axis=0)):.1f}% | "
+                    f"{each.mean():.1f}% ± {spread:.1f}% |")
+    return (f"\nEffective receptive fields (`{figure}`: the mean over images of the ReLU'd gradient of the centre "
+            "output pixel, shown divided by its maximum and raised to 0.25). Area: the smallest share of the pixels "
+            "that holds 90% of the contribution (larger: more global), of the mean map and per image (mean ± SD "
+            "over images).\n\n| Method | images | area of the mean map | area per image |\n|---|---:|---:|---:|\n"
+            + "\n".join(rows) + "\n")
+
+
+SMOKE_NOTE = ("Smoke scale is a pipeline check: it shows that every model trains (its gain over the input) and "
+              "differences larger than the intervals below; it cannot show differences the size of the paper's "
+              "(0.05-0.5 dB between its rows), and its numbers do not reproduce the paper's.")
+
+
+def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], scores: pd.DataFrame | None = None) -> str:
+    """The whole ``tables/<grid>.md``; ``runs`` are the specs (configs) of the grid's runs in order;
+    ``scores`` the per-image scores (``store.load_image_scores``) behind the statistics."""
     paper = paper_numbers()
     table = metadata.get("table")
     heading = f"Table {table}: " if table else ""
@@ -126,15 +206,20 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict]) -> st
     if config:
         train = config["train"]
         models = ", ".join(dict.fromkeys(r["model"] for r in runs))
-        lines += [f"Scale `{metadata['scale']}`: {models}; {train['iters']} iterations of batch {train['batch']} on "
-                  f"{train['crop']}x{train['crop']} crops; data " +
+        warmup = f" ({train['warmup']} of warm-up)" if train.get("warmup") else ""
+        lines += [f"Scale `{metadata['scale']}`: {models}; {train['iters']} iterations{warmup} of batch {train['batch']} "
+                  f"on {train['crop']}x{train['crop']} crops at lr {train['lr']:g}; data " +
                   ", ".join(f"`{config['data']['sources'][t]}`" for t in TASKS[config["task"]]) + ". "
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
                   f"1x1x{runs[0]['config']['profile']['size']}x{runs[0]['config']['profile']['size']}, "
                   "module level as the paper counts them (`benchmark.profile`, convention `paper`). "
                   "PSNR in dB, SSIM and RMSE in physical units with the paper's protocol (`benchmark.metrics`). "
-                  "The paper's numbers are Yang et al.'s; ΔPSNR is ours minus theirs. Best of ours in bold, "
+                  "The paper's numbers are Yang et al.'s, beside ours (ours − paper: the PSNR difference). Best of ours in bold, "
                   "second underlined.", ""]
+        if metadata["scale"] == "smoke":
+            lines += [f"**{SMOKE_NOTE}**", ""]
+    if metadata.get("note"):
+        lines += [f"Note: {metadata['note']}", ""]
     tasks = list(TASKS[config["task"]]) if config else list(dict.fromkeys(index["eval_task"].dropna()))
     for task in tasks:
         if len(tasks) > 1:
@@ -143,4 +228,11 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict]) -> st
         lines += [body, ""]
         if notes:
             lines += ["Runs without a result:", *notes, ""]
+        if scores is not None and len(scores):
+            labels = list(dict.fromkeys(index.sort_values("index")["label"]))
+            reference = metadata.get("reference") or labels[0]
+            body, notes = statistics_table(scores, task, labels, reference)
+            lines += [body, ""] if body else []
+            for note in notes:
+                lines += [note, ""]
     return "\n".join(lines)

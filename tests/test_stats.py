@@ -1,0 +1,105 @@
+"""The statistics behind every table, against independent computations: the Wilcoxon p-value by
+enumerating every sign pattern, the bootstrap by SciPy's bootstrap and by a plain NumPy loop, on a
+fixed table of per-image scores."""
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from benchmark import stats
+
+# A fixed table: 3 rows x 2 seeds x 10 images of PSNR (dB). "good" is ~0.5 dB above the reference
+# on every image, "close" within the noise.
+BASE = np.array([24.1, 25.3, 23.8, 26.0, 24.7, 25.9, 23.2, 24.4, 25.1, 24.9])
+NOISE = np.array([[0.11, -0.23, 0.05, 0.31, -0.14, 0.02, -0.27, 0.19, 0.08, -0.06],
+                  [-0.09, 0.17, -0.21, 0.04, 0.26, -0.12, 0.13, -0.03, -0.18, 0.22]])
+ROWS = {"ref": BASE + NOISE[[0, 1]] * 0.5,
+        "good": BASE + 0.5 + NOISE[[1, 0]],
+        "close": BASE + 0.03 + NOISE[[0, 1]][:, ::-1]}
+
+
+def table(seeds=(0, 1)) -> pd.DataFrame:
+    rows = []
+    for label, matrix in ROWS.items():
+        for s in seeds:
+            for i, value in enumerate(matrix[s]):
+                rows.append({"label": label, "seed": s, "task": "mri_sr", "index": i, "psnr": value})
+    return pd.DataFrame(rows)
+
+
+def exact_wilcoxon(d: np.ndarray) -> float:
+    """Two-sided exact p: the share of the 2^n sign patterns whose W+ is at least as extreme (zero
+    differences carry no sign and are dropped first, Wilcoxon's convention)."""
+    d = d[d != 0]
+    ranks = scipy_stats.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    centre = ranks.sum() / 2
+    totals = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(d))])
+    return float(np.mean(np.abs(totals - centre) >= abs(observed - centre) - 1e-9))
+
+
+def test_wilcoxon_matches_the_exact_enumeration():
+    d = ROWS["good"].mean(0) - ROWS["ref"].mean(0)
+    assert stats.wilcoxon_p(d) == pytest.approx(exact_wilcoxon(d), abs=1e-12)
+    d = ROWS["close"].mean(0) - ROWS["ref"].mean(0)
+    assert stats.wilcoxon_p(d) == pytest.approx(exact_wilcoxon(d), abs=1e-12)
+    assert stats.wilcoxon_p(np.zeros(5)) == 1.0
+
+
+def test_one_seed_interval_is_scipys_paired_percentile_bootstrap():
+    scores = table(seeds=(0,))
+    result = {c.label: c for c in stats.compare(scores, ["ref", "good", "close"], "ref", "psnr", resamples=20_000)}
+    for label in ("good", "close"):
+        d = ROWS[label][0] - ROWS["ref"][0]
+        ci = scipy_stats.bootstrap((d,), np.mean, n_resamples=20_000, method="percentile", confidence_level=0.95,
+                                   rng=np.random.default_rng(1)).confidence_interval
+        assert result[label].difference == pytest.approx(d.mean(), abs=1e-12)
+        assert result[label].low == pytest.approx(ci.low, abs=0.015)
+        assert result[label].high == pytest.approx(ci.high, abs=0.015)
+        assert result[label].seeds == 1 and result[label].seed_sd is None
+    assert result["good"].resolved and not result["close"].resolved
+    assert result["ref"].p_value is None and result["ref"].difference == 0.0
+
+
+def loop_bootstrap(resamples: int, rng: np.random.Generator):
+    """Seeds of each row, then one shared set of images, by plain indexing: (differences to ref, first)."""
+    labels = list(ROWS)
+    means = np.empty((resamples, len(labels)))
+    for b in range(resamples):
+        picks = [rng.integers(0, 2, size=2) for _ in labels]
+        images = rng.integers(0, 10, size=10)
+        for r, label in enumerate(labels):
+            means[b, r] = ROWS[label][picks[r]][:, images].mean()
+    return means - means[:, [0]], (means == means.max(1, keepdims=True)).mean(0)
+
+
+def test_two_seed_bootstrap_matches_a_plain_loop():
+    result = stats.compare(table(), list(ROWS), "ref", "psnr", resamples=20_000)
+    differences, first = loop_bootstrap(20_000, np.random.default_rng(7))
+    for r, comparison in enumerate(result):
+        low, high = np.quantile(differences[:, r], [0.025, 0.975])
+        assert comparison.low == pytest.approx(low, abs=0.02)
+        assert comparison.high == pytest.approx(high, abs=0.02)
+        assert comparison.first == pytest.approx(first[r], abs=0.02)
+    good = result[1]
+    assert good.difference == pytest.approx((ROWS["good"].mean(0) - ROWS["ref"].mean(0)).mean(), abs=1e-12)
+    assert good.mean == pytest.approx(ROWS["good"].mean(), abs=1e-12)
+    assert good.seed_sd == pytest.approx(np.std(ROWS["good"].mean(1), ddof=1), abs=1e-12)
+    assert good.first > 0.95                                     # clearly the best row
+
+
+def test_lower_is_better_metrics_rank_the_lowest_first():
+    scores = table().assign(rmse=lambda f: 100 - f["psnr"])
+    result = stats.compare(scores, list(ROWS), "ref", "rmse", resamples=2_000)
+    assert result[1].first > 0.95 and result[1].difference < 0
+
+
+def test_compare_refuses_rows_it_cannot_pair():
+    scores = table()
+    with pytest.raises(ValueError, match="reference row 'missing'"):
+        stats.compare(scores, list(ROWS), "missing", "psnr")
+    short = scores[~((scores["label"] == "good") & (scores["index"] == 9))]
+    with pytest.raises(ValueError, match="different numbers of images"):
+        stats.compare(short, list(ROWS), "ref", "psnr")
