@@ -36,8 +36,9 @@ def _why_not() -> str:
 WHY_NOT = _why_not()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
 
+# long enough to be cancelled or preempted mid-training (batch 4: the steps of the old smoke scale)
 LONG = [o for o in TINY if not o.startswith(("train.iters", "train.val_every"))] + [
-    "train.iters=400", "train.val_every=200", "train.checkpoint_every=10"]
+    "train.iters=400", "train.batch=4", "train.val_every=200", "train.checkpoint_every=10"]
 
 
 @pytest.fixture(scope="module", autouse=True)
