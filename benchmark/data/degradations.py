@@ -80,12 +80,17 @@ def measured_counts(photons: np.ndarray, electronic_noise: float, rng: np.random
     return np.maximum(photons + rng.normal(0.0, electronic_noise, size=np.shape(photons)), 1.0)
 
 
+def _beam(size: int, angles: int | None):
+    """The projector of a simulated scan: ``angles`` views, by default min(size, 180)."""
+    return projector(size, angles or min(size, 180))
+
+
 def _ct_geometry(array: np.ndarray, name: str, pixel_mm: float | None, angles: int | None):
     size = _square(array, name)
     pixel_mm = FIELD_OF_VIEW_MM / size if pixel_mm is None else float(pixel_mm)
     if not pixel_mm > 0:
         raise ValueError(f"{name}: pixel_mm must be positive; got {pixel_mm}")
-    return projector(size, angles or min(size, 180)), pixel_mm
+    return _beam(size, angles), pixel_mm
 
 
 def _check_dose(name: str, dose: float, flux: float, electronic_noise: float) -> None:
@@ -110,7 +115,8 @@ def ct_pair(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX, e
 
     ``flux``: photons per ray at full dose (the default gives the 128x128 body phantoms a
     quarter-dose input of 28.2 dB PSNR in the paper's [-160, 240] HU window over the 16 test
-    phantoms; AAPM's real quarter-dose scans measure about 29 dB); ``dose``: the low-dose fraction (0.25 = quarter dose);
+    phantoms; AAPM's real quarter-dose scans measure about 29 dB); ``dose``: the low-dose fraction
+    (0.25 = quarter dose);
     ``pixel_mm``: pixel size (default: a 350 mm field of view); ``angles``: views (default:
     min(size, 180))."""
     array = _image(image_hu, "ct_pair")
@@ -131,8 +137,7 @@ def ct_low_dose(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLU
     """``image_hu``, a full-dose reconstruction (HU), with the extra noise of ``dose`` inserted in
     the projection domain (see the module docstring), in HU. ``pixel_mm``: the slice's pixel size
     (``benchmark.data.io.pixel_spacing_mm`` reads it from a file's header; default a 350 mm field
-    of view);
-    ``flux``, ``electronic_noise``, ``angles`` as for ``ct_pair``."""
+    of view); ``flux``, ``electronic_noise``, ``angles`` as for ``ct_pair``."""
     array = _image(image_hu, "ct_low_dose")
     _check_dose("ct_low_dose", dose, flux, electronic_noise)
     beam, pixel_mm = _ct_geometry(array, "ct_low_dose", pixel_mm, angles)
@@ -158,7 +163,7 @@ def pet_pair(image, dose_reduction: float = 12, seed=None, *, counts: float = 1e
     if not dose_reduction >= 1 or not counts > 0 or iterations < 1:
         raise ValueError(f"pet_pair: dose_reduction >= 1, counts > 0 and iterations >= 1 are required; got "
                          f"{dose_reduction}, {counts}, {iterations}")
-    beam = projector(size, angles or min(size, 180))
+    beam = _beam(size, angles)
     expected = beam.forward(array)
     total = expected.sum()
     if total <= 0:

@@ -34,10 +34,10 @@ def render_grid(grid_dir, out_dir="tables") -> list[Path]:
             stacks.setdefault(run["label"], []).extend(maps if maps.ndim == 3 else [maps])
     if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
-        means = [(label, np.mean(maps, axis=0)) for label, maps in stacks.items()]
-        erf_figure(means, figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
+        means = {label: np.mean(maps, axis=0) for label, maps in stacks.items()}
+        erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
         written.append(figure)
-        markdown += erf_table(stacks, figure.name)
+        markdown += erf_table(stacks, means, figure.name)
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)

@@ -17,7 +17,7 @@ from .. import stats
 from ..config import TASK_TITLES, TASKS
 from .figures import high_contribution_area
 
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "rmse": False}    # the metrics, in column order
+HIGHER_IS_BETTER = stats.HIGHER_IS_BETTER                           # the metrics, in column order
 
 
 def paper_numbers() -> list[dict]:
@@ -172,14 +172,14 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
     return "\n".join(lines), notes
 
 
-def erf_table(stacks: dict[str, list[np.ndarray]], figure: str) -> str:
-    """The ERF summary under a grid's tables: per label, the 90%-contribution area of the mean map
-    (the figure's panel) and of each image's map (mean ± SD over images)."""
+def erf_table(stacks: dict[str, list[np.ndarray]], means: dict[str, np.ndarray], figure: str) -> str:
+    """The ERF summary under a grid's tables: per label, the 90%-contribution area of its mean map
+    (``means``, the figure's panel) and of each image's map in ``stacks`` (mean ± SD over images)."""
     rows = []
     for label, maps in stacks.items():
         each = 100 * np.array([high_contribution_area(m) for m in maps])
         spread = each.std(ddof=1) if len(each) > 1 else 0.0
-        rows.append(f"| {label} | {len(maps)} | {100 * high_contribution_area(np.mean(maps, axis=0)):.1f}% | "
+        rows.append(f"| {label} | {len(maps)} | {100 * high_contribution_area(means[label]):.1f}% | "
                     f"{each.mean():.1f}% ± {spread:.1f}% |")
     return (f"\nEffective receptive fields (`{figure}`: the mean over images of the ReLU'd gradient of the centre "
             "output pixel, shown divided by its maximum and raised to 0.25). Area: the smallest share of the pixels "
