@@ -7,6 +7,8 @@ A grid file (see ``ablations/``)::
     title: Omni-Shift kernel size and re-parameterization
     reference: k=5               # the row every other is compared with (default: the first row)
     note: ...                    # printed under the table's title (what a reader must know)
+    scales:                      # settings of one scale for this grid only (applied after the scale,
+      smoke: {train.iters: 3000} # before base): e.g. a longer smoke budget for slow-learning baselines
     base:                        # a partial run configuration (keys of benchmark.config.DEFAULTS)
       task: mri_sr
       model: {name: restore_rwkv}
@@ -36,7 +38,7 @@ import yaml
 
 from . import config as cfg
 
-GRID_KEYS = ("name", "table", "title", "reference", "note", "base", "axes", "exclude")
+GRID_KEYS = ("name", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,21 @@ def _axis_cells(axes: dict, where: str) -> list[dict]:
     return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*factors)]
 
 
+def _scale_layer(scales, scale: str, where: str) -> dict:
+    """The grid's own settings for ``scale`` (nested or dotted keys), nested; {} if it has none."""
+    if not isinstance(scales, dict) or not all(isinstance(v, dict) for v in scales.values()):
+        raise cfg.ConfigError(f"{where}: 'scales' must map a scale name to a mapping of settings, "
+                              "e.g. scales: {smoke: {train.iters: 3000}}")
+    unknown = set(scales) - set(cfg.SCALES)
+    if unknown:
+        raise cfg.ConfigError(f"{where}: scales: unknown scale(s) {', '.join(sorted(map(str, unknown)))}; "
+                              f"expected {', '.join(cfg.SCALES)}")
+    layer: dict = {}
+    for key, value in (scales.get(scale) or {}).items():
+        layer = cfg.merge(layer, cfg.nest({key: value}) if "." in str(key) else {key: value})
+    return layer
+
+
 def _check_model(config: dict, where: str) -> None:
     """The model and its options exist: building the tiny preset of the family checks option
     names and values cheaply (the full preset takes the same options)."""
@@ -151,6 +168,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise cfg.ConfigError(f"{where}: 'base' must be a mapping")
+    scale_layer = _scale_layer(data.get("scales") or {}, scale, where)
     cells = _axis_cells(data.get("axes") or {}, where)
     excludes = data.get("exclude") or []
     if not isinstance(excludes, list) or not all(isinstance(e, dict) for e in excludes):
@@ -163,7 +181,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         values = cell
         if not label:
             label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or data.get("name", path.stem)
-        config = cfg.resolve(scale, base, cfg.nest(values), command_line)
+        config = cfg.resolve(scale, scale_layer, base, cfg.nest(values), command_line)
         cell_where = f"{where} (cell {label!r})"
         cfg.validate(config, cell_where)
         if check_models:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import models
-from models.ops import wkv
+from models.ops import selective_scan, wkv
 
 from . import config as cfg
 from . import erf, evaluate, profile, store, train
@@ -74,10 +74,13 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
     store.write_json(folder / "environment.json", environment(config, device))
     with wkv.use_backend(config["train"]["wkv_backend"]):
         wkv.used_backends(reset=True)
+        selective_scan.used_backends(reset=True)
         model = build_model(config).to(device)
         if not (folder / "train.json").is_file():
             summary = train.train(model, config, folder, device, progress)
             summary["wkv_backends"] = sorted(wkv.used_backends())
+            if selective_scan.used_backends():                       # MambaIR: which scan trained it
+                summary["scan_backends"] = sorted(selective_scan.used_backends())
             store.write_json(folder / "train.json", summary)
         else:
             model.load_state_dict(torch.load(folder / "best.pt", map_location=device, weights_only=True))

@@ -8,8 +8,8 @@ refinement at 96 channels: 8), CAB compress 3 / squeeze 30, convolutions without
 blocks; one channel in and out. (MambaIR's released super-resolution code uses expand 1.5 and
 d_state 16; the paper's numbers are reproduced by the U-Net denoising configuration used here.) 31.5035 M parameters, 34.3491 G MACs at 1x1x128x128 (thop:
 convolutions, linear layers, LayerNorms, the channel attention's average pooling; the scan and its
-einsum projections are not modules). The selective scan runs ``mamba_ssm``'s CUDA kernel where it
-is installed, else the PyTorch scan of ``models.ops.selective_scan``.
+einsum projections are not modules). The selective scan runs ``mamba_ssm``'s CUDA kernel on a GPU where
+it is installed, the compiled CPU kernel on a CPU (``models.ops.selective_scan``).
 """
 from __future__ import annotations
 

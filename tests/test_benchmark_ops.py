@@ -34,3 +34,17 @@ def test_train_step_benchmark_prints_one_row_per_backend(capsys):
     assert rows[0].split("|")[4].strip() == "1.00" and float(rows[1].split("|")[4]) > 0
     with pytest.raises(SystemExit):
         train_step.main(["--size", "0"])
+
+
+def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(capsys):
+    from benchmark import scan
+    calls = scan.scan_calls("mambair_tiny", 16)
+    # mambair_tiny: 4 scans of 2 x dim channels at every level; level 1 sees all 256 tokens
+    assert {(c["d"], c["l"]) for c in calls} >= {(64, 256)} and all(c["groups"] == 4 for c in calls)
+    assert scan.main(["--model", "mambair_tiny", "--size", "16", "--repeat", "1", "--steps-models", "mambair_tiny",
+                      "restormer_tiny", "--steps-size", "16", "--steps-batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| all calls |" in out and "speedup fwd+bwd" in out
+    assert "| mambair_tiny | torch |" in out and "| mambair_tiny | cpp |" in out and "| restormer_tiny | - |" in out
+    with pytest.raises(SystemExit):
+        scan.main(["--steps-models", "no_such_model"])

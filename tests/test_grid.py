@@ -65,6 +65,20 @@ def test_scale_and_command_line_overrides(tmp_path):
     assert load_grid(path, "smoke", ["train.iters=7"]).specs[0].id != load_grid(path).specs[0].id
 
 
+def test_a_grid_sets_its_own_settings_for_one_scale(tmp_path):
+    """``scales:`` applies at its scale only, after the scale and before base, axes and --set."""
+    text = GRID + "scales:\n  smoke: {train.iters: 3000, train: {lr: 1.0e-3}}\n  paper: {train.iters: 9}\n"
+    path = write(tmp_path, text)
+    smoke = load_grid(path).specs[0].config
+    assert smoke["train"]["iters"] == 3000 and smoke["train"]["lr"] == 1e-3 and smoke["train"]["batch"] == 1
+    assert load_grid(path, "paper").specs[0].config["train"]["iters"] == 9
+    assert load_grid(path, "smoke", ["train.iters=7"]).specs[0].config["train"]["iters"] == 7
+    based = write(tmp_path, text.replace("  model: {name: restore_rwkv}", "  model: {name: restore_rwkv}\n  train: {iters: 5}"),
+                  "based.yaml")
+    assert load_grid(based).specs[0].config["train"]["iters"] == 5
+    assert load_grid(path).specs[0].id != load_grid(write(tmp_path, GRID, "plain.yaml")).specs[0].id
+
+
 def test_describe_lists_every_run(tmp_path):
     text = describe(load_grid(write(tmp_path, GRID)))
     assert "3 runs" in text and "restore_rwkv_tiny (shift_kernel=3)" in text
@@ -87,6 +101,9 @@ def test_describe_lists_every_run(tmp_path):
     ("[1, 2]\n", "a grid file is a mapping"),
     ("base: {train: {warmup: -5}}\n", "train.warmup must be a non-negative integer"),
     ("base: {data: {seed: 1.5}}\n", "data.seed must be a non-negative integer"),
+    ("scales: {huge: {train.iters: 5}}\n", "scales: unknown scale(s) huge; expected paper, smoke"),
+    ("scales: {smoke: 5}\n", "'scales' must map a scale name to a mapping"),
+    ("scales: {smoke: {train.iter: 5}}\n", "unknown key 'train.iter'"),
     ("reference: k=7\naxes: {zip: {label: [k=3, k=5], model.options.shift_kernel: [3, 5]}}\n",
      "reference 'k=7' is not a row of the grid; expected one of 'k=3', 'k=5'"),
 ])

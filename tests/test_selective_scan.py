@@ -1,9 +1,16 @@
-"""The pure-PyTorch selective scan against a float64 sequential oracle (outputs and gradients)."""
+"""The selective scan's CPU paths (PyTorch and the compiled kernel) against a float64 token-by-token
+oracle (outputs and every gradient), and the backend dispatch."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models.ops.selective_scan import selective_scan_torch
+from models.ops import _extension, selective_scan as scan_module
+from models.ops.selective_scan import resolve_backend, selective_scan, selective_scan_cpp, selective_scan_torch
+
+# The compiled scan is tested like the CPU WKV kernel: where it cannot be built, these tests fail.
+PATHS = {"torch": functools.partial(selective_scan_torch, chunk=8), "cpp": selective_scan_cpp}
 
 
 def oracle(u, delta, A, B, C, D, delta_bias):
@@ -28,32 +35,105 @@ def inputs(b=2, d=6, n=3, length=37, groups=2, seed=0):
     return [r(b, d, length), r(b, d, length), A, r(b, groups, n, length), r(b, groups, n, length), r(d), r(d)]
 
 
+# (d, groups): one ragged tile per group (3 of 16 lanes), several tiles with a ragged last one (40 =
+# 16 + 16 + 8 per group), a single group of exactly one tile of doubles (8)
+SHAPES = [(6, 2), (80, 2), (8, 1)]
+
+
+@pytest.mark.parametrize("path", ["cpp", "torch"])
 @pytest.mark.parametrize("length", [1, 5, 16, 37, 300])
-def test_matches_the_sequential_oracle(length):
-    u, delta, A, B, C, D, bias = inputs(length=length)
-    y = selective_scan_torch(u, delta, A, B, C, D, bias, delta_softplus=True, chunk=8)
+@pytest.mark.parametrize("d, groups", SHAPES)
+def test_matches_the_sequential_oracle(path, length, d, groups):
+    u, delta, A, B, C, D, bias = inputs(length=length, d=d, groups=groups)
+    y = PATHS[path](u, delta, A, B, C, D, bias, delta_softplus=True)
+    assert y.dtype == torch.float64
     torch.testing.assert_close(y, oracle(u, delta, A, B, C, D, bias), rtol=1e-10, atol=1e-10)
 
 
-def test_gradients_match_the_oracle():
-    leaves = [t.requires_grad_() for t in inputs(length=29, seed=1)]
+# 29 tokens: within one chunk of the kernel's backward; 200: four chunks of 64 with a ragged end
+@pytest.mark.parametrize("path", ["cpp", "torch"])
+@pytest.mark.parametrize("length, d, groups", [(29, 6, 2), (200, 40, 2), (200, 8, 1)])
+def test_gradients_match_the_oracle(path, length, d, groups):
+    leaves = [t.requires_grad_() for t in inputs(length=length, d=d, groups=groups, seed=1)]
     reference = [t.detach().clone().requires_grad_() for t in leaves]
-    gy = torch.randn(2, 6, 29, dtype=torch.float64)
-    (selective_scan_torch(*leaves, delta_softplus=True, chunk=4) * gy).sum().backward()
+    gy = torch.randn(2, d, length, dtype=torch.float64)
+    (PATHS[path](*leaves, delta_softplus=True) * gy).sum().backward()
     (oracle(*reference) * gy).sum().backward()
     for name, a, b in zip(["u", "delta", "A", "B", "C", "D", "delta_bias"], leaves, reference):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-9, msg=f"gradient of {name}")
 
 
-def test_float32_long_sequence_and_strong_decay():
-    u, delta, A, B, C, D, bias = inputs(length=1000, seed=2)
+@pytest.mark.parametrize("path", ["cpp", "torch"])
+def test_float32_long_sequence_and_strong_decay(path):
+    u, delta, A, B, C, D, bias = inputs(length=1000, d=20, seed=2)
     A = A * 30                                                               # exp(delta A) far below 1
-    y = selective_scan_torch(*(t.float() for t in (u, delta, A, B, C, D, bias)), delta_softplus=True)
+    y = PATHS[path](*(t.float() for t in (u, delta, A, B, C, D, bias)), delta_softplus=True)
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     torch.testing.assert_close(y.double(), oracle(u, delta, A, B, C, D, bias), rtol=1e-4, atol=1e-4)
 
 
+def test_float32_gradients_of_the_kernel():
+    """float32 through the kernel: every gradient within 1e-4 (relative to its scale) of the float64
+    oracle over 1,000 tokens (gA, a sum over all tokens, accumulates in double)."""
+    leaves64 = inputs(length=1000, d=40, seed=3)
+    leaves = [t.float().requires_grad_() for t in leaves64]
+    reference = [t.clone().requires_grad_() for t in leaves64]
+    gy = torch.randn(2, 40, 1000, dtype=torch.float64)
+    (selective_scan_cpp(*leaves, delta_softplus=True) * gy.float()).sum().backward()
+    (oracle(*reference) * gy).sum().backward()
+    for name, a, b in zip(["u", "delta", "A", "B", "C", "D", "delta_bias"], leaves, reference):
+        scale = b.grad.abs().max().item()
+        assert a.grad.dtype == torch.float32
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-4 * scale, msg=f"gradient of {name}")
+
+
+def test_the_kernel_is_deterministic_and_thread_count_free():
+    leaves = [t.float() for t in inputs(length=300, d=40, seed=4)]
+    gy = torch.randn(2, 40, 300)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xs = [t.clone().requires_grad_() for t in leaves]
+            (selective_scan_cpp(*xs, delta_softplus=True) * gy).sum().backward()
+            grads.append([x.grad for x in xs])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
 def test_shapes_are_checked():
     u, delta, A, B, C, D, bias = inputs(d=6, groups=4)
-    with pytest.raises(ValueError, match="split into the 4 groups"):
-        selective_scan_torch(u, delta, A, B, C, D, bias)
+    for path in (selective_scan_torch, selective_scan_cpp):
+        with pytest.raises(ValueError, match="split into the 4 groups"):
+            path(u, delta, A, B, C, D, bias)
+
+
+def test_backends_dispatch_and_are_recorded():
+    u, delta, A, B, C, D, bias = inputs(length=20)
+    with pytest.raises(ValueError, match="unknown selective-scan backend 'fast'; expected one of auto, torch, cpp"):
+        selective_scan(u, delta, A, B, C, D, bias, backend="fast")
+    with pytest.raises(ValueError, match="'mamba' needs CUDA tensors"):
+        resolve_backend("mamba", "cpu")
+    scan_module.used_backends(reset=True)
+    y = selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True, backend="torch")
+    assert scan_module.used_backends() == {"torch"}
+    torch.testing.assert_close(y, oracle(u, delta, A, B, C, D, bias), rtol=1e-10, atol=1e-10)
+    assert resolve_backend("auto", "cpu") == "cpp"
+    with scan_module.use_backend("cpp"):
+        selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True)
+    assert scan_module.used_backends(reset=True) == {"torch", "cpp"}
+
+
+def test_auto_falls_back_to_pytorch_with_one_warning(monkeypatch):
+    def broken(kind):
+        raise _extension.KernelUnavailable("no compiler here")
+    monkeypatch.setattr(_extension, "load", broken)
+    monkeypatch.setattr(scan_module, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="CPU kernel is unavailable, using the PyTorch path: no compiler"):
+        assert resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == "torch"                     # warned once
+    with pytest.raises(_extension.KernelUnavailable, match="no compiler here"):
+        resolve_backend("cpp", "cpu")

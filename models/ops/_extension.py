@@ -1,4 +1,5 @@
-"""Lazy builds of the compiled WKV kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja).
+"""Lazy builds of the compiled kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja): the WKV
+kernels (``cpu``, ``cuda``) and the selective scan (``scan_cpu``).
 
 Nothing is compiled at import. The first call that needs a kernel builds it in a subprocess under a
 timeout, then loads it; later processes find the binary in the build cache. The extension name
@@ -28,8 +29,11 @@ from types import ModuleType
 
 import torch
 
-KINDS = ("cpu", "cuda")
-_SOURCES = {"cpu": ["wkv_cpu.cpp"], "cuda": ["wkv_cuda.cu"]}
+KINDS = ("cpu", "cuda", "scan_cpu")
+_SOURCES = {"cpu": ["wkv_cpu.cpp"], "cuda": ["wkv_cuda.cu"], "scan_cpu": ["selective_scan_cpu.cpp"]}
+_HEADERS = ["simd.h"]                     # included by the CPU sources: part of every binary's identity
+_NAMES = {"cpu": "medir_wkv_cpu", "cuda": "medir_wkv_cuda", "scan_cpu": "medir_scan_cpu"}
+_WHAT = {"cpu": "CPU WKV kernel", "cuda": "CUDA WKV kernel", "scan_cpu": "CPU selective-scan kernel"}
 _loaded: dict[str, ModuleType | Exception] = {}
 
 
@@ -105,7 +109,7 @@ def build_spec(kind: str) -> dict:
                                 "source checkout (pip install -e .) to use the compiled kernels")
     spec: dict = dict(sources=[str(p) for p in sources], build_directory=None, verbose=False)
     identity = [torch.__version__, sys.version, platform.machine(), kind]
-    if kind == "cpu":
+    if kind != "cuda":
         spec["extra_cflags"], spec["extra_ldflags"] = _cpu_flags()
         identity += spec["extra_cflags"] + spec["extra_ldflags"] + [_cpu_identity()]
     else:
@@ -118,15 +122,16 @@ def build_spec(kind: str) -> dict:
     digest = hashlib.sha1()
     for item in identity:
         digest.update(item.encode())
-    for path in sources:
-        digest.update(path.read_bytes())
-    spec["name"] = f"medir_wkv_{kind}_{digest.hexdigest()[:12]}"
+    for path in sources + [sources_dir() / name for name in _HEADERS]:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    spec["name"] = f"{_NAMES[kind]}_{digest.hexdigest()[:12]}"
     spec["build_directory"] = str(build_dir() / spec["name"])
     return spec
 
 
 def _fix_hint(kind: str) -> str:
-    if kind == "cpu":
+    if kind != "cuda":
         return "a C++17 compiler (g++) and ninja (pip install ninja) are needed"
     return ("nvcc matching torch's CUDA version is needed (set CUDA_HOME to its toolkit), and "
             "TORCH_CUDA_ARCH_LIST when building without a visible GPU")
@@ -154,13 +159,13 @@ def build(kind: str, spec: dict | None = None) -> Path:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         log.write_text(output or "")
-        raise KernelUnavailable(f"building the {kind} WKV kernel took longer than {timeout:g} s "
+        raise KernelUnavailable(f"building the {_WHAT[kind]} took longer than {timeout:g} s "
                                 f"(MEDIR_BENCH_BUILD_TIMEOUT); log: {log}") from None
     done = subprocess.CompletedProcess(command, process.returncode, output)
     log.write_text(done.stdout)
     if done.returncode != 0:
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
-        raise KernelUnavailable(f"building the {kind} WKV kernel failed ({_fix_hint(kind)}); log: {log}\n{tail}")
+        raise KernelUnavailable(f"building the {_WHAT[kind]} failed ({_fix_hint(kind)}); log: {log}\n{tail}")
     return folder
 
 
@@ -179,7 +184,7 @@ def load(kind: str) -> ModuleType:
         except KernelUnavailable as err:
             _loaded[kind] = err
         except Exception as err:  # a load error from torch: keep its message
-            _loaded[kind] = KernelUnavailable(f"loading the {kind} WKV kernel failed ({_fix_hint(kind)}): {err}")
+            _loaded[kind] = KernelUnavailable(f"loading the {_WHAT[kind]} failed ({_fix_hint(kind)}): {err}")
     result = _loaded[kind]
     if isinstance(result, Exception):
         raise result

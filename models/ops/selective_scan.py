@@ -1,6 +1,12 @@
-"""Mamba's selective scan (S6), with ``mamba_ssm``'s kernel when it is installed and the tensors are
-on CUDA, and a pure-PyTorch chunked scan otherwise (same signature as
-``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` without ``z`` and the last state).
+"""Mamba's selective scan (S6), same signature as ``mamba_ssm``'s ``selective_scan_fn`` without ``z``
+and the last state.
+
+Backends (``backend=``): ``"cpp"``, the compiled CPU kernel of ``csrc/selective_scan_cpu.cpp``
+(built on first use like the WKV kernels, float32 or float64); ``"mamba"``, ``mamba_ssm``'s CUDA
+kernel; ``"torch"``, the pure-PyTorch chunked scan below; ``"auto"`` (the default), the kernel for
+the tensors' device (``cpp`` on CPU, ``mamba`` on CUDA when it is installed) and the PyTorch path
+where there is none (one warning per process when the CPU kernel fails to build).
+``used_backends()`` says what has run (for run records).
 
 For every batch b, channel d and state n, with delta = softplus(delta + delta_bias) if asked::
 
@@ -20,7 +26,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+import contextlib
+import warnings
+
+from . import _extension
 from ._tracing import Switch, untraced
+
+BACKENDS = ("auto", "torch", "cpp", "mamba")
+_default_backend = "auto"
+_used: set[str] = set()
+_warned: set[str] = set()
 
 _BLOCK_ELEMENTS = 1 << 23  # elements of one (b, channels, l, n) temporary per channel block
 # Decay per step (and per chunk of steps) floored at exp(-80) ~ 2e-35: a state that decays further is
@@ -113,16 +128,114 @@ class SelectiveScanOp(torch.autograd.Function):
         raise RuntimeError("selective_scan inside as_single_op() is for counting; it has no backward")
 
 
-def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus):
-    kernel = _mamba_kernel() if u.is_cuda else None
-    if kernel is not None:
-        return kernel(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
+class _CompiledScan(torch.autograd.Function):
+    """The CPU kernel: u, delta (b, d, l) as they are; B, C as (b, g, l, n) copies (a token's states
+    together)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C):
+        kernel = _extension.load("scan_cpu")
+        args = (u.contiguous(), delta.contiguous(), A.contiguous(), B.transpose(2, 3).contiguous(),
+                C.transpose(2, 3).contiguous())
+        ctx.save_for_backward(*args)
+        ctx.kernel = kernel
+        return kernel.forward(*args)
+
+    @staticmethod
+    def backward(ctx, gy):
+        gu, gdelta, gA, gB, gC = ctx.kernel.backward(*ctx.saved_tensors, gy.contiguous())
+        # gB, gC: one partial per tile of channels, (b, g, tiles, l, n) -> (b, g, n, l)
+        return gu, gdelta, gA.to(gy.dtype), gB.sum(2).transpose(2, 3), gC.sum(2).transpose(2, 3)
+
+
+def selective_scan_cpp(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
+    """The compiled CPU scan (``csrc/selective_scan_cpu.cpp``); the bias, softplus and D skip are
+    elementwise PyTorch around it. float32 (half types computed in float32) or float64."""
+    b, d, length = u.shape
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    if d % B.shape[1] or A.shape[0] != d or delta.shape != u.shape:
+        raise ValueError(f"selective_scan: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)} and "
+                         f"B {tuple(B.shape)} do not fit (d must split into the {B.shape[1]} groups of B)")
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    y = _CompiledScan.apply(u, delta, A, B, C)
+    if D is not None:
+        y = y + D.to(compute)[:, None] * u
+    return y
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"mamba"``.
+    Forced backends that cannot run raise (``KernelUnavailable`` / ``ValueError``) with the reason."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    device_type = torch.device(device).type
+    if backend == "torch":
+        return backend
+    if backend == "mamba":
+        if device_type != "cuda" or _mamba_kernel() is None:
+            raise ValueError(f"selective-scan backend 'mamba' needs CUDA tensors and mamba_ssm installed "
+                             f"(got {device_type} tensors, mamba_ssm {'found' if _mamba_kernel() else 'not installed'})")
+        return backend
+    if backend == "cpp":
+        if device_type != "cpu":
+            raise ValueError(f"selective-scan backend 'cpp' runs on cpu tensors; got {device_type} tensors")
+        _extension.load("scan_cpu")
+        return backend
+    if device_type == "cuda":
+        return "mamba" if _mamba_kernel() is not None else "torch"
+    if device_type != "cpu":
+        return "torch"
+    try:
+        _extension.load("scan_cpu")
+        return "cpp"
+    except _extension.KernelUnavailable as err:
+        if "cpp" not in _warned:
+            _warned.add("cpp")
+            warnings.warn(f"selective scan: the CPU kernel is unavailable, using the PyTorch path: {err}",
+                          RuntimeWarning, stacklevel=3)
+        return "torch"
+
+
+@contextlib.contextmanager
+def use_backend(backend: str):
+    """Set the backend of ``selective_scan`` calls that name none (the models') inside a block."""
+    global _default_backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    previous, _default_backend = _default_backend, backend
+    try:
+        yield
+    finally:
+        _default_backend = previous
+
+
+def used_backends(reset: bool = False) -> set[str]:
+    """The selective-scan backends that have run in this process (since the last ``reset=True``)."""
+    used = set(_used)
+    if reset:
+        _used.clear()
+    return used
+
+
+def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
+    chosen = resolve_backend(_default_backend if backend is None else backend, u.device)
+    _used.add(chosen)
+    if chosen == "mamba":
+        return _mamba_kernel()(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    if chosen == "cpp":
+        return selective_scan_cpp(u, delta, A, B, C, D, delta_bias, delta_softplus)
     return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
-    """``mamba_ssm``'s CUDA kernel for CUDA tensors when it is installed, the PyTorch path otherwise;
-    float32 output (float64 for float64 inputs on the PyTorch path)."""
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend: str | None = None):
+    """The scan on ``backend`` (default: ``use_backend``'s, else ``"auto"``; see the module
+    docstring); float32 output (float64 for float64 inputs on the CPU paths)."""
     if _single_op.on:
         return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend)
