@@ -201,7 +201,11 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     if reference not in labels:
         raise cfg.ConfigError(f"{where}: reference {reference!r} is not a row of the grid; expected one of "
                               f"{', '.join(map(repr, labels))}")
-    return Grid(str(data.get("name") or path.stem), table, str(data.get("title") or ""), str(path), scale,
+    name = str(data.get("name") or path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise cfg.ConfigError(f"{where}: name {name!r} is not a plain name (it names the store folder and the "
+                              "table files): expected letters, digits, '_', '-', '.', no path separators or '..'")
+    return Grid(name, table, str(data.get("title") or ""), str(path), scale,
                 tuple(specs), str(reference), str(data.get("note") or ""))
 
 

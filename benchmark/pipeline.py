@@ -97,12 +97,22 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
 
 
 def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:
-    """Run (or finish, or skip) one spec in ``grid_dir/<slug>-<id>``; returns its final status."""
+    """Run (or finish, or skip) one spec in ``grid_dir/<slug>-<id>``; returns its final status, or
+    ``busy`` (nothing touched) when another live process is running it."""
     folder = Path(grid_dir) / spec.folder_name
-    status = store.run_state(folder)
+    if store.run_state(folder)["state"] == "done":
+        return store.run_state(folder)
+    try:
+        with store.run_lock(folder):
+            return _run_locked(spec, folder, progress)
+    except store.RunBusy as err:
+        return {"state": "busy", "id": spec.id, "label": spec.label, "reason": str(err)}
+
+
+def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
+    status = store.run_state(folder)                     # read again under the lock
     if status["state"] == "done":
         return status
-    folder.mkdir(parents=True, exist_ok=True)
     store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
                                            "model": cfg.model_name(spec.config), "config": spec.config})
     started = time.time()

@@ -80,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         from .executors.local import auto_jobs
         jobs = auto_jobs(len(todo)) if args.jobs == "auto" else int(args.jobs)
         results = run_local(todo, grid_dir, jobs, progress=not args.quiet)
-    failed = [s for s in todo if results[s.id]["state"] != "done"]
-    print(f"grid {grid.name}: {len(todo) - len(failed)} runs finished, {len(failed)} failed "
-          f"in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    failed = [s for s in todo if results[s.id]["state"] not in ("done", "busy")]
+    busy = [s for s in todo if results[s.id]["state"] == "busy"]
+    print(f"grid {grid.name}: {len(todo) - len(failed) - len(busy)} runs finished, {len(failed)} failed"
+          + (f", {len(busy)} skipped (another process is running them)" if busy else "")
+          + f" in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     if not args.no_render:
         from .render import render_grid
         for path in render_grid(grid_dir, args.tables):
             print(path)
-    return 1 if failed else 0
+    return 1 if failed or busy else 0
 
 
 if __name__ == "__main__":

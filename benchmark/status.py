@@ -7,6 +7,7 @@ done (and not still queued or running).
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -30,6 +31,11 @@ def rows(grid_dir) -> list[dict]:
         status = store.run_state(grid_dir / run["folder"])
         record = records[run["id"]] or {}
         detail = status.get("reason", "")
+        if status["state"] == "running" and status.get("host") == socket.gethostname() \
+                and not store.is_live(grid_dir / run["folder"]):
+            # (a run on another host keeps "running": file locks need not be visible across hosts)
+            status = {**status, "state": "stopped"}
+            detail = f"pid {status.get('pid')} is gone; rerun the grid's command to resume it"
         if status["state"] == "failed":
             detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
         out.append({"index": run["index"], "label": run["label"], "state": status["state"],

@@ -12,12 +12,20 @@
         profile.json                  params, MACs in both conventions, latency
         erf.npy                       the effective receptive field maps, one per image (images, H, W)
         error.log                     the traceback of a failed run
+        .lock                         held (an OS file lock) by the process that runs the run
+
+A run is run by one process at a time: ``run_lock`` takes an exclusive ``flock`` on the run's
+``.lock`` (released by the OS when the process dies, however it dies), and a second process that
+finds it held skips the run (``RunBusy``). ``is_live`` tells a run whose process still holds its
+lock from one whose ``status.json`` says ``running`` but whose process is gone.
 
 Every file is written to a temporary name and renamed into place, so a killed process never
 leaves a half-written result; ``status.json`` turns ``done`` last.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -38,6 +46,42 @@ def _atomic(path: Path, write) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(folder):
+    """Hold the run's lock for the block; ``RunBusy`` (naming the holder) if another process has it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            status = run_state(folder)
+            holder = f"pid {status['pid']} on {status.get('host', '?')}" if "pid" in status else "another process"
+            raise RunBusy(f"{folder}: {holder} is running this run") from None
+        yield
+    finally:
+        handle.close()                                   # closing releases the lock
+
+
+def is_live(folder) -> bool:
+    """Whether a process holds the run's lock now."""
+    path = Path(folder) / ".lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def write_json(path, data) -> None:

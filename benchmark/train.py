@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +129,25 @@ def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.d
     return float(np.mean(scores))
 
 
+def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """The resumable state in ``path``, or None. Loaded with ``weights_only=True`` (tensors, numbers,
+    strings: nothing in the file can run code); a file that cannot be read so (truncated, corrupt,
+    or holding anything else) is reported and removed, and the run starts over."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or not {"model", "optimizer", "rng", "iteration"} <= set(state):
+            raise ValueError("not a training checkpoint of this harness")
+        return state
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"{path}: unreadable checkpoint ({type(err).__name__}: {reason[:200]}); training starts over",
+              file=sys.stderr, flush=True)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.device, progress: bool = True) -> dict:
     """Train ``model`` in place (ending with the best validation weights loaded); returns the
     training summary. Resumes from ``folder/checkpoint.pt`` when it exists."""
@@ -138,8 +158,8 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
     start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
     checkpoint_path = folder / "checkpoint.pt"
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+    state = _read_checkpoint(checkpoint_path, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

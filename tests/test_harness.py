@@ -239,3 +239,67 @@ def test_bad_grid_exits_with_a_clear_error(tmp_path, capsys):
     path = grid_file(tmp_path, "  seed: [0]\n  model.options.shift: [omin]\n", "bad")
     assert run.main(["--grid", str(path), "--out", str(tmp_path / "runs")]) == 2
     assert "unknown shift 'omin'; expected one of uni, quad, omni" in capsys.readouterr().err
+
+
+class _Planted:
+    """Unpickling this runs a shell command: what a tampered checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("content", ["planted", "truncated", "foreign"])
+def test_a_bad_checkpoint_runs_no_code_and_the_run_starts_over(tmp_path, capsys, content):
+    path = grid_file(tmp_path, "  seed: [0]\n", "resume")
+    spec = load_grid(path, "smoke", TINY).specs[0]
+    folder = tmp_path / "runs" / "resume" / spec.folder_name
+    folder.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    checkpoint = folder / "checkpoint.pt"
+    if content == "planted":
+        torch.save({"model": _Planted(marker)}, checkpoint)
+    elif content == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}}, checkpoint)
+        checkpoint.write_bytes(checkpoint.read_bytes()[:300])
+    else:
+        torch.save({"weights": torch.zeros(3)}, checkpoint)
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
+            "--jobs", "1"]
+    assert run.main(argv + [a for o in TINY for a in ("--set", o)]) == 0
+    assert not marker.exists()
+    assert f"{checkpoint}: unreadable checkpoint" in capsys.readouterr().err
+    assert store.run_state(folder)["state"] == "done" and store.read_json(folder / "train.json")["resumed_from"] == 0
+
+
+def test_a_run_held_by_another_live_process_is_skipped_untouched(tmp_path, capsys):
+    from benchmark import status as status_cli
+    path = grid_file(tmp_path, "  seed: [0]\n", "locked")
+    spec = load_grid(path, "smoke", TINY).specs[0]
+    folder = tmp_path / "runs" / "locked" / spec.folder_name
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet"]
+    argv += [a for o in TINY for a in ("--set", o)]
+    # another process holds the run (a child that takes the lock and waits)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmark import store\n"
+                               f"with store.run_lock({str(folder)!r}):\n    print('held', flush=True); time.sleep(600)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        store.write_json(folder / "status.json", {"state": "running", "pid": holder.pid, "host": os.uname().nodename})
+        before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+        for jobs in ("1", "2"):
+            assert run.main(argv + ["--jobs", jobs, "--no-render"]) == 1
+            assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+            assert f"pid {holder.pid} on " in capsys.readouterr().err
+        assert store.is_live(folder)
+        assert status_cli.rows(tmp_path / "runs" / "locked")[0]["state"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone: status says so, and the next command runs it
+    assert not store.is_live(folder)
+    row = status_cli.rows(tmp_path / "runs" / "locked")[0]
+    assert row["state"] == "stopped" and f"pid {holder.pid} is gone" in row["detail"]
+    assert run.main(argv + ["--jobs", "1"]) == 0 and store.run_state(folder)["state"] == "done"

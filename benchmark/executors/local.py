@@ -27,12 +27,17 @@ def report(spec: RunSpec, status: dict) -> None:
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
     if status["state"] == "failed":
         detail = f"{status['reason']} (see {status.get('log', '-')})"
+    elif status["state"] == "busy":
+        detail = f"skipped: {status['reason']}"
     print(f"[{spec.index + 1}] {spec.label}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
 
 
 def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     folder = grid_dir / spec.folder_name
     status = store.run_state(folder)
+    if status["state"] not in ("done", "failed") and store.is_live(folder):   # another process runs it
+        return {"state": "busy", "id": spec.id, "label": spec.label,
+                "reason": f"{folder}: pid {status.get('pid', '?')} on {status.get('host', '?')} is running this run"}
     if status["state"] not in ("done", "failed"):        # the process died without recording an outcome
         status = {**status, "state": "failed", "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
