@@ -6,7 +6,7 @@ the training step of MambaIR beside other backbones, all in one run.
 
 Prints two markdown tables. The first gives, per distinct scan call of one forward of ``--model``
 at ``--size`` (batch 1), the forward and forward+backward times of each backend and the speedup of
-``cpp`` over ``torch``. The second, one training step (forward, L1 loss, backward, Adam) of each of
+``cpp`` over ``torch``. The second, one training step (forward, L1 loss, backward, AdamW) of each of
 ``--steps-models`` at ``--steps-size`` with batch ``--steps-batch``, MambaIR models once per scan
 backend; ``x restormer`` is the step time over ``restormer_tiny``'s when it is in the list.
 Timings are medians after a warm-up, on ``--threads`` threads (default 1, as a smoke run uses).
@@ -23,6 +23,8 @@ import torch
 import models
 import models.mambair as mambair_module
 from models.ops import selective_scan as scan
+
+from . import train_step
 
 STEP_MODELS = ["mambair_tiny", "restormer_tiny", "restore_rwkv_tiny", "swinir_tiny", "xformer_tiny", "amir_tiny",
                "airnet_tiny"]
@@ -80,19 +82,11 @@ def time_scan(shape: dict, backend: str, repeat: int) -> tuple[float, float]:
 
 
 def step_seconds(model_name: str, scan_backend: str, size: int, batch: int, repeat: int) -> float:
+    """Median seconds of one training step (``benchmark.train_step``'s) with ``scan_backend``."""
     torch.manual_seed(0)
     model = models.create_model(model_name)
-    gen = torch.Generator().manual_seed(0)
-    x, target = torch.rand(batch, 1, size, size, generator=gen), torch.rand(batch, 1, size, size, generator=gen)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.l1_loss(model(x), target).backward()
-        optimizer.step()
-
     with scan.use_backend(scan_backend):
-        return _median_s(step, repeat)
+        return train_step.step_seconds(model, "auto", (batch, 1, size, size), repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in [args.model, *args.steps_models] if m not in models.list_models()]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        _report(args)
+    finally:
+        torch.set_num_threads(threads)                   # a caller's process keeps its own setting
+    return 0
+
+
+def _report(args: argparse.Namespace) -> None:
     print(f"selective scan on {args.threads} thread(s), torch {torch.__version__}, "
           f"cpp kernel: {scan.resolve_backend('auto', 'cpu') == 'cpp'}\n", flush=True)
 
@@ -154,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, backend, seconds in rows:
             ratio = f"{seconds / reference:.2f}" if reference else "-"
             print(f"| {name} | {backend} | {seconds * 1e3:.0f} | {ratio} |")
-    return 0
 
 
 if __name__ == "__main__":

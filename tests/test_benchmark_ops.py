@@ -37,7 +37,10 @@ def test_train_step_benchmark_prints_one_row_per_backend(capsys):
 
 
 def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(capsys):
+    import torch
+
     from benchmark import scan
+    threads = torch.get_num_threads()
     calls = scan.scan_calls("mambair_tiny", 16)
     # mambair_tiny: 4 scans of 2 x dim channels at every level; level 1 sees all 256 tokens
     assert {(c["d"], c["l"]) for c in calls} >= {(64, 256)} and all(c["groups"] == 4 for c in calls)
@@ -46,5 +49,6 @@ def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(caps
     out = capsys.readouterr().out
     assert "| all calls |" in out and "speedup fwd+bwd" in out
     assert "| mambair_tiny | torch |" in out and "| mambair_tiny | cpp |" in out and "| restormer_tiny | - |" in out
+    assert torch.get_num_threads() == threads                  # --threads 1 does not leak into the caller
     with pytest.raises(SystemExit):
         scan.main(["--steps-models", "no_such_model"])

@@ -137,3 +137,21 @@ def test_auto_falls_back_to_pytorch_with_one_warning(monkeypatch):
     assert resolve_backend("auto", "cpu") == "torch"                     # warned once
     with pytest.raises(_extension.KernelUnavailable, match="no compiler here"):
         resolve_backend("cpp", "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or scan_module._mamba_kernel() is None,
+                    reason="needs a CUDA device and mamba_ssm")
+def test_mamba_ssm_on_the_gpu_matches_the_oracle():
+    """The dispatch's GPU path (mamba_ssm's kernel) against the same float64 oracle, float32 inputs."""
+    leaves64 = inputs(length=300, d=40, seed=5)
+    leaves = [t.float().cuda().requires_grad_() for t in leaves64]
+    reference = [t.clone().requires_grad_() for t in leaves64]
+    gy = torch.randn(2, 40, 300, dtype=torch.float64)
+    y = selective_scan(*leaves, delta_softplus=True, backend="mamba")
+    (y * gy.float().cuda()).sum().backward()
+    (oracle(*reference) * gy).sum().backward()
+    torch.testing.assert_close(y.detach().cpu().double(), oracle(*leaves64), rtol=1e-4, atol=1e-4)
+    for name, a, b in zip(["u", "delta", "A", "B", "C", "D", "delta_bias"], leaves, reference):
+        scale = b.grad.abs().max().item()
+        torch.testing.assert_close(a.grad.cpu().double(), b.grad, rtol=1e-3, atol=1e-3 * scale, msg=f"gradient of {name}")

@@ -75,20 +75,28 @@ def _scan(a: torch.Tensor, bu: torch.Tensor, chunk: int) -> torch.Tensor:
     return states.reshape(*a.shape[:-2], -1, a.shape[-1])[..., :length, :]
 
 
-def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, chunk: int = 8):
-    b, d, length = u.shape
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
+    """Shapes checked, B and C as (b, g, n, l), everything in the compute dtype (float64 for float64
+    u, else float32), delta with its bias and softplus applied."""
+    d = u.shape[1]
     if B.dim() == 3:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
-    groups = B.shape[1]
-    if d % groups or A.shape[0] != d or delta.shape != u.shape:
+    if d % B.shape[1] or A.shape[0] != d or delta.shape != u.shape:
         raise ValueError(f"selective_scan: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)} and "
-                         f"B {tuple(B.shape)} do not fit (d must split into the {groups} groups of B)")
+                         f"B {tuple(B.shape)} do not fit (d must split into the {B.shape[1]} groups of B)")
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
     if delta_bias is not None:
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
+    return u, delta, A, B, C
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, chunk: int = 8):
+    b, d, length = u.shape
+    u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
+    compute, groups = u.dtype, B.shape[1]
     per_group = d // groups
     if not 1 <= chunk <= 8:
         raise ValueError(f"selective_scan: chunk must be in 1..8 (float64 range of exp(-S)); got {chunk}")
@@ -151,21 +159,10 @@ class _CompiledScan(torch.autograd.Function):
 def selective_scan_cpp(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False):
     """The compiled CPU scan (``csrc/selective_scan_cpu.cpp``); the bias, softplus and D skip are
     elementwise PyTorch around it. float32 (half types computed in float32) or float64."""
-    b, d, length = u.shape
-    if B.dim() == 3:
-        B, C = B.unsqueeze(1), C.unsqueeze(1)
-    if d % B.shape[1] or A.shape[0] != d or delta.shape != u.shape:
-        raise ValueError(f"selective_scan: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)} and "
-                         f"B {tuple(B.shape)} do not fit (d must split into the {B.shape[1]} groups of B)")
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     y = _CompiledScan.apply(u, delta, A, B, C)
     if D is not None:
-        y = y + D.to(compute)[:, None] * u
+        y = y + D.to(u.dtype)[:, None] * u
     return y
 
 
