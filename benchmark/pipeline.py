@@ -100,8 +100,9 @@ def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:
     """Run (or finish, or skip) one spec in ``grid_dir/<slug>-<id>``; returns its final status, or
     ``busy`` (nothing touched) when another live process is running it."""
     folder = Path(grid_dir) / spec.folder_name
-    if store.run_state(folder)["state"] == "done":
-        return store.run_state(folder)
+    status = store.run_state(folder)
+    if status["state"] == "done":
+        return status
     try:
         with store.run_lock(folder):
             return _run_locked(spec, folder, progress)
