@@ -28,7 +28,14 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! co
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client slurmdbd munge mariadb-server >/dev/null
 fi
-if [ -f "$DEV/pids" ]; then say "already started ($DEV/pids); run stop.sh first"; exit 1; fi
+if [ -f "$DEV/pids" ]; then
+    # A pids file from an earlier start: reuse a cluster that answers, clear one that died with its machine.
+    if scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o %T 2>/dev/null | grep -qE 'idle|mix|alloc'; then
+        say "already up ($DEV/pids); reusing it"; exit 0
+    fi
+    say "stale $DEV/pids (the cluster does not answer); stopping what is left of it and starting afresh"
+    bash "$(dirname "$0")/stop.sh"
+fi
 mkdir -p "$DEV"/{log,state,spool} /etc/slurm
 : > "$DEV/pids"
 trap 'say "start failed; stopping what was started (logs in $DEV/log)"; bash "$(dirname "$0")/stop.sh"' ERR
