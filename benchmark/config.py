@@ -8,6 +8,7 @@ cell's axis values and the command line's ``--set key=value``.
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import yaml
@@ -91,7 +92,8 @@ CHOICES = {
     "train.loss": ("l1", "l2"),
     "train.wkv_backend": ("auto", "torch", "cpp", "cuda"),
 }
-NON_NEGATIVE = {"train.warmup", "data.seed"}
+NON_NEGATIVE = {"train.warmup", "data.seed", "seed"}
+
 POSITIVE = {"train.iters", "train.batch", "train.crop", "train.val_every", "train.val_images",
             "train.checkpoint_every", "data.phantom_size", "profile.size", "profile.latency_repeat",
             "erf.images", "erf.size", "test.images"}
@@ -102,14 +104,21 @@ class ConfigError(ValueError):
     """A configuration that names an unknown key or holds a value of the wrong kind."""
 
 
+class _SomeOptions(dict):
+    """Model options set one by one (``model.options.shift=uni``): merged into the options already
+    set, where a whole ``model.options: {...}`` mapping replaces them."""
+
+
 def merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` merged in, recursively (dicts merge, everything else replaces)."""
+    """``base`` with ``update`` merged in, recursively (dicts merge, everything else replaces; a
+    whole ``options`` mapping replaces the options, options set one by one are merged)."""
     out = copy.deepcopy(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "options":
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (
+                key != "options" or isinstance(value, _SomeOptions)):
             out[key] = merge(out[key], value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = copy.deepcopy(dict(value) if isinstance(value, _SomeOptions) else value)
     return out
 
 
@@ -120,7 +129,7 @@ def nest(dotted: dict) -> dict:
         *parents, leaf = key.split(".")
         node = out
         for part in parents:
-            node = node.setdefault(part, {})
+            node = node.setdefault(part, _SomeOptions() if part == "options" else {})
             if not isinstance(node, dict):
                 raise ConfigError(f"key {key!r} conflicts with another value for {part!r}")
         node[leaf] = value
@@ -164,6 +173,10 @@ def validate(config: dict, where: str = "config") -> dict:
                 if unknown:
                     raise ConfigError(f"{where}: data.sources has unknown task(s) {', '.join(sorted(unknown))}; "
                                       f"expected {', '.join(MODALITY)}")
+                for task, source in value.items():
+                    if not isinstance(source, str) or not source.strip():
+                        raise ConfigError(f"{where}: data.sources.{task} must be a prepared folder or "
+                                          f"phantom-<modality>; got {source!r}")
             continue
         if path in NON_NEGATIVE:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -172,8 +185,9 @@ def validate(config: dict, where: str = "config") -> dict:
             if not (value is None and default is None) and (
                     isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{where}: {path} must be a positive integer; got {value!r}")
-        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{where}: {path} must be a number; got {value!r}")
+        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                             or not math.isfinite(value)):
+            raise ConfigError(f"{where}: {path} must be a finite number; got {value!r}")
         elif isinstance(default, int) and not isinstance(default, bool) and (
                 isinstance(value, bool) or not isinstance(value, int)):
             raise ConfigError(f"{where}: {path} must be an integer; got {value!r}")
@@ -181,7 +195,24 @@ def validate(config: dict, where: str = "config") -> dict:
             raise ConfigError(f"{where}: {path} must be a string; got {value!r}")
         elif isinstance(default, list) and (not isinstance(value, list) or len(value) != len(default)):
             raise ConfigError(f"{where}: {path} must be a list of {len(default)}; got {value!r}")
+    _check_numbers(config, where)
     return config
+
+
+def _check_numbers(config: dict, where: str) -> None:
+    """The ranges of the numbers the key-by-key checks let through."""
+    train = config.get("train", {})
+    if "lr" in train and train["lr"] <= 0:
+        raise ConfigError(f"{where}: train.lr must be > 0; got {train['lr']!r}")
+    for key in ("lr_min", "aux_weight"):
+        if key in train and train[key] < 0:
+            raise ConfigError(f"{where}: train.{key} must be >= 0; got {train[key]!r}")
+    if "lr" in train and "lr_min" in train and train["lr_min"] > train["lr"]:
+        raise ConfigError(f"{where}: train.lr_min ({train['lr_min']!r}) must not exceed train.lr ({train['lr']!r})")
+    betas = train.get("betas")
+    if betas is not None and not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                     for b in betas):
+        raise ConfigError(f"{where}: train.betas must be two numbers in [0, 1); got {betas!r}")
 
 
 def resolve(scale: str, *layers: dict) -> dict:

@@ -129,6 +129,7 @@ def _check_model(config: dict, where: str) -> None:
     """The model and its options exist: building the tiny preset of the family checks option
     names and values cheaply (the full preset takes the same options)."""
     import models
+    from models._options import check_option_types
     name = cfg.model_name(config)
     if name not in models.list_models():
         registered = sorted({n.removesuffix("_tiny") for n in models.list_models()})
@@ -136,17 +137,32 @@ def _check_model(config: dict, where: str) -> None:
                               f"expected one of {', '.join(registered)}")
     options = config["model"]["options"]
     probe = name if name.endswith("_tiny") or f"{name}_tiny" not in models.list_models() else f"{name}_tiny"
+    model_class = type(models.create_model(probe))
+    valid = [p for p in inspect.signature(model_class.__init__).parameters if p not in ("self", "kwargs")]
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise cfg.ConfigError(f"{where}: model.options of {name}: unknown option(s) {', '.join(unknown)}; "
+                              f"expected options among {', '.join(valid)}")
     try:
+        check_option_types(model_class.__init__, options)
         models.create_model(probe, **options)
-    except TypeError as err:
-        if "unexpected keyword" not in str(err):
-            raise
-        model_class = type(models.create_model(probe))
-        valid = [p for p in inspect.signature(model_class.__init__).parameters if p != "self"]
-        raise cfg.ConfigError(f"{where}: model.options of {name}: {err}; expected options among "
-                              f"{', '.join(valid)}") from None
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise cfg.ConfigError(f"{where}: model.options of {name}: {err}") from None
+
+
+def _check_labels(specs: list[RunSpec], where: str) -> None:
+    """Runs that share a label are one table row (averaged over seeds): they may differ in their
+    seed only."""
+    first: dict[str, RunSpec] = {}
+    for spec in specs:
+        if spec.label not in first:
+            first[spec.label] = spec
+            continue
+        mine, theirs = (dict(cfg._leaves({**s.config, "seed": None})) for s in (spec, first[spec.label]))
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            raise cfg.ConfigError(f"{where}: label {spec.label!r} names two different configurations (they differ "
+                                  f"in {', '.join(differ[:4])}); runs that share a label may differ only in seed")
 
 
 def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, check_models: bool = True) -> Grid:
@@ -193,6 +209,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         specs.append(RunSpec(identity, _slug(label), label, len(specs), json.dumps(config, sort_keys=True)))
     if not specs:
         raise cfg.ConfigError(f"{where}: the grid has no cells (every cell excluded?)")
+    _check_labels(specs, where)
     table = data.get("table")
     if table is not None and not isinstance(table, int):
         raise cfg.ConfigError(f"{where}: 'table' must be the paper's table number; got {table!r}")

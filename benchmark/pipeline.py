@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -68,6 +69,35 @@ def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict
             "latency_max_ms": latency["max_ms"], "latency_device": str(device)}
 
 
+def _result(folder: Path, name: str, reader) -> bool:
+    """Whether the stage result ``name`` exists and reads; an unreadable one is reported and removed
+    (its stage runs again)."""
+    if not (folder / name).is_file():
+        return False
+    try:
+        reader(folder)
+        return True
+    except store.StoreError as err:
+        print(f"{err}; its stage runs again", file=sys.stderr, flush=True)
+        (folder / name).unlink(missing_ok=True)
+        return False
+
+
+def _trained_weights(folder: Path, device: torch.device) -> dict | None:
+    """The best weights of a finished training, or None when training must run (again): when
+    ``best.pt`` is missing or unreadable, training starts over, and every result computed from
+    the lost weights is removed with it."""
+    if not _result(folder, "train.json", lambda f: store.read_json(f / "train.json")):
+        return None
+    try:
+        return store.read_weights(folder / "best.pt", device)
+    except store.StoreError as err:
+        print(f"{err}; training starts over", file=sys.stderr, flush=True)
+        for name in ("train.json", "checkpoint.pt", "test.json", "test_images.csv", "erf.npy"):
+            (folder / name).unlink(missing_ok=True)
+        return None
+
+
 def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
     config = spec.config
     device = _device(config)
@@ -76,23 +106,25 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
         wkv.used_backends(reset=True)
         selective_scan.used_backends(reset=True)
         model = build_model(config).to(device)
-        if not (folder / "train.json").is_file():
+        weights = _trained_weights(folder, device)
+        if weights is None:
             summary = train.train(model, config, folder, device, progress)
             summary["wkv_backends"] = sorted(wkv.used_backends())
             if selective_scan.used_backends():                       # MambaIR: which scan trained it
                 summary["scan_backends"] = sorted(selective_scan.used_backends())
             store.write_json(folder / "train.json", summary)
         else:
-            model.load_state_dict(torch.load(folder / "best.pt", map_location=device, weights_only=True))
+            model.load_state_dict(weights)
         if hasattr(model, "reparameterize"):                      # test the deploy form, as the paper does
             model.reparameterize()
-        if not (folder / "test.json").is_file():
+        if not (_result(folder, "test.json", store.read_test)
+                and _result(folder, "test_images.csv", store.read_image_scores)):
             rows, means = evaluate.test(model, config, device, progress)
             store.write_csv(folder / "test_images.csv", rows)
             store.write_json(folder / "test.json", {"tasks": means})
-        if not (folder / "profile.json").is_file():
+        if not _result(folder, "profile.json", store.read_profile):
             store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
-        if not (folder / "erf.npy").is_file():
+        if not _result(folder, "erf.npy", store.read_erf):
             store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
 
 
@@ -101,33 +133,49 @@ def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:
     ``busy`` (nothing touched) when another live process is running it."""
     folder = Path(grid_dir) / spec.folder_name
     status = store.run_state(folder)
-    if status["state"] == "done":
+    if status["state"] == "done" and store.unreadable(folder) is None:
         return status
     try:
         with store.run_lock(folder):
             return _run_locked(spec, folder, progress)
     except store.RunBusy as err:
         return {"state": "busy", "id": spec.id, "label": spec.label, "reason": str(err)}
+    except OSError as err:                         # not even the lock or the folder could be made
+        return {"state": "failed", "id": spec.id, "label": spec.label, "reason": f"{type(err).__name__}: {err}"}
 
 
 def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
     status = store.run_state(folder)                     # read again under the lock
     if status["state"] == "done":
-        return status
-    store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
-                                           "model": cfg.model_name(spec.config), "config": spec.config})
+        problem = store.unreadable(folder)
+        if problem is None:
+            return status
+        print(f"{problem}; the run is finished again", file=sys.stderr, flush=True)
+    if status["state"] == store.BROKEN:
+        print(f"{status['reason']}; the run's status starts afresh", file=sys.stderr, flush=True)
+    for leftover in store.clean_leftovers(folder):
+        print(f"{leftover}: removed (a temporary file of an interrupted write)", file=sys.stderr, flush=True)
     started = time.time()
-    attempts = status.get("attempts", 0) + 1
     running = {"state": "running", "id": spec.id, "label": spec.label, "pid": os.getpid(),
-               "host": socket.gethostname(), "started": started, "attempts": attempts}
-    store.write_json(folder / "status.json", running)
+               "host": socket.gethostname(), "started": started, "attempts": status.get("attempts", 0) + 1}
     try:
+        store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
+                                               "model": cfg.model_name(spec.config), "config": spec.config})
+        store.write_json(folder / "status.json", running)
         _stages(spec, folder, progress)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
-        (folder / "error.log").write_text(traceback.format_exc())
         status = {**running, "state": "failed", "reason": f"{type(err).__name__}: {err}",
                   "log": str(folder / "error.log"), "finished": time.time(), "seconds": time.time() - started}
+        try:
+            store.write_text(folder / "error.log", traceback.format_exc())
+        except OSError as log_err:
+            status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
         status = {**running, "state": "done", "finished": time.time(), "seconds": time.time() - started}
-    store.write_json(folder / "status.json", status)
+        (folder / "error.log").unlink(missing_ok=True)                 # a stale log of an earlier attempt
+    try:
+        store.write_json(folder / "status.json", status)
+    except OSError as err:       # e.g. the disk is full: the caller still learns the outcome
+        status = {**status, "state": "failed", "reason": f"{status.get('reason', 'finished')}; "
+                                                         f"status.json could not be written: {err}"}
     return status

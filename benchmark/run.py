@@ -58,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(grid))
         return 0
     grid_dir = Path(args.out) / grid.name
-    store.write_grid(grid_dir, grid.metadata())
-    states = {s.id: store.run_state(grid_dir / s.folder_name)["state"] for s in grid.specs}
-    todo = [s for s in grid.specs if states[s.id] != "done"]
+    try:
+        store.write_grid(grid_dir, grid.metadata())
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    todo = [s for s in grid.specs if store.run_state(grid_dir / s.folder_name)["state"] != "done"
+            or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
     print(f"grid {grid.name}: {len(grid.specs)} runs at scale {grid.scale}, {len(grid.specs) - len(todo)} already "
           f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
     start = time.time()
@@ -87,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
           + f" in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     if not args.no_render:
         from .render import render_grid
-        for path in render_grid(grid_dir, args.tables):
-            print(path)
+        try:
+            for path in render_grid(grid_dir, args.tables):
+                print(path)
+        except OSError as err:                   # e.g. the disk is full: the store is intact, rerender later
+            print(f"error: the table was not rendered: {err}", file=sys.stderr)
+            return 1
     return 1 if failed or busy else 0
 
 

@@ -1,6 +1,7 @@
 """``python -m benchmark.status <grid store>``: the state of every run of a grid.
 
-Reads the store (pending, submitted, running, done, failed with reason and log) and, for runs sent
+Reads the store (pending, submitted, running, done, failed with reason and log; ``stopped`` for a
+run whose process is gone, ``broken`` for one with an unreadable file, named) and, for runs sent
 to SLURM, the job's state from ``sacct``. Rerunning the grid's command resubmits only what is not
 done (and not still queued or running).
 """
@@ -17,7 +18,12 @@ from . import store
 def rows(grid_dir) -> list[dict]:
     grid_dir = Path(grid_dir)
     metadata = store.read_grid(grid_dir)
-    records = {r["id"]: store.read_json(grid_dir / r["folder"] / "slurm.json") for r in metadata["runs"]}
+    records, problems = {}, {}
+    for r in metadata["runs"]:
+        try:
+            records[r["id"]] = store.read_json(grid_dir / r["folder"] / "slurm.json")
+        except store.StoreError as err:
+            records[r["id"]], problems[r["id"]] = None, str(err)
     slurm_states = {}
     jobs = [r["job_id"] for r in records.values() if r]
     if jobs:
@@ -30,6 +36,9 @@ def rows(grid_dir) -> list[dict]:
     for run in metadata["runs"]:
         status = store.run_state(grid_dir / run["folder"])
         record = records[run["id"]] or {}
+        problem = store.unreadable(grid_dir / run["folder"]) if status["state"] == "done" else problems.get(run["id"])
+        if problem:
+            status = {**status, "state": store.BROKEN, "reason": problem}
         detail = status.get("reason", "")
         if status["state"] == "running" and status.get("host") == socket.gethostname() \
                 and not store.is_live(grid_dir / run["folder"]):
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = rows(args.store)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, store.StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("| # | run | state | SLURM job | SLURM state | folder | detail |\n|---:|---|---|---|---|---|---|")

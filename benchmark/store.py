@@ -20,7 +20,16 @@ finds it held skips the run (``RunBusy``). ``is_live`` tells a run whose process
 lock from one whose ``status.json`` says ``running`` but whose process is gone.
 
 Every file is written to a temporary name and renamed into place, so a killed process never
-leaves a half-written result; ``status.json`` turns ``done`` last.
+leaves a half-written result; ``status.json`` turns ``done`` last. Files get the mode a plain
+``open`` gives (0644 under the usual umask 022: readable by the group on shared storage); a write
+that fails (disk full, quota, permissions) raises ``StoreWriteError`` naming the file and leaves
+the earlier version in place. Temporary files left by a killed writer are removed when the run
+starts again (``clean_leftovers``).
+
+Every file is read through the readers below (``read_status``, ``read_spec``, ``read_test``,
+``read_profile``, ``read_erf``, ``read_image_scores``, ``read_weights``): a truncated or malformed
+file raises ``StoreError`` naming the file, and ``load_index`` / ``load_image_scores`` turn it
+into a ``broken`` run so that ``status`` and ``render`` carry on with the others.
 """
 from __future__ import annotations
 
@@ -33,19 +42,71 @@ from pathlib import Path
 
 import numpy as np
 
+STATES = ("pending", "submitted", "running", "done", "failed")   # what status.json may say
+BROKEN = "broken"                                                 # a run with an unreadable store file
+_TEMP_MARK = ".tmp-"                                              # in the names of files being written
+
+
+class StoreError(ValueError):
+    """A store file that cannot be read as what it should hold; the message names the file."""
+
+
+class StoreWriteError(OSError):
+    """A store file that could not be written (disk full, quota, permissions); names the file."""
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic(path: Path, write) -> None:
+    """Write ``path`` through ``write(binary file)`` into a temporary file renamed into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TEMP_MARK}")
+        os.fchmod(handle, _file_mode())                  # mkstemp makes 0600; results are shared
         with os.fdopen(handle, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as err:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit, StoreWriteError)):
+            raise
+        if isinstance(err, OSError) or "inline_container" in str(err) or "unexpected pos" in str(err):
+            raise StoreWriteError(_write_failure(path, err)) from err    # torch.save reports ENOSPC so
         raise
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    import errno
+    import shutil
+    reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    except OSError:
+        free = None
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 64 << 20):
+        where = f" ({free / 2**20:.1f} MiB free)" if free is not None else ""
+        return f"{path}: could not be written: the disk is full{where} ({reason[:200]}); free space and rerun"
+    return f"{path}: could not be written ({reason[:200]})"
+
+
+def clean_leftovers(folder) -> list[Path]:
+    """Remove the temporary files that a killed writer left in ``folder``; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    leftovers = [p for p in folder.iterdir() if p.name.startswith(".") and _TEMP_MARK in p.name and p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 class RunBusy(RuntimeError):
@@ -84,6 +145,11 @@ def is_live(folder) -> bool:
         return False
 
 
+def write_with(path, write) -> None:
+    """Write ``path`` atomically through ``write(binary file)`` (e.g. a figure's ``savefig``)."""
+    _atomic(path, write)
+
+
 def write_json(path, data) -> None:
     _atomic(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True, default=_plain).encode()))
 
@@ -118,49 +184,192 @@ def _plain(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def read_json(path, default=None):
+def read_json(path, default=None, kind: type = dict):
+    """The JSON in ``path`` (``default`` when there is no file); ``StoreError`` naming the file when
+    it is not valid JSON of the expected ``kind``."""
     path = Path(path)
     if not path.is_file():
         return default
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise StoreError(f"{path}: unreadable JSON ({type(err).__name__}: {err})") from None
+    _expect(isinstance(data, kind), path, f"a JSON {kind.__name__}", type(data).__name__)
+    return data
+
+
+def _expect(condition: bool, path, expected: str, found) -> None:
+    if not condition:
+        raise StoreError(f"{path}: expected {expected}, found {found}")
+
+
+def _is_number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def read_status(folder) -> dict:
+    """The status of a run folder (``pending`` when it has none)."""
+    path = Path(folder) / "status.json"
+    status = read_json(path, {"state": "pending"})
+    _expect(status.get("state") in STATES, path, f"a state in {STATES}", repr(status.get("state")))
+    return status
 
 
 def run_state(folder) -> dict:
-    """The status of a run folder (``pending`` when it has none)."""
-    return read_json(Path(folder) / "status.json", {"state": "pending"})
+    """``read_status``, or a ``broken`` status (with the reason) when status.json is unreadable:
+    for the commands that must go on with the other runs."""
+    try:
+        return read_status(folder)
+    except StoreError as err:
+        return {"state": BROKEN, "reason": str(err)}
+
+
+def read_spec(folder) -> dict | None:
+    path = Path(folder) / "spec.json"
+    spec = read_json(path)
+    if spec is not None:
+        _expect(isinstance(spec.get("config"), dict) and isinstance(spec.get("label"), str)
+                and isinstance(spec.get("model"), str), path, "a run spec (config, label, model)",
+                f"keys {sorted(spec)}")
+    return spec
+
+
+def read_test(folder) -> dict | None:
+    """``{"tasks": {task: {metric: number}}}`` or None before the test stage."""
+    path = Path(folder) / "test.json"
+    test = read_json(path)
+    if test is not None:
+        tasks = test.get("tasks")
+        _expect(isinstance(tasks, dict) and tasks and all(
+            isinstance(scores, dict) and scores and all(_is_number(v) for v in scores.values())
+            for scores in tasks.values()), path, '{"tasks": {task: {metric: number}}}', json.dumps(test)[:80])
+    return test
+
+
+def read_profile(folder) -> dict | None:
+    path = Path(folder) / "profile.json"
+    profile = read_json(path)
+    if profile is not None:
+        bad = [k for k in ("params_m", "deploy_params_m", "paper_gmacs", "full_gmacs", "latency_ms")
+               if not _is_number(profile.get(k))]
+        _expect(not bad, path, "numbers for params, MACs and latency", f"non-numbers in {bad}")
+    return profile
+
+
+def read_erf(folder) -> np.ndarray | None:
+    """The run's (images, H, W) ERF maps (a single (H, W) map is one image), or None."""
+    path = Path(folder) / "erf.npy"
+    if not path.is_file():
+        return None
+    try:
+        maps = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise StoreError(f"{path}: unreadable array ({type(err).__name__}: {err})") from None
+    _expect(isinstance(maps, np.ndarray) and maps.ndim in (2, 3) and maps.dtype.kind == "f" and maps.size
+            and np.isfinite(maps).all(), path, "finite float maps of shape (images, H, W)",
+            f"{getattr(maps, 'dtype', type(maps))} of shape {getattr(maps, 'shape', '?')}")
+    return maps if maps.ndim == 3 else maps[None]
+
+
+IMAGE_COLUMNS = ("task", "index", "psnr", "ssim", "rmse", "input_psnr", "input_ssim", "input_rmse")
+
+
+def read_image_scores(folder):
+    """The run's per-image scores (a pandas DataFrame), or None before the test stage."""
+    import pandas as pd
+    path = Path(folder) / "test_images.csv"
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: unreadable CSV ({type(err).__name__}: {err})") from None
+    missing = [c for c in IMAGE_COLUMNS if c not in frame.columns]
+    _expect(not missing and len(frame), path, f"one row per image with columns {list(IMAGE_COLUMNS)}",
+            f"{len(frame)} rows, missing {missing}")
+    numeric = frame[list(IMAGE_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
+    _expect(numeric.notna().all().all(), path, "numbers in every score column", "empty or non-numeric cells")
+    return frame
+
+
+def unreadable(folder) -> str | None:
+    """Why a finished run's results cannot all be read (the first bad file and what is wrong with
+    it), or None when they can: a run that is ``done`` but ``unreadable`` is run again, and its
+    stages whose results read are kept."""
+    try:
+        for reader in (read_status, read_spec, read_test, read_image_scores, read_profile, read_erf):
+            reader(folder)
+    except StoreError as err:
+        return str(err)
+    return None
+
+
+def read_weights(path, device="cpu") -> dict:
+    """A state dict saved by ``save_torch`` (loaded with ``weights_only=True``: nothing in the file
+    can run code); ``StoreError`` naming the file when it is missing or unreadable."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: missing")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError ... for bad files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise StoreError(f"{path}: unreadable ({type(err).__name__}: {reason[:200]})") from None
+    _expect(isinstance(state, dict), path, "a dict of tensors", type(state).__name__)
+    return state
 
 
 def write_grid(grid_dir, metadata: dict) -> None:
+    """Write ``grid.json`` (unless it already holds ``metadata``)."""
+    try:
+        if read_json(Path(grid_dir) / "grid.json") == json.loads(json.dumps(metadata, default=_plain)):
+            return
+    except StoreError:
+        pass
     write_json(Path(grid_dir) / "grid.json", metadata)
 
 
 def read_grid(grid_dir) -> dict:
-    metadata = read_json(Path(grid_dir) / "grid.json")
+    path = Path(grid_dir) / "grid.json"
+    metadata = read_json(path)
     if metadata is None:
         raise FileNotFoundError(f"{grid_dir}: not a grid store (no grid.json); run python -m benchmark.run --grid ...")
+    runs = metadata.get("runs")
+    _expect(isinstance(metadata.get("name"), str) and isinstance(runs, list) and all(
+        isinstance(r, dict) and {"index", "id", "folder", "label"} <= set(r) for r in runs),
+        path, "a grid (name, runs with index, id, folder, label)", f"keys {sorted(metadata)}")
     return metadata
 
 
 def load_index(grid_dir):
     """One pandas DataFrame row per (run, task): the grid order, the run's state, its profile and
-    its mean test metrics (NaN where a stage has not finished)."""
+    its mean test metrics (NaN where a stage has not finished). A run with an unreadable file is
+    one row in state ``broken`` whose reason names the file."""
     import pandas as pd
     grid_dir = Path(grid_dir)
     metadata = read_grid(grid_dir)
     rows = []
     for run in metadata["runs"]:
         folder = grid_dir / run["folder"]
-        spec = read_json(folder / "spec.json", {})
+        common = {"index": run["index"], "id": run["id"], "folder": run["folder"], "label": run["label"]}
+        try:
+            status = read_status(folder)
+            spec = read_spec(folder) or {}
+            profile = read_profile(folder) or {}
+            test = (read_test(folder) or {}) if status["state"] == "done" else {}
+            problem = unreadable(folder) if status["state"] == "done" else None
+            if problem:                                   # e.g. its ERF maps: the run is not whole
+                raise StoreError(problem)
+        except StoreError as err:
+            rows.append({**common, "state": BROKEN, "reason": str(err), "eval_task": None})
+            continue
         config = spec.get("config", {})
-        status = run_state(folder)
-        profile = read_json(folder / "profile.json", {})
-        test = read_json(folder / "test.json", {})
-        common = {"index": run["index"], "id": run["id"], "folder": run["folder"], "label": run["label"],
-                  "state": status["state"], "reason": status.get("reason", ""),
-                  "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
-                  "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
-                  "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),
-                  "latency_ms": profile.get("latency_ms")}
+        common.update({"state": status["state"], "reason": status.get("reason", ""),
+                       "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
+                       "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
+                       "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),
+                       "latency_ms": profile.get("latency_ms")})
         per_task = test.get("tasks") or {}
         if not per_task:
             rows.append({**common, "eval_task": None})
@@ -169,19 +378,25 @@ def load_index(grid_dir):
     return pd.DataFrame(rows)
 
 
-def load_image_scores(grid_dir):
+def load_image_scores(grid_dir, problems: list[str] | None = None):
     """One pandas DataFrame row per (finished run, tested image) from the runs' ``test_images.csv``:
-    label, seed, run id, task, image index and the per-image metrics (ours and the input's)."""
+    label, seed, run id, task, image index and the per-image metrics (ours and the input's). A run
+    with an unreadable file is left out and its error appended to ``problems``."""
     import pandas as pd
     grid_dir = Path(grid_dir)
     frames = []
     for run in read_grid(grid_dir)["runs"]:
         folder = grid_dir / run["folder"]
-        path = folder / "test_images.csv"
-        if run_state(folder)["state"] != "done" or not path.is_file():
+        try:
+            if read_status(folder)["state"] != "done":
+                continue
+            frame = read_image_scores(folder)
+            seed = (read_spec(folder) or {}).get("config", {}).get("seed")
+        except StoreError as err:
+            if problems is not None:
+                problems.append(str(err))
             continue
-        frame = pd.read_csv(path)
-        seed = read_json(folder / "spec.json", {}).get("config", {}).get("seed")
-        frames.append(frame.assign(label=run["label"], seed=seed, id=run["id"], grid_index=run["index"]))
+        if frame is not None:
+            frames.append(frame.assign(label=run["label"], seed=seed, id=run["id"], grid_index=run["index"]))
     columns = ["label", "seed", "id", "grid_index", "task", "index"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -129,21 +129,24 @@ def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.d
     return float(np.mean(scores))
 
 
-def _read_checkpoint(path: Path, device: torch.device) -> dict | None:
-    """The resumable state in ``path``, or None. Loaded with ``weights_only=True`` (tensors, numbers,
-    strings: nothing in the file can run code); a file that cannot be read so (truncated, corrupt,
-    or holding anything else) is reported and removed, and the run starts over."""
+def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
+    """The resumable state in ``folder/checkpoint.pt``, or None. Loaded with ``weights_only=True``
+    (tensors, numbers, strings: nothing in the file can run code); a file that cannot be read so
+    (truncated, corrupt, or holding anything else), or whose best weights (``best.pt``) are gone,
+    is reported and removed, and the run starts over."""
+    path = folder / "checkpoint.pt"
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or not {"model", "optimizer", "rng", "iteration"} <= set(state):
-            raise ValueError("not a training checkpoint of this harness")
+        state = store.read_weights(path, device)
+        if not {"model", "optimizer", "rng", "iteration"} <= set(state):
+            raise store.StoreError(f"{path}: not a training checkpoint of this harness (keys {sorted(state)[:6]})")
+        if state.get("best_iteration"):
+            store.read_weights(folder / "best.pt", device)
         return state
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"{path}: unreadable checkpoint ({type(err).__name__}: {reason[:200]}); training starts over",
-              file=sys.stderr, flush=True)
+    except store.StoreError as err:
+        detail = str(err).removeprefix(f"{path}: ")
+        print(f"{path}: unreadable checkpoint ({detail}); training starts over", file=sys.stderr, flush=True)
         path.unlink(missing_ok=True)
         return None
 
@@ -158,7 +161,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
     start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
     checkpoint_path = folder / "checkpoint.pt"
-    state = _read_checkpoint(checkpoint_path, device)
+    state = _read_checkpoint(folder, device)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -203,7 +206,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "seconds": entry["seconds"]})
             store.write_csv(folder / "train_log.csv", log, ["iteration", "loss", "lr", "val_psnr", "seconds"])
     bar.close()
-    model.load_state_dict(torch.load(folder / "best.pt", map_location=device, weights_only=True))
+    model.load_state_dict(store.read_weights(folder / "best.pt", device))
     seconds = log[-1]["seconds"] if log else 0.0
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
             "final_loss": log[-1]["loss"] if log else None, "seconds": seconds,

@@ -2,6 +2,9 @@
 real folder layouts), prepared datasets, the CLI, training samples and every bad-input case."""
 import gzip
 import json
+import os
+import re
+import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -165,14 +168,15 @@ def write_paired(root, names, shape=(12, 12), bad=None):
         np.save(root / "lq" / name, hq * 0.5 if name != bad else hq[:-1])
 
 
-def test_prepare_writes_memory_mapped_splits_and_a_manifest(tmp_path, capsys):
+def test_prepare_writes_raw_splits_and_a_manifest(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"case{i:02d}.npy" for i in range(10)])
     out = tmp_path / "prepared"
     assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
     manifest = prepared.read_manifest(out)
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 8, "val": 1, "test": 1}
     lq, hq = prepared.open_split(out, "train")
-    assert isinstance(hq, np.memmap) and hq.shape == (8, 12, 12)
+    assert hq.shape == (8, 12, 12) and len(hq) == 8
+    lq, hq = (np.stack([a[i] for i in range(len(a))]) for a in (lq, hq))
     np.testing.assert_allclose(hq[:, 0, 0], np.arange(1, 9)) and np.testing.assert_allclose(lq, hq * 0.5)
     assert prepared.verify(out) == []
     assert cli.main(["info", str(out)]) == 0
@@ -198,8 +202,8 @@ def test_bad_pair_fails_or_is_skipped_and_listed(tmp_path, capsys):
 def test_interrupted_preparation_leaves_nothing(tmp_path):
     def interrupted():
         raise KeyboardInterrupt
-    cases = {"train": [sources.Case("ok", 1, lambda: (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))),
-                       sources.Case("boom", 1, interrupted)]}
+    ok = sources.Case("ok", 1, lambda: (np.zeros((1, 4, 4)), np.zeros((1, 4, 4))))
+    cases = {"train": [ok, sources.Case("boom", 1, interrupted)], "val": [ok], "test": [ok]}
     with pytest.raises(KeyboardInterrupt):
         prepared.write(tmp_path / "out", cases, task="x", modality="ct", source="test", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -258,3 +262,79 @@ def test_score_inputs_reports_the_input_quality(tmp_path, capsys):
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| phantom-ct")][0]
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[:3] == ["phantom-ct", "test", "2"] and 0 < float(cells[4]) < 1
+
+
+# --- bad data: clear errors, --skip-bad, checked values (issue 18, case 8) ----------------------------
+
+def test_ct_series_with_mixed_slice_sizes_fails_clearly_or_is_skipped(tmp_path, capsys):
+    write_aapm(tmp_path / "raw", ["L001", "L002", "L003", "L004"])
+    odd = tmp_path / "raw" / "L001" / "full_3mm"
+    first = sorted(odd.iterdir())[0]
+    z = float(pydicom.dcmread(first).ImagePositionPatient[2])
+    for dose in ("full_3mm", "quarter_3mm"):                          # one pair of 10x10 among 8x8 slices
+        folder = tmp_path / "raw" / "L001" / dose
+        target = next(p for p in folder.iterdir() if float(pydicom.dcmread(p).ImagePositionPatient[2]) == z)
+        write_dicom(target, np.zeros((10, 10)), z)
+    argv = ["prepare", "ct", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"L001/full_3mm/\S+: a slice of \(\d+, \d+\) in a series of \(\d+, \d+\) slices", err)
+    assert cli.main(argv + ["--skip-bad"]) == 0
+    manifest = prepared.read_manifest(tmp_path / "p")
+    assert manifest["skipped"][0]["case"] == "L001" and manifest["splits"]["train"]["count"] == 3
+
+
+def test_zero_byte_npy_fails_clearly_or_is_skipped(tmp_path, capsys):
+    write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
+    (tmp_path / "raw" / "hq" / "c2.npy").write_bytes(b"")
+    argv = ["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    assert cli.main(argv) == 2
+    assert "c2.npy: not a readable .npy file" in capsys.readouterr().err
+    assert cli.main(argv + ["--skip-bad"]) == 0
+    assert [s["case"] for s in prepared.read_manifest(tmp_path / "p")["skipped"]] == ["c2.npy"]
+
+
+def test_implausible_values_and_too_few_subjects_are_refused_at_prepare_time(tmp_path, capsys):
+    write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
+    np.save(tmp_path / "raw" / "lq" / "c4.npy", np.full((12, 12), 1e30, dtype=np.float32))
+    argv = ["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    assert cli.main(argv) == 2
+    assert "c4.npy: the lq slices hold values in [1e+30, 1e+30], outside the plausible range" in capsys.readouterr().err
+    write_paired(tmp_path / "one", ["only.npy"])
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "one"), "--out", str(tmp_path / "q"), "--quiet"]) == 2
+    assert "1 subjects/cases give no val or test split" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_prepared_file_changed_or_truncated_while_in_use_gives_a_clear_error(tmp_path):
+    write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
+    out = tmp_path / "p"
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    data = dataset.open_dataset(str(out), "train")
+    assert float(data[3]["hq"].max()) > 0
+    path = out / "train" / "hq.f32"
+    with open(path, "r+b") as f:                                      # a planted 1e30 in slice 1
+        f.seek(1 * 12 * 12 * 4)
+        f.write(np.float32(1e30).tobytes())
+    with pytest.raises(io.DataError, match=r"hq.f32: slice 1 holds values in \[.*1e\+30\], outside the range"):
+        data[1]
+    with open(path, "r+b") as f:                                      # truncated after it was opened
+        f.truncate(5 * 12 * 12 * 4)
+    with pytest.raises(io.DataError, match=r"hq.f32: truncated while in use \(slice 6: 0 of 576 bytes\)"):
+        data[6]
+
+
+def test_an_interrupted_preparation_is_cleaned_up_by_the_next(tmp_path, capsys):
+    write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".p.partial-{dead.pid}"
+    (stale / "train").mkdir(parents=True)
+    (stale / "train" / "hq.f32").write_bytes(b"\0" * 1000)
+    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert not stale.exists() and f"{stale}: removed" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "raw"]
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask                                             # 0644 under the usual umask 022
+    assert all(p.stat().st_mode & 0o777 == mode for p in (tmp_path / "p").rglob("*") if p.is_file())

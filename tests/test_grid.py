@@ -89,7 +89,18 @@ def test_describe_lists_every_run(tmp_path):
     ("base: {train: {iter: 5}}\n", "unknown key 'train.iter'; expected one of train.iters"),
     ("base: {task: denoise}\n", "task = 'denoise'; expected one of mri_sr, ct_denoise, pet_synthesis, all_in_one"),
     ("base: {train: {iters: -1}}\n", "train.iters must be a positive integer"),
-    ("base: {train: {lr: fast}}\n", "train.lr must be a number"),
+    ("base: {train: {lr: fast}}\n", "train.lr must be a finite number"),
+    ("base: {train: {lr: -1}}\n", "train.lr must be > 0; got -1"),
+    ("base: {train: {lr: .nan}}\n", "train.lr must be a finite number"),
+    ("base: {train: {lr_min: 0.1}}\n", "train.lr_min (0.1) must not exceed train.lr"),
+    ("base: {train: {betas: [0.9, 1.5]}}\n", "train.betas must be two numbers in [0, 1)"),
+    ("base: {seed: -1}\n", "seed must be a non-negative integer; got -1"),
+    ("base: {data: {sources: {mri_sr: 5}}}\n", "data.sources.mri_sr must be a prepared folder or phantom-<modality>; got 5"),
+    ("base: {model: {name: restore_rwkv, options: {reparam: 'no'}}}\n", "option reparam = 'no': expected true or false"),
+    ("base: {model: {name: restore_rwkv, options: {shift_kernel: 5.0}}}\n",
+     "option shift_kernel = 5.0: expected an integer or null"),
+    ("axes: {zip: {label: [a, a], model.options.shift_kernel: [3, 5]}}\n",
+     "label 'a' names two different configurations (they differ in model.options)"),
     ("base: {model: {name: restore_rkwv}}\n", "unknown model 'restore_rkwv'"),
     ("base: {model: {name: restore_rwkv, options: {shift: omin}}}\n", "unknown shift 'omin'; expected one of uni, quad, omni"),
     ("base: {model: {name: restore_rwkv, options: {shfit: uni}}}\n", "expected options among"),
@@ -140,3 +151,20 @@ def test_every_shipped_grid_expands(path, scale):
     assert grid.reference in {s.label for s in grid.specs} and grid.metadata()["reference"] == grid.reference
     assert grid.name == path.stem and grid.table in range(1, 9)
     assert len({s.id for s in grid.specs}) == len(grid.specs) >= 3
+
+
+def test_options_set_one_by_one_keep_the_others_and_a_whole_mapping_replaces_them(tmp_path):
+    text = "base: {model: {name: restore_rwkv, options: {shift: omni, shift_kernel: 3}}}\n"
+    path = write(tmp_path, text)
+    options = lambda grid: grid.specs[0].config["model"]["options"]            # noqa: E731
+    assert options(load_grid(path, overrides=["model.options.reparam=false"])) == \
+        {"shift": "omni", "shift_kernel": 3, "reparam": False}
+    assert options(load_grid(path, overrides=["model.options={shift: quad}"])) == {"shift": "quad"}
+    axes = write(tmp_path, text + "axes: {model.options.shift_kernel: [5, 7]}\n")
+    assert [s.config["model"]["options"] for s in load_grid(axes).specs] == \
+        [{"shift": "omni", "shift_kernel": k} for k in (5, 7)]
+
+
+def test_a_label_shared_by_seeds_of_one_configuration_is_one_row(tmp_path):
+    grid = load_grid(write(tmp_path, "axes: {zip: {label: [a, a], seed: [0, 1]}}\n"))
+    assert [s.label for s in grid.specs] == ["a", "a"]

@@ -193,6 +193,24 @@ def test_parallel_workers_run_the_grid(tmp_path):
     assert (tmp_path / "tables" / "parallel.md").is_file()
 
 
+def test_workers_end_when_their_grid_command_is_killed(tmp_path):
+    settings = [o for o in TINY if not o.startswith(("train.iters", "train.val_every"))]
+    settings += ["train.iters=5000", "train.val_every=1000"]
+    path = grid_file(tmp_path, TWO_CELLS, "orphans")
+    folders = [tmp_path / "runs" / "orphans" / s.folder_name for s in load_grid(path, "smoke", settings).specs]
+    argv = [sys.executable, "-m", "benchmark.run", "--grid", str(path), "--out", str(tmp_path / "runs"),
+            "--tables", str(tmp_path / "tables"), "--quiet", "--no-render", "--jobs", "2"]
+    parent = subprocess.Popen(argv + [a for o in settings for a in ("--set", o)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: all(store.is_live(f) for f in folders))
+    finally:
+        parent.kill()                                         # SIGKILL: the parent cannot tell its workers
+        parent.wait()
+    _wait_for(lambda: not any(store.is_live(f) for f in folders), timeout=20)
+    assert all(store.run_state(f)["state"] == "running" for f in folders)   # stopped mid-run: resumable
+
+
 def test_every_seed_of_a_grid_is_tested_on_the_same_phantoms():
     """The phantoms depend on data.seed only: two runs that differ by their seed are paired image by
     image; another data seed makes other images."""

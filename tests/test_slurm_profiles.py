@@ -23,6 +23,27 @@ def test_profile_errors_name_the_file_and_the_choices(tmp_path):
         slurm.load_profile("nowhere")
 
 
+@pytest.mark.parametrize("text, message", [
+    ('setup: "source .venv/bin/activate"\n', "setup = 'source .venv/bin/activate': expected a list of shell lines"),
+    ("setup: [1, 2]\n", "expected a list of shell lines"),
+    ('extra: {constraint: "a100\\n#SBATCH --exclusive"}\n', "a line break inside a value would end the #SBATCH line"),
+    ('partition: "gpu\\nhostname"\n', "a line break inside a value"),
+    ("extra: [constraint]\n", "expected a mapping of sbatch option names"),
+    ("time_min: 1.5\n", "time_min = 1.5: expected a positive number of minutes"),
+    ("cpus_per_task: 0\n", "expected a positive integer"),
+    ("mem_gb: -4\n", "mem_gb = -4: expected a number of GB > 0"),
+    ("max_requeues: true\n", "expected a non-negative integer"),
+    ("partition: [a, b]\n", "expected a partition name"),
+    ("partition: [a\n", "not valid YAML"),
+])
+def test_profile_values_are_checked_by_type_and_for_line_breaks(tmp_path, text, message):
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    with pytest.raises(slurm.SlurmError) as err:
+        slurm.load_profile(str(path))
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
 def test_terminal_states():
     assert slurm.is_terminal("COMPLETED") and slurm.is_terminal("CANCELLED by 0") and slurm.is_terminal("NODE_FAIL")
     assert not any(slurm.is_terminal(s) for s in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", None))

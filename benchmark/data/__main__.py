@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print("checksums: " + ("all match" if not bad else f"MISMATCH in {', '.join(bad)}"))
             return 1 if bad else 0
         return 0
-    except DataError as err:
+    except (DataError, OSError) as err:           # OSError: e.g. the disk filled up while writing
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -10,7 +10,6 @@ same with any number of loader workers. Evaluation (``crop=None``) returns whole
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +113,5 @@ def write_all_in_one(out, components: list[str]) -> dict:
     manifest = {"format": prepared.FORMAT, "task": "all-in-one", "modality": "mixed", "components": parts,
                 "splits": {s: {"count": sum(p["splits"].get(s, 0) for p in parts)} for s in sources.SPLITS},
                 "skipped": []}
-    out.mkdir(parents=True)
-    (out / prepared.MANIFEST).write_text(json.dumps(manifest, indent=2))
+    prepared.write_manifest(out, manifest)
     return manifest

@@ -1,3 +1,7 @@
 """The modalities and their normalisation ranges in physical units (Restore-RWKV, Sec. 4.1): CT in
 HU, MRI in scanner units (12 bit), PET in SUV. Training maps each range to [0, 1]."""
 RANGES = {"ct": (-1024.0, 3072.0), "mri": (0.0, 4095.0), "pet": (0.0, 20.0)}
+
+# Values a prepared dataset may hold, in physical units: far wider than the training ranges (real
+# data exceed them: metal in CT, hot spots in PET), narrow enough to refuse garbage such as 1e30.
+PLAUSIBLE = {"ct": (-32768.0, 32767.0), "mri": (-65536.0, 65536.0), "pet": (-100.0, 10000.0)}

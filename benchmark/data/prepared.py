@@ -9,7 +9,9 @@ Layout of ``<out>/``::
 
 Slices are appended while cases are read, so memory stays at one case; the files are written in a
 temporary sibling folder that is renamed to ``<out>`` only when everything succeeded, so an
-interrupted preparation never leaves a folder that looks complete.
+interrupted preparation never leaves a folder that looks complete (the next preparation of the
+same ``<out>`` removes what it left). Every split must get slices (splits are made by subject), and
+every value must be finite and plausible for the modality (``modalities.PLAUSIBLE``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .io import DataError
+from .modalities import PLAUSIBLE
 from .sources import SPLITS, Case
 
 FORMAT = "medir-bench prepared dataset v1"
@@ -31,9 +35,9 @@ MANIFEST = "manifest.json"
 
 
 class _SplitWriter:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, modality: str):
         folder.mkdir(parents=True)
-        self.folder = folder
+        self.folder, self.plausible = folder, PLAUSIBLE[modality]
         self.files = {name: open(folder / f"{name}.f32", "wb") for name in ("lq", "hq")}
         self.digests = {name: hashlib.sha256() for name in self.files}
         self.count, self.shape, self.cases = 0, None, []
@@ -50,6 +54,11 @@ class _SplitWriter:
         for name, array in (("lq", lq), ("hq", hq)):
             if not np.isfinite(array).all():
                 raise DataError(f"{case}: the {name} slices contain NaN or infinite values")
+            low, high = self.plausible
+            if array.min() < low or array.max() > high:
+                raise DataError(f"{case}: the {name} slices hold values in [{array.min():.4g}, {array.max():.4g}], "
+                                f"outside the plausible range [{low:g}, {high:g}] of this modality: wrong units "
+                                "or a corrupt file?")
             data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
             self.files[name].write(data)
             self.digests[name].update(data)
@@ -74,6 +83,14 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
     out = Path(out)
     if out.exists():
         raise DataError(f"{out}: already exists; remove it or choose another --out")
+    if modality not in PLAUSIBLE:
+        raise DataError(f"unknown modality {modality!r}; expected one of {', '.join(PLAUSIBLE)}")
+    empty = [split for split in SPLITS if not cases.get(split)]
+    if empty:
+        found = sum(len(cases.get(split, [])) for split in SPLITS)
+        raise DataError(f"{task}: {found} subjects/cases give no {' or '.join(empty)} split (splits are made by "
+                        "subject, so that no subject is in two); the source needs more subjects")
+    _remove_stale_partials(out)
     temporary = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     skipped = []
@@ -82,7 +99,7 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
         splits = {}
         with tqdm(total=total, unit="slice", desc=f"prepare {task}", disable=not progress) as bar:
             for split in SPLITS:
-                writer = _SplitWriter(temporary / split)
+                writer = _SplitWriter(temporary / split, modality)
                 for case in cases.get(split, []):
                     try:
                         lq, hq = case.load()
@@ -93,16 +110,40 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
                         skipped.append({"split": split, "case": case.name, "reason": str(err)})
                     bar.update(case.slices)
                 splits[split] = writer.close()
-        if not any(s["count"] for s in splits.values()):
-            raise DataError(f"{task}: no slices were prepared" + (f" ({len(skipped)} inputs skipped)" if skipped else ""))
+        empty = [split for split, entry in splits.items() if not entry["count"]]
+        if empty:
+            raise DataError(f"{task}: no slices were prepared for the {' and '.join(empty)} split"
+                            + (f" ({len(skipped)} inputs skipped)" if skipped else ""))
         manifest = {"format": FORMAT, "task": task, "modality": modality, "source": source,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "splits": splits, "skipped": skipped}
-        (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        write_manifest(temporary, manifest)
         temporary.rename(out)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return manifest
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove the partial folders of earlier preparations of ``out`` whose process is gone."""
+    for partial in out.parent.glob(f".{out.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue                                   # its process still runs
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        print(f"{partial}: removed (left by an interrupted preparation)", file=sys.stderr)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_manifest(folder, manifest: dict) -> None:
+    """``folder/manifest.json``, written to a temporary name and renamed into place."""
+    from .. import store
+    store.write_json(Path(folder) / MANIFEST, manifest)
 
 
 def read_manifest(folder) -> dict:
@@ -119,8 +160,51 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
-def open_split(folder, split: str) -> tuple[np.memmap, np.memmap]:
-    """The (lq, hq) slices of a split as read-only memory maps of shape (N, H, W)."""
+class SliceFile:
+    """The (N, H, W) float32 slices of one prepared file, read a slice at a time (``os.pread``). A
+    file truncated while it is read gives a ``DataError`` naming it (a memory map would kill the
+    process with a bus error), and so does a slice whose values are not finite or lie outside the
+    range the manifest recorded when the file was written (the file changed since)."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], value_range: tuple[float, float]):
+        self.path, self.shape, self.ndim = Path(path), tuple(shape), 3
+        low, high = value_range
+        slack = 1e-6 * max(abs(low), abs(high), 1.0)              # float32 rounding of the recorded range
+        self.low, self.high = low - slack, high + slack
+        self.nbytes = 4 * self.shape[1] * self.shape[2]
+        self._fd, self._pid = None, None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"slice {index} of {len(self)}")
+        index %= len(self)
+        if self._pid != os.getpid():                              # one descriptor per process
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        data = os.pread(self._fd, self.nbytes, index * self.nbytes)
+        if len(data) != self.nbytes:
+            raise DataError(f"{self.path}: truncated while in use (slice {index}: {len(data)} of {self.nbytes} "
+                            "bytes); prepare the dataset again")
+        image = np.frombuffer(data, dtype=np.float32).reshape(self.shape[1:])
+        if not np.isfinite(image).all() or image.min() < self.low or image.max() > self.high:
+            raise DataError(f"{self.path}: slice {index} holds values in [{image.min():.4g}, {image.max():.4g}], outside "
+                            f"the range [{self.low:.4g}, {self.high:.4g}] recorded when it was prepared: the file "
+                            "changed since (check it with python -m benchmark.data info --verify)")
+        return image
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
+def open_split(folder, split: str) -> tuple[SliceFile, SliceFile]:
+    """The (lq, hq) slices of a split, (N, H, W) float32, read on demand."""
     manifest = read_manifest(folder)
     if split not in manifest["splits"]:
         raise DataError(f"{folder}: no split {split!r}; it has {', '.join(manifest['splits'])}")
@@ -134,7 +218,7 @@ def open_split(folder, split: str) -> tuple[np.memmap, np.memmap]:
         expected = int(np.prod(shape)) * 4
         if not path.is_file() or path.stat().st_size != expected:
             raise DataError(f"{path}: missing or truncated (expected {expected} bytes for {shape} float32)")
-        arrays.append(np.memmap(path, dtype=np.float32, mode="r", shape=shape))
+        arrays.append(SliceFile(path, shape, entry["value_range"][name]))
     return arrays[0], arrays[1]
 
 

@@ -138,6 +138,9 @@ def _aapm_load(pairs: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
         low_image, high_image = read_dicom(low)[1], read_dicom(high)[1]
         if low_image.shape != high_image.shape:
             raise DataError(f"{low} and {high}: a pair with different shapes {low_image.shape} vs {high_image.shape}")
+        if hq and high_image.shape != hq[0].shape:
+            raise DataError(f"{high}: a slice of {high_image.shape} in a series of {hq[0].shape} slices "
+                            f"({pairs[0][1]}); a series must have one slice size")
         lq.append(low_image)
         hq.append(high_image)
     return np.stack(lq), np.stack(hq)
@@ -190,8 +193,8 @@ def _slice_count(path: Path) -> int:
     if kind_of(path) == "numpy":
         try:
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except (ValueError, OSError) as err:
-            raise DataError(f"{path}: not a readable .npy file ({err})") from None
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{path}: not a readable .npy file ({type(err).__name__}: {err})") from None
         return 1 if len(shape) == 2 else int(shape[-1])
     return 1
 
@@ -211,8 +214,12 @@ def paired_cases(src) -> dict[str, list[Case]]:
         raise DataError(f"{root}: no image files in hq/ and lq/")
     cases = []
     for name in sorted(hq_files):
-        cases.append(Case(name, _slice_count(hq_files[name]),
-                          lambda name=name: _paired_load(lq_files[name], hq_files[name])))
+        try:
+            count = _slice_count(hq_files[name])
+        except DataError as err:                    # unreadable: fails when loaded (skipped with --skip-bad)
+            cases.append(Case(name, 0, _failing(err)))
+            continue
+        cases.append(Case(name, count, lambda name=name: _paired_load(lq_files[name], hq_files[name])))
     return _by_split(cases, (8, 1, 1))
 
 

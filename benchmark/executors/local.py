@@ -1,11 +1,13 @@
 """Local execution: the specs one after another in this process (default), or ``jobs`` at a time,
 each in its own spawned process with its share of the CPU threads (a run that crashes its
-process, or is killed by the out-of-memory killer, takes no other run with it)."""
+process, or is killed by the out-of-memory killer, takes no other run with it; a worker whose
+parent dies ends too)."""
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +19,19 @@ from ..grid import RunSpec
 from ..pipeline import run_spec
 
 
-def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
+def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """End this worker when the process that started it is gone (killed, even with SIGKILL: its
+    children are then re-parented): a worker never trains on, unseen, after its grid command died.
+    Its run keeps its checkpoint; the OS releases the run's lock, and the next command resumes it."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _process_body(spec: RunSpec, grid_dir: str, threads: int, parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
     run_spec(spec, grid_dir, progress=False)
 
@@ -41,8 +55,12 @@ def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     if status["state"] not in ("done", "failed"):        # the process died without recording an outcome
         status = {**status, "state": "failed", "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
-                            + (" (killed: out of memory?)" if exitcode == -9 else "")}
-        store.write_json(folder / "status.json", status)
+                            + (" (killed: out of memory?)" if exitcode == -9 else
+                               " without recording an outcome (see its messages above)" if exitcode == 0 else "")}
+        try:
+            store.write_json(folder / "status.json", status)
+        except OSError as err:                      # e.g. the disk is full: still report, go on
+            status["reason"] += f"; status.json could not be written: {err}"
     return status
 
 
@@ -71,7 +89,7 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
     while waiting or active:
         while waiting and len(active) < jobs:
             spec = waiting.pop(0)
-            process = context.Process(target=_process_body, args=(spec, str(grid_dir), threads))
+            process = context.Process(target=_process_body, args=(spec, str(grid_dir), threads, os.getpid()))
             process.start()
             active[spec.id] = (spec, process)
         time.sleep(0.2)

@@ -51,13 +51,58 @@ def load_profile(name_or_path: str) -> dict:
         known = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "slurm").glob("*.yaml"))
         raise SlurmError(f"no cluster profile {name_or_path!r} (looked for {', '.join(map(str, candidates[1:]))}); "
                          f"shipped profiles: {', '.join(known) or 'none'}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SlurmError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise SlurmError(f"{path}: a cluster profile is a mapping of {', '.join(PROFILE_KEYS)}")
     unknown = set(data) - set(PROFILE_KEYS)
     if unknown:
         raise SlurmError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(PROFILE_KEYS)}")
+    for key, value in data.items():
+        problem = _profile_problem(key, value)
+        if problem:
+            raise SlurmError(f"{path}: {key} = {value!r}: {problem}")
     return {**PROFILE_KEYS, **data, "file": str(path)}
+
+
+# what each profile key may hold: (check, expectation); None is the default of the optional ones
+_INTEGER = lambda v, low: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
+_PROFILE_TYPES = {
+    "partition": (lambda v: isinstance(v, str), "a partition name"),
+    "account": (lambda v: isinstance(v, str), "an account name"),
+    "qos": (lambda v: isinstance(v, str), "a QOS name"),
+    "gpus_per_task": (lambda v: _INTEGER(v, 1), "a positive integer"),
+    "cpus_per_task": (lambda v: _INTEGER(v, 1), "a positive integer"),
+    "mem_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number of GB > 0"),
+    "time_min": (lambda v: _INTEGER(v, 1), "a positive number of minutes"),
+    "array_parallelism": (lambda v: _INTEGER(v, 1), "a positive integer"),
+    "max_array_size": (lambda v: _INTEGER(v, 1), "a positive integer"),
+    "signal_delay_s": (lambda v: _INTEGER(v, 0), "a non-negative number of seconds"),
+    "max_requeues": (lambda v: _INTEGER(v, 0), "a non-negative integer"),
+    "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+              'a list of shell lines, e.g. ["source .venv/bin/activate"] (a single string would be read '
+              "as one line per character)"),
+    "extra": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float))
+                                                    and not isinstance(x, bool) for k, x in v.items()),
+              "a mapping of sbatch option names to strings or numbers"),
+}
+
+
+def _profile_problem(key: str, value) -> str | None:
+    """What is wrong with a profile value (None if nothing): its type, or a line break, which would
+    end an ``#SBATCH`` line early and make sbatch ignore every directive after it."""
+    if value is None and key not in ("setup", "extra", "cpus_per_task", "time_min", "array_parallelism",
+                                     "signal_delay_s", "max_requeues"):
+        return None
+    check, expected = _PROFILE_TYPES[key]
+    if not check(value):
+        return f"expected {expected}"
+    texts = value if isinstance(value, list) else [*value, *value.values()] if isinstance(value, dict) else [value]
+    if any(isinstance(t, str) and ("\n" in t or "\r" in t) for t in texts):
+        return "a line break inside a value would end the #SBATCH line (sbatch then ignores the directives after it)"
+    return None
 
 
 def _command(args: list[str], timeout: float = 30) -> str:

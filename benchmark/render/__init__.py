@@ -17,27 +17,38 @@ __all__ = ["render_grid"]
 
 
 def render_grid(grid_dir, out_dir="tables") -> list[Path]:
-    """Write the grid's table (and its ERF figure when any run has a map); returns the paths."""
+    """Write the grid's table (and its ERF figure when any run has a map); returns the paths. A run
+    with an unreadable store file is rendered as ``broken`` (the file named under the table); the
+    other runs are rendered as usual."""
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     metadata = store.read_grid(grid_dir)
     index = store.load_index(grid_dir)
-    runs = [store.read_json(grid_dir / r["folder"] / "spec.json") for r in metadata["runs"]]
-    runs = [r for r in runs if r]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir))
-    stacks: dict[str, list[np.ndarray]] = {}                      # label -> per-image maps of all its seeds
+    problems: list[str] = []
+    runs, stacks = [], {}                                  # stacks: label -> per-image maps of all its seeds
     for run in metadata["runs"]:
-        path = grid_dir / run["folder"] / "erf.npy"
-        if path.is_file():
-            maps = np.load(path, allow_pickle=False)
-            stacks.setdefault(run["label"], []).extend(maps if maps.ndim == 3 else [maps])
+        folder = grid_dir / run["folder"]
+        try:
+            spec = store.read_spec(folder)
+            maps = store.read_erf(folder)
+        except store.StoreError as err:
+            problems.append(str(err))
+            continue
+        if spec:
+            runs.append(spec)
+        if maps is not None:
+            stacks.setdefault(run["label"], []).extend(maps)
+    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems))
+    written = []
     if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
         means = {label: np.mean(maps, axis=0) for label, maps in stacks.items()}
         erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
         written.append(figure)
         markdown += erf_table(stacks, means, figure.name)
+    problems = list(dict.fromkeys(problems + [r for r in index.loc[index["state"] == store.BROKEN, "reason"]]))
+    if problems:
+        markdown += "\nUnreadable store files (their runs are left out; rerun the grid's command to redo them):\n" \
+                    + "".join(f"- {p}\n" for p in problems)
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import store
 from . import render_grid
 
 
@@ -12,14 +13,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stores", nargs="+", help="grid store folders, e.g. runs/token_shift")
     parser.add_argument("--out", default="tables", help="folder for <grid>.md and <grid>_erf.png (default: tables)")
     args = parser.parse_args(argv)
-    for grid_dir in args.stores:
+    code = 0
+    for grid_dir in args.stores:                   # one unreadable store does not stop the others
         try:
             for path in render_grid(grid_dir, args.out):
                 print(path)
-        except FileNotFoundError as err:
+        except (OSError, store.StoreError) as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
-    return 0
+            code = 2
+    return code
 
 
 if __name__ == "__main__":

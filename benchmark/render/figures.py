@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import store
+
 ERF_EXPONENT = 0.25
 
 
@@ -42,5 +44,7 @@ def erf_figure(maps: list[tuple[str, np.ndarray]], path: Path, title: str = "") 
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=100, metadata={"Software": None}))
+    finally:
+        plt.close(fig)

@@ -75,6 +75,8 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
 
 
 def _state_text(entry: dict) -> str:
+    if "broken" in entry["states"]:
+        return "broken"
     if "failed" in entry["states"]:
         return "failed"
     if entry["other_tasks"] and entry["states"] == ["done"]:        # a grid that mixes tasks
