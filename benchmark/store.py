@@ -99,11 +99,13 @@ def _write_failure(path: Path, err: BaseException) -> str:
 
 
 def clean_leftovers(folder) -> list[Path]:
-    """Remove the temporary files that a killed writer left in ``folder``; returns them."""
+    """Remove the temporary files that a killed writer left in the run folder ``folder`` (every
+    dotfile but ``.lock``, also those of older versions); returns them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    leftovers = [p for p in folder.iterdir() if p.name.startswith(".") and _TEMP_MARK in p.name and p.is_file()]
+    leftovers = [p for p in folder.iterdir()      # a run folder's only dotfile of its own is .lock
+                 if p.name.startswith(".") and p.name != ".lock" and p.is_file()]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
