@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .train import TaskData, restore
+from .inference import TaskData, restore
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics
-from .train import TaskData, restore_physical
+from .inference import TaskData, restore_physical
 
 METRICS = ("psnr", "ssim", "rmse")
 

@@ -115,8 +115,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
             store.write_json(folder / "train.json", summary)
         else:
             model.load_state_dict(weights)
-        if hasattr(model, "reparameterize"):                      # test the deploy form, as the paper does
-            model.reparameterize()
+        model.deploy()                                            # test the deploy form, as the paper does
         if not (_result(folder, "test.json", store.read_test)
                 and _result(folder, "test_images.csv", store.read_image_scores)):
             rows, means = evaluate.test(model, config, device, progress)

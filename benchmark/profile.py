@@ -1,7 +1,11 @@
 """Profiling: parameters, MACs in two conventions, latency and peak memory, resolution scaling.
 
-    python -m benchmark.profile --models restore_rwkv_tiny restore_rwkv_light --sizes 64 128 256
-    python -m benchmark.profile --models '*_tiny' --out tables/tiny      # every model's tiny preset
+    python -m benchmark.profile                 # every backbone of Tables 1-4: tables/efficiency.md + .png
+    python -m benchmark.profile --name tiny_scaling --models '*_tiny' --sizes 64 128 256
+
+Each command measures every model in one run on this machine and writes its record to
+``<out>/<name>/efficiency.json`` (the store); ``benchmark.render`` turns it into ``tables/<name>.md``
+and ``tables/<name>.png`` (``benchmark.render.efficiency``).
 
 MAC conventions (both in G multiply-accumulates, always named in the output):
 
@@ -26,9 +30,12 @@ MAC conventions (both in G multiply-accumulates, always named in the output):
 from __future__ import annotations
 
 import argparse
-import csv
-import json
+import copy
 import multiprocessing
+import os
+import platform
+import re
+import shlex
 import statistics
 import sys
 import time
@@ -40,6 +47,7 @@ import torch
 import torch.nn as nn
 
 import models
+from models._contract import RestorationModel
 from models.ops import selective_scan, wkv
 
 WKV_MACS_PER_ELEMENT = {"BiWKVOp": 7, "UniWKVOp": 5}
@@ -60,18 +68,20 @@ ELEMENTWISE = {  # ops that are not multiply-accumulates (0 in the full conventi
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.InstanceNorm2d)
 
 
+def deployed(model: nn.Module) -> nn.Module:
+    """A copy of a registered model in its deploy form (the contract's ``deploy()``); any other
+    module as it is."""
+    return copy.deepcopy(model).deploy() if isinstance(model, RestorationModel) else model
+
+
 def count_params(model: nn.Module, deploy: bool = False) -> float:
-    """Trainable parameters in millions; ``deploy=True`` counts a re-parameterized copy."""
-    if deploy and hasattr(model, "reparameterize"):
-        import copy
-        model = copy.deepcopy(model).reparameterize()
+    """Trainable parameters in millions; ``deploy=True`` counts the deploy form."""
+    model = deployed(model) if deploy else model
     return sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
 
 
 def _paper_macs(model: nn.Module, x: torch.Tensor) -> float:
-    if hasattr(model, "reparameterize"):                       # the paper counts the deploy form
-        import copy
-        model = copy.deepcopy(model).reparameterize()
+    model = deployed(model)                                    # the paper counts the deploy form
     total = [0]
 
     def hook(module, inputs, output):
@@ -197,11 +207,6 @@ def measure_latency(model: nn.Module, input_shape, mode: str = "infer", device: 
     return result
 
 
-def growth_exponent(pixels, values) -> float:
-    """Least-squares slope of log(value) against log(pixels): 1 = linear, 2 = quadratic."""
-    return float(np.polyfit(np.log(pixels), np.log(values), 1)[0])
-
-
 def _rss_mb(field: str) -> float:
     """VmRSS (now) or VmHWM (peak since the last reset) of this process, from /proc (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -216,22 +221,26 @@ def _reset_peak_rss() -> None:
 
 def _profile_one(name: str, size: int, batch: int, mode: str, repeat: int, queue) -> None:
     """Runs in its own process, so that a crash or an out-of-memory stays there; CPU peak memory
-    is the process's resident-set high-water mark above its level before the timed calls."""
+    is the process's resident-set high-water mark above its level before the timed calls. Inference
+    runs the deploy form (re-parameterised), as the paper measures it."""
     try:
         torch.manual_seed(0)
         model = models.create_model(name)
+        if mode == "infer":
+            model.deploy()
         try:
             _reset_peak_rss()
             baseline = _rss_mb("VmRSS")
         except OSError:
             baseline = None                                          # not Linux: no CPU peak memory
-        latency = measure_latency(model, (batch, 1, size, size), mode=mode, repeat=repeat)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        latency = measure_latency(model, (batch, 1, size, size), mode=mode, device=device, repeat=repeat)
         if baseline is not None:
             latency.setdefault("peak_mb", max(_rss_mb("VmHWM") - baseline, 0.0))
-        macs, uncounted = count_macs(model, (1, 1, size, size), "full")
+        macs, uncounted = count_macs(model.cpu(), (1, 1, size, size), "full")
         queue.put({"model": name, "size": size, "batch": batch, **latency, "full_gmacs": macs,
-                   "uncounted": " ".join(uncounted),
-                   "wkv_backend": " ".join(sorted(wkv.used_backends()))})
+                   "uncounted": " ".join(uncounted), "wkv_backend": " ".join(sorted(wkv.used_backends())),
+                   "scan_backend": " ".join(sorted(selective_scan.used_backends()))})
     except Exception as err:  # reported, not raised: the sweep goes on
         queue.put({"model": name, "size": size, "error": f"{type(err).__name__}: {err}"})
 
@@ -240,110 +249,142 @@ def _out_of_memory(row: dict, exitcode: int | None) -> bool:
     return exitcode == -9 or "out of memory" in row.get("error", "").lower()   # -9: the OOM killer
 
 
-def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, worker=None) -> list[dict]:
-    """Profile every (model, size) in a fresh process; an out-of-memory retries with half the batch
-    (down to 1), any other failure is recorded in the row's ``error`` and the sweep goes on.
+def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, worker=None,
+          max_seconds: float | None = None) -> list[dict]:
+    """Profile every (model, size) in a fresh process, sizes in increasing order. Each row has an
+    ``outcome``: ``ok``; ``oom`` (out of memory even at batch 1: an out-of-memory first retries with
+    half the batch); ``error`` (the message in ``error``; the sweep goes on); ``skipped``: not run
+    because one call would take more than ``max_seconds`` (predicted from the previous size,
+    scaled by the pixel count; the larger sizes of that model are skipped too).
     ``worker(name, size, batch, mode, repeat, queue)`` is the process body (tests replace it)."""
     worker = worker or _profile_one
     context = multiprocessing.get_context("spawn")
     rows = []
     for name in names:
-        for size in sizes:
-            tried = batch
-            while True:
-                queue = context.Queue()
-                process = context.Process(target=worker, args=(name, size, tried, mode, repeat, queue))
-                process.start()
-                process.join()
-                row = queue.get() if not queue.empty() else {
-                    "model": name, "size": size, "error": f"worker exited with code {process.exitcode}"}
-                if "error" in row and tried > 1 and _out_of_memory(row, process.exitcode):
-                    tried //= 2
-                    continue
-                break
+        previous = None
+        for size in sorted(sizes):
+            if previous is not None and previous.get("outcome") in ("oom", "skipped"):
+                row = {"model": name, "size": size, "outcome": previous["outcome"]}
+            elif (max_seconds is not None and previous is not None and previous.get("outcome") == "ok"
+                    and previous["median_ms"] / previous["batch"] * (size / previous["size"]) ** 2 > 1e3 * max_seconds):
+                row = {"model": name, "size": size, "outcome": "skipped"}
+            else:
+                row = _one_point(context, worker, name, size, batch, mode, repeat)
             rows.append(row)
-            status = row.get("error") or f"{row['median_ms']:.1f} ms (batch {row['batch']}), {row['full_gmacs']:.3f} GMACs"
-            print(f"  {name} {size}x{size}: {status}", file=sys.stderr, flush=True)
+            previous = row
+            detail = {"ok": lambda r: f"{r['median_ms']:.1f} ms (batch {r['batch']}), {r['full_gmacs']:.3f} GMACs",
+                      "oom": lambda r: "out of memory", "error": lambda r: r["error"],
+                      "skipped": lambda r: f"skipped (one call would exceed {max_seconds:g} s)"}[row["outcome"]](row)
+            print(f"  {name} {size}x{size} ({mode}): {detail}", file=sys.stderr, flush=True)
     return rows
 
 
-def scaling_table(rows: list[dict]) -> str:
-    lines = ["| model | sizes | latency exponent | memory exponent | full MACs exponent | uncounted ops |",
-             "|---|---|---:|---:|---:|---|"]
-    for name in dict.fromkeys(r["model"] for r in rows):
-        ok = [r for r in rows if r["model"] == name and "error" not in r]
-        if len(ok) < 2:
-            lines.append(f"| {name} | - | - | - | - | {'; '.join(r.get('error', '') for r in rows if r['model'] == name)} |")
-            continue
-        pixels = [r["size"] ** 2 for r in ok]
-        memory = [max(float(r.get("peak_mb") or 0), 1e-3) for r in ok]
-        lines.append(f"| {name} | {', '.join(str(r['size']) for r in ok)} | "
-                     f"{growth_exponent(pixels, [r['median_ms'] / r['batch'] for r in ok]):.2f} | "
-                     f"{growth_exponent(pixels, memory):.2f} | "
-                     f"{growth_exponent(pixels, [r['full_gmacs'] for r in ok]):.2f} | "
-                     f"{ok[0]['uncounted'] or 'none'} |")
-    return "\n".join(lines)
+def _one_point(context, worker, name: str, size: int, batch: int, mode: str, repeat: int) -> dict:
+    tried = batch
+    while True:
+        queue = context.Queue()
+        process = context.Process(target=worker, args=(name, size, tried, mode, repeat, queue))
+        process.start()
+        process.join()
+        row = queue.get() if not queue.empty() else {
+            "model": name, "size": size, "error": f"worker exited with code {process.exitcode}"}
+        if "error" not in row:
+            return {**row, "outcome": "ok"}
+        if _out_of_memory(row, process.exitcode):
+            if tried > 1:
+                tried //= 2
+                continue
+            return {**row, "outcome": "oom"}
+        return {**row, "outcome": "error"}
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for name in dict.fromkeys(r["model"] for r in rows):
-        ok = [r for r in rows if r["model"] == name and "error" not in r]
-        pixels = [r["size"] ** 2 for r in ok]
-        for ax, key, label in zip(axes, ("median_ms", "peak_mb", "full_gmacs"), ("latency (ms)", "peak memory (MB)", "full MACs (G)")):
-            ax.loglog(pixels, [max(float(r.get(key) or 0), 1e-3) for r in ok], "o-", label=name)
-            ax.set_xlabel("pixels")
-            ax.set_ylabel(label)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def table_backbones() -> list[str]:
+    """The models of the paper's Tables 1-4: every model of the shipped grids (``ablations/``) of
+    those tables, at the paper's size, in grid order."""
+    from . import config as cfg
+    from .grid import load_grid
+    grids = {}
+    for path in (Path(__file__).resolve().parent.parent / "ablations").glob("*.yaml"):
+        table = cfg.load_yaml(path.read_text()).get("table")
+        if table in (1, 2, 3, 4):
+            grids[table] = path
+    names = [cfg.model_name(s.config) for table in sorted(grids)
+             for s in load_grid(grids[table], "paper", check_models=False).specs]
+    return list(dict.fromkeys(names))
+
+
+def _machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or 'CPU'} ({os.cpu_count()} logical cores)"
+
+
+def measure(names: list[str], sizes: list[int], *, repeat: int = 3, max_seconds: float = 10.0,
+            train_size: int = 128, train_batch: int = 4, macs_size: int = 128, worker=None) -> dict:
+    """Everything the efficiency table shows, measured now, in one run (see ``benchmark.render.efficiency``)."""
+    rows = []
+    for name in names:
+        model = models.create_model(name)
+        full, uncounted = count_macs(model, (1, 1, macs_size, macs_size), "full")
+        rows.append({"model": name, "params_m": count_params(model), "deploy_params_m": count_params(model, True),
+                     "paper_gmacs": count_macs(model, (1, 1, macs_size, macs_size), "paper")[0],
+                     "full_gmacs": full, "uncounted": uncounted})
+        print(f"  {name}: {rows[-1]['params_m']:.3f} M params, {full:.2f} GMACs (full, {macs_size}x{macs_size})",
+              file=sys.stderr, flush=True)
+    inference = sweep(names, sizes, "infer", repeat, 1, worker, max_seconds)
+    training = sweep(names, [train_size], "train", repeat, train_batch, worker)
+    return {"environment": {"machine": _machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                            "device": "cuda" if torch.cuda.is_available() else "cpu", "platform": platform.platform(),
+                            "date": time.strftime("%Y-%m-%d")},
+            "settings": {"sizes": sorted(sizes), "repeat": repeat, "max_seconds": max_seconds, "train_size": train_size,
+                         "train_batch": train_batch, "macs_size": macs_size},
+            "models": rows, "inference": inference, "training": training}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.profile", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["restore_rwkv_tiny", "restore_rwkv_light", "restore_rwkv"],
-                        help="names or shell patterns, e.g. '*_tiny' (default: the Restore-RWKV presets)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--mode", choices=["infer", "train"], default="infer")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=1, help="images per call; halved on out-of-memory")
-    parser.add_argument("--out", default="tables", help="folder for scaling.csv, scaling.md, scaling.png")
+    parser = argparse.ArgumentParser(prog="python -m benchmark.profile", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:9]))
+    parser.add_argument("--name", default="efficiency", help="the record's name: <out>/<name>/, tables/<name>.md")
+    parser.add_argument("--title", default=None, help="the table's title")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="names or shell patterns, e.g. '*_tiny' (default: every model of the grids of Tables 1-4)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024],
+                        help="image sides for latency and memory (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per point (default: 3)")
+    parser.add_argument("--max-seconds", type=float, default=10.0,
+                        help="do not run a size whose one call is predicted to take longer (default: 10)")
+    parser.add_argument("--train-size", type=int, default=128, help="training-step crop (default: 128)")
+    parser.add_argument("--train-batch", type=int, default=4, help="training-step batch (default: 4)")
+    parser.add_argument("--out", default="runs", help="the store's root folder (default: runs)")
+    parser.add_argument("--tables", default="tables", help="where the table and figure go (default: tables)")
     args = parser.parse_args(argv)
     names = []
-    for pattern in args.models:                                  # names or shell patterns like '*_tiny'
+    for pattern in args.models or table_backbones():             # names or shell patterns like '*_tiny'
         matched = models.list_models(pattern)
         if not matched:
             parser.error(f"no registered model matches {pattern!r}; registered: {', '.join(models.list_models())}")
         names += [m for m in matched if m not in names]
-    args.models = names
-    if min(args.sizes) < 8 or args.repeat < 1 or args.batch < 1:
-        parser.error("sizes must be >= 8, repeat and batch >= 1")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print("| model | params (M) | deploy params (M) | paper MACs (G, 128x128) | full MACs (G, 128x128) |")
-    print("|---|---:|---:|---:|---:|")
-    for name in args.models:
-        model = models.create_model(name)
-        full, uncounted = count_macs(model, convention="full")
-        print(f"| {name} | {count_params(model):.4f} | {count_params(model, deploy=True):.4f} | "
-              f"{count_macs(model, convention='paper')[0]:.4f} | {full:.4f}{' (incomplete)' if uncounted else ''} |")
-    rows = sweep(args.models, sorted(args.sizes), args.mode, args.repeat, args.batch)
-    environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "mode": args.mode}
-    with open(out / "scaling.csv", "w", newline="") as f:
-        fields = ["model", "size", "batch", "median_ms", "min_ms", "max_ms", "peak_mb", "full_gmacs", "uncounted",
-                  "wkv_backend", "error"]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    table = scaling_table(rows)
-    (out / "scaling.md").write_text(f"# Resolution scaling ({args.mode}, CPU)\n\nEnvironment: "
-                                    f"{json.dumps(environment)}\n\n{table}\n")
-    plot(rows, out / "scaling.png")
-    print(table)
+    if min(args.sizes) < 8 or min(args.repeat, args.train_batch, args.train_size) < 1 or args.max_seconds <= 0:
+        parser.error("sizes must be >= 8; repeat, train sizes >= 1; max-seconds > 0")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name) or ".." in args.name:
+        parser.error(f"--name {args.name!r} is not a plain name (letters, digits, '_', '-', '.')")
+    from . import store
+    from .render.efficiency import render_efficiency
+    record = measure(names, args.sizes, repeat=args.repeat, max_seconds=args.max_seconds,
+                     train_size=args.train_size, train_batch=args.train_batch)
+    command = "python -m benchmark.profile " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    record = {"name": args.name, "title": args.title or ("Efficiency of every backbone" if args.name == "efficiency"
+                                                         else args.name), "command": command.strip(), **record}
+    folder = Path(args.out) / args.name
+    store.write_json(folder / "efficiency.json", record)
+    for path in render_efficiency(folder, args.tables):
+        print(path)
     return 0
 
 

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
           f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
     start = time.time()
     if args.executor == "slurm":
-        from .executors import report, slurm
+        from .executors import slurm
+        from .executors.local import report
         try:
             profile = slurm.load_profile(args.cluster)
             results = slurm.run_slurm(todo, grid_dir, profile, wait_for_results=not args.no_wait, report=report)
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"submitted; monitor with: python -m benchmark.status {grid_dir}", file=sys.stderr)
             return 0
     else:
-        from .executors import run_local
-        from .executors.local import auto_jobs
+        from .executors.local import auto_jobs, run_local
         jobs = auto_jobs(len(todo)) if args.jobs == "auto" else int(args.jobs)
         results = run_local(todo, grid_dir, jobs, progress=not args.quiet)
     failed = [s for s in todo if results[s.id]["state"] not in ("done", "busy")]

@@ -106,3 +106,9 @@ def compare(scores, labels: list[str], reference: str, metric: str, resamples: i
             difference=float(per_image.mean()), low=float(low), high=float(high),
             p_value=None if r == ref else wilcoxon_p(per_image), first=float(first[r])))
     return out
+
+
+def growth_exponent(pixels, values) -> float:
+    """Least-squares slope of log(value) against log(pixels): 1 = linear, 2 = quadratic (how a
+    cost grows with the image; ``benchmark.profile`` and the efficiency table)."""
+    return float(np.polyfit(np.log(pixels), np.log(values), 1)[0])

@@ -56,9 +56,14 @@ class StoreWriteError(OSError):
 
 
 def _file_mode() -> int:
+    """What a plain ``open`` would give under the process's umask (read once, at import: setting
+    the umask to read it is not thread-safe)."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 
 
 def _atomic(path: Path, write) -> None:
@@ -68,7 +73,7 @@ def _atomic(path: Path, write) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TEMP_MARK}")
-        os.fchmod(handle, _file_mode())                  # mkstemp makes 0600; results are shared
+        os.fchmod(handle, _FILE_MODE)                    # mkstemp makes 0600; results are shared
         with os.fdopen(handle, "wb") as f:
             write(f)
             f.flush()

@@ -10,8 +10,6 @@ one would have: on a CPU the final weights are identical.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import sys
 import time
@@ -22,74 +20,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import config as cfg
 from . import metrics, store
-from .data import dataset
+from .inference import TaskData, restore_physical
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-class TaskData:
-    """The samples of a run's task(s) for one split: one dataset per task, indexed as one."""
-
-    def __init__(self, config: dict, split: str, crop: int | None):
-        self.tasks = cfg.TASKS[config["task"]]
-        sources = config["data"]["sources"]
-        self.parts = [dataset.open_dataset(sources[task], split, crop=crop, seed=config["seed"],
-                                           phantom_size=config["data"]["phantom_size"],
-                                           phantom_seed=config["data"]["seed"]) for task in self.tasks]
-        self.sizes = [len(p) for p in self.parts]
-        self.seed = config["seed"]
-
-    def __len__(self) -> int:
-        return sum(self.sizes)
-
-    def item(self, index: int, epoch: int = 0) -> tuple[int, dict]:
-        """(task id, sample) of the global ``index``."""
-        for task_id, (part, size) in enumerate(zip(self.parts, self.sizes)):
-            if index < size:
-                part.set_epoch(epoch)
-                return task_id, part[index]
-            index -= size
-        raise IndexError(index)
-
-    @functools.lru_cache(maxsize=2)
-    def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng((self.seed, epoch)).permutation(len(self))
-
-    def batch(self, iteration: int, batch: int):
-        """The training batch of ``iteration``: sample ``s = iteration * batch + j`` is position
-        ``s mod N`` of a permutation drawn from (seed, epoch = s div N)."""
-        lq, hq, task_ids = [], [], []
-        for s in range(iteration * batch, (iteration + 1) * batch):
-            epoch, position = divmod(s, len(self))
-            task_id, sample = self.item(int(self._order(epoch)[position]), epoch)
-            lq.append(sample["lq"])
-            hq.append(sample["hq"])
-            task_ids.append(task_id)
-        return torch.stack(lq), torch.stack(hq), torch.tensor(task_ids)
-
-
-def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-    """The model's output; the task ids are passed to models whose forward takes ``task``."""
-    if "task" in inspect.signature(model.forward).parameters:
-        return model(lq, task=task_ids)
-    return model(lq)
-
-
-def auxiliary_loss(model: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor | None:
-    """The extra losses some designs train with: AMIR's MoE load balancing (left by the forward in
-    ``model.aux_loss``) and AirNet's MoCo loss (two crops of each degraded input, Li et al. Sec. 3.1)."""
-    losses = []
-    if getattr(model, "aux_loss", None) is not None:
-        losses.append(model.aux_loss)
-    if hasattr(model, "contrastive_logits"):
-        h, w = lq.shape[-2] // 2, lq.shape[-1] // 2
-        logits = model.contrastive_logits(lq[..., :h, :w], lq[..., h:2 * h, w:2 * w])
-        losses.append(F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=lq.device)))
-    return sum(losses) if losses else None
 
 
 def learning_rate(iteration: int, config: dict) -> float:
@@ -101,15 +37,6 @@ def learning_rate(iteration: int, config: dict) -> float:
         return train["lr"] * (iteration + 1) / warmup
     progress = (iteration - warmup) / max(train["iters"] - warmup, 1)
     return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def restore_physical(model: torch.nn.Module, sample: dict, task_id: int, modality: str,
-                     device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(output, ground truth, input) of one sample as float64 arrays in physical units."""
-    pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
-    as_physical = lambda image: dataset.denormalize(image.double().cpu().numpy(), modality)  # noqa: E731
-    return as_physical(pred[0, 0]), as_physical(sample["hq"][0]), as_physical(sample["lq"][0])
 
 
 @torch.no_grad()
@@ -177,8 +104,8 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(iteration, config)
         lq, hq, task_ids = (t.to(device) for t in train_data.batch(iteration, settings["batch"]))
-        loss = loss_fn(restore(model, lq, task_ids), hq)
-        extra = auxiliary_loss(model, lq)
+        loss = loss_fn(model(lq, task=task_ids), hq)
+        extra = model.auxiliary_loss(lq)
         if extra is not None:
             loss = loss + settings["aux_weight"] * extra
         if not torch.isfinite(loss):

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 
 
@@ -26,7 +27,7 @@ def up(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels, channels * 2, 3, padding=1, bias=False), nn.PixelShuffle(2))
 
 
-class RestormerUNet(nn.Module):
+class RestormerUNet(RestorationModel):
     """``stage(level, channels, depth)`` builds one stage (level 0-3 of the encoder, the same level
     index for the decoder; the refinement is level 0)."""
 

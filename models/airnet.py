@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
@@ -99,7 +100,7 @@ class DGG(nn.Module):
         return self.conv(out) + x
 
 
-class AirNet(nn.Module):
+class AirNet(RestorationModel):
     def __init__(self, in_chans: int = 1, features: int = 64, groups: int = 5, blocks: int = 5, queue: int = 4096,
                  momentum: float = 0.999, temperature: float = 0.07, embed_dim: int = 256):
         super().__init__()
@@ -132,6 +133,14 @@ class AirNet(nn.Module):
         index = (start + torch.arange(keys.shape[0], device=keys.device)) % size
         self.queue[:, index] = keys.T
         self.queue_ptr.fill_((start + keys.shape[0]) % size)
+
+    def auxiliary_loss(self, lq: torch.Tensor) -> torch.Tensor:
+        """The MoCo degradation loss (Li et al., Sec. 3.1): two crops of each degraded input, the
+        top-left quarter as the query and the bottom-right quarter as its positive key,
+        cross-entropy to the positive against the queue of earlier keys."""
+        h, w = lq.shape[-2] // 2, lq.shape[-1] // 2
+        logits = self.contrastive_logits(lq[..., :h, :w], lq[..., h:2 * h, w:2 * w])
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=lq.device))
 
     def contrastive_logits(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """MoCo logits (B, 1 + queue) of the query crops against their key crops (column 0) and the

@@ -129,6 +129,10 @@ class AMIR(RestormerUNet):
         losses = [self.routing[name].aux_loss for name in self.SPATIAL]
         return None if any(loss is None for loss in losses) else sum(losses)
 
+    def auxiliary_loss(self, lq: torch.Tensor) -> torch.Tensor | None:
+        """The contract's hook: the load-balancing loss of the last training forward."""
+        return self.aux_loss if self.training else None
+
 
 @register_model
 def amir(**kwargs) -> AMIR:

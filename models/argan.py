@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 
@@ -93,7 +94,7 @@ class RectificationNet(nn.Module):
         return self.out(x)
 
 
-class ARGANGenerator(nn.Module):
+class ARGANGenerator(RestorationModel):
     def __init__(self, in_chans: int = 1, generator_widths: tuple[int, ...] = (32, 64, 128, 256, 512, 512, 512),
                  rectifier_widths: tuple[int, ...] = (64, 128, 256)):
         super().__init__()

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 
@@ -81,7 +82,7 @@ def _sinusoids(positions: int, dim: int) -> torch.Tensor:
     return table.float()[None]
 
 
-class CTformer(nn.Module):
+class CTformer(RestorationModel):
     def __init__(self, in_chans: int = 1, embed_dim: int = 64, token_dim: int = 64, depth: int = 1, heads: int = 8,
                  mlp_ratio: float = 2.0, authors_extras: bool = True):
         super().__init__()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
@@ -33,7 +34,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class DCNNPET(nn.Module):
+class DCNNPET(RestorationModel):
     def __init__(self, in_chans: int = 1, features: int = 96, blocks: int = 8):
         super().__init__()
         if features < 1 or blocks < 1:

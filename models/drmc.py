@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
@@ -93,7 +94,7 @@ class RoutedBlock(nn.Module):
         return out + self.gamma * x, state
 
 
-class DRMC(nn.Module):
+class DRMC(RestorationModel):
     def __init__(self, in_chans: int = 1, blocks: int = 6, features: int = 64, experts: int = 3, mlp_ratio: float = 2.0,
                  heads: int = 16):
         super().__init__()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
@@ -28,7 +29,7 @@ class ResBlock(nn.Module):
         return x + self.res_scale * self.conv2(torch.relu(self.conv1(x)))
 
 
-class EDSR(nn.Module):
+class EDSR(RestorationModel):
     def __init__(self, in_chans: int = 1, blocks: int = 32, features: int = 256, res_scale: float = 0.1):
         super().__init__()
         if blocks < 1 or features < 1:

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 from .swinir import WindowAttention, _merge, _windows
@@ -111,7 +112,7 @@ def _fuse(in_chans: int, out_chans: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, padding=1), nn.GELU())
 
 
-class Eformer(nn.Module):
+class Eformer(RestorationModel):
     def __init__(self, in_chans: int = 1, dim: int = 16, edge_channels: int = 32, stages: int = 2,
                  bottleneck_depth: int = 3, window: int = 8, ratio: int = 4, head_dim: int = 16):
         super().__init__()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 
@@ -19,7 +20,7 @@ KERNEL, LAYERS = 5, 5
 MIN_SIDE = LAYERS * (KERNEL - 1) + 1   # 21
 
 
-class REDCNN(nn.Module):
+class REDCNN(RestorationModel):
     def __init__(self, in_chans: int = 1, features: int = 96):
         super().__init__()
         if features < 1:

@@ -86,6 +86,10 @@ class RestoreRWKV(RestormerUNet):
                 module.reparameterize()
         return self
 
+    def deploy(self) -> "RestoreRWKV":
+        """The tested and profiled form (the paper's): ``reparameterize()``."""
+        return self.reparameterize()
+
 
 # --- the authors' checkpoints -------------------------------------------------------------------
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
 
-class SRCNN(nn.Module):
+class SRCNN(RestorationModel):
     def __init__(self, in_chans: int = 1, features: tuple[int, int] = (64, 32), kernels: tuple[int, int, int] = (9, 5, 5)):
         super().__init__()
         if len(features) != 2 or len(kernels) != 3 or min(features) < 1 or any(k % 2 == 0 for k in kernels):

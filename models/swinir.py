@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 
@@ -111,7 +112,7 @@ class RSTB(nn.Module):
         return x + self.conv(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class SwinIR(nn.Module):
+class SwinIR(RestorationModel):
     def __init__(self, in_chans: int = 1, embed_dim: int = 180, depths=(6, 6, 6, 6, 6, 6), heads=(6, 6, 6, 6, 6, 6),
                  window: int = 8, mlp_ratio: float = 2.0, img_range: float = 1.0):
         super().__init__()

@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
 
-class VDSR(nn.Module):
+class VDSR(RestorationModel):
     def __init__(self, in_chans: int = 1, depth: int = 20, features: int = 64):
         super().__init__()
         if depth < 2 or features < 1:

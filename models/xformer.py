@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._contract import RestorationModel
 from ._input import check_image, pad_image
 from ._registry import register_model
 from ._unet import down, up
@@ -42,7 +43,7 @@ class SpatialBlock(SwinLayer):
         return tokens.permute(0, 3, 1, 2)
 
 
-class Xformer(nn.Module):
+class Xformer(RestorationModel):
     def __init__(self, in_chans: int = 1, out_chans: int = 1, dim: int = 48, num_blocks: Sequence[int] = (2, 4, 4),
                  spatial_blocks: Sequence[int] = (2, 4, 4, 6), num_refinement_blocks: int = 4,
                  heads: Sequence[int] = (1, 2, 4, 8), window: int = 16, expansion: float = 2.66, bias: bool = False,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._contract import RestorationModel
 from ._input import check_image
 from ._registry import register_model
 
@@ -36,7 +37,7 @@ def _module(in_chans: int, widths: tuple[int, ...], out_chans: int) -> nn.Sequen
     return nn.Sequential(*layers, nn.Conv2d(previous, out_chans, 3, padding=1))
 
 
-class AutoContextCNN(nn.Module):
+class AutoContextCNN(RestorationModel):
     def __init__(self, in_chans: int = 1, modules: int = 4, widths: tuple[int, ...] = (64, 64, 32)):
         super().__init__()
         if modules < 1 or not widths or min(widths) < 1:

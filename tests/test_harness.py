@@ -211,6 +211,29 @@ def test_workers_end_when_their_grid_command_is_killed(tmp_path):
     assert all(store.run_state(f)["state"] == "running" for f in folders)   # stopped mid-run: resumable
 
 
+def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
+    from benchmark.data import __main__ as data_cli
+    for modality in ("mri", "ct", "pet"):
+        assert data_cli.main(["prepare", f"phantom-{modality}", "--out", str(tmp_path / modality), "--count", "3", "1",
+                              "1", "--size", "32", "--quiet"]) == 0
+    mix = tmp_path / "mix"
+    assert data_cli.main(["prepare", "all-in-one", "--from", *(str(tmp_path / m) for m in ("mri", "ct", "pet")),
+                          "--out", str(mix)]) == 0
+    path = tmp_path / "aio.yaml"
+    path.write_text("name: aio
+base:
+  task: all_in_one
+  model: {name: restore_rwkv}
+"
+                    f"  data: {{sources: {{mri_sr: {mix}, ct_denoise: {mix}, pet_synthesis: {mix}}}}}
+")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
+            "--jobs", "1"] + [a for o in TINY for a in ("--set", o)]
+    assert run.main(argv) == 0
+    folder = tmp_path / "runs" / "aio" / load_grid(path, "smoke", TINY).specs[0].folder_name
+    assert sorted(store.read_test(folder)["tasks"]) == ["ct_denoise", "mri_sr", "pet_synthesis"]
+
+
 def test_every_seed_of_a_grid_is_tested_on_the_same_phantoms():
     """The phantoms depend on data.seed only: two runs that differ by their seed are paired image by
     image; another data seed makes other images."""

@@ -1,4 +1,8 @@
-"""The registry: names, overrides, errors, and the timm bridge."""
+"""The registry: names, overrides, errors, the timm bridge, and the model contract."""
+import inspect
+import re
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -6,6 +10,7 @@ import torch.nn as nn
 
 import models
 from models import create_model, list_models, register_model
+from models._contract import RestorationModel
 from models.restore_rwkv import RestoreRWKV
 
 
@@ -60,3 +65,41 @@ def test_every_model_accepts_and_ignores_a_task_id(name):
         plain = model(x)
         labelled = model(x, task=torch.tensor([0, 2]))
     assert torch.equal(plain, labelled)
+
+
+FAMILIES = sorted({n.removesuffix("_tiny").removesuffix("_light") for n in models.list_models()})
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_registered_family_follows_the_model_contract(name):
+    """``models._contract``: a RestorationModel with forward(x, task=None); deploy() returns the
+    model and keeps its outputs; auxiliary_loss(lq) is None or a finite scalar that trains."""
+    assert all(isinstance(models.create_model(n), RestorationModel) for n in models.list_models(f"{name}*"))
+    torch.manual_seed(0)
+    model = models.create_model(f"{name}_tiny")
+    parameters = inspect.signature(model.forward).parameters
+    assert list(parameters)[:2] == ["x", "task"] and parameters["task"].default is None
+    x = torch.rand(2, 1, 13, 17)
+    model.train()
+    model(x, task=torch.tensor([0, 1]))
+    extra = model.auxiliary_loss(x)
+    assert extra is None or (extra.ndim == 0 and torch.isfinite(extra) and extra.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        assert model.deploy() is model
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-4)
+    assert model.auxiliary_loss(x) is None or name == "airnet"         # AMIR's loss exists in training only
+
+
+HARNESS = ["train.py", "pipeline.py", "evaluate.py", "erf.py", "inference.py", "profile.py", "store.py",
+           "status.py", "run.py", "executors/local.py", "executors/slurm.py", "render/__init__.py",
+           "render/tables.py", "render/efficiency.py"]
+
+
+def test_the_harness_names_no_model():
+    """Model-specific behaviour lives in the model's file, behind the contract."""
+    root = Path(__file__).resolve().parent.parent / "benchmark"
+    names = FAMILIES + ["reparameterize", "contrastive_logits", "aux_loss"]
+    found = {f: [n for n in names if re.search(rf"\b{n}\b", (root / f).read_text())] for f in HARNESS}
+    assert {f: n for f, n in found.items() if n} == {}

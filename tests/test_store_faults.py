@@ -180,3 +180,15 @@ def test_a_disk_too_full_for_status_files_loses_nothing_earlier(copy):
     assert table.read_bytes() == good_table
     assert store.read_status(folders[1])["state"] == "failed"           # the earlier status, intact
     assert not [p for p in Path(table.parent).iterdir() if p.name.startswith(".")]
+
+
+def test_status_imports_neither_torch_nor_the_models(copy):
+    _, grid_dir, folders = copy
+    store.write_json(folders[0] / "slurm.json", {"job_id": "999999", "stderr": "x"})    # a SLURM run as well
+    script = ("import sys\nfrom benchmark import status\nstatus.main([sys.argv[1]])\n"
+              "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'models'))\n"
+              "print('loaded:', loaded)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(grid_dir)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| 1 | k=3 | done |" in out.stdout and "loaded: []" in out.stdout

@@ -15,17 +15,19 @@ PAPER = {"srcnn": (0.0573, 0.9369), "vdsr": (0.6647, 10.8905), "edsr": (38.3432,
 TINY = [f"{name}_tiny" for name in PAPER]
 
 
-def assert_trains_at(name, size, extra_loss=None):
-    """One L1 training step of ``name`` on a (2, 1, *size) batch (plus ``extra_loss(model, x)``):
-    same-shape finite output, and a finite gradient for every trainable parameter."""
+def assert_trains_at(name, size):
+    """One L1 training step of ``name`` on a (2, 1, *size) batch, plus the model's own auxiliary
+    loss (the contract's ``auxiliary_loss``): same-shape finite output, and a finite gradient for
+    every trainable parameter."""
     torch.manual_seed(0)
     model = models.create_model(name)
     x = torch.rand(2, 1, *size)
     y = model(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     loss = (y - x).abs().mean()
-    if extra_loss is not None:
-        loss = loss + extra_loss(model, x)
+    extra = model.auxiliary_loss(x)
+    if extra is not None:
+        loss = loss + extra
     loss.backward()
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]

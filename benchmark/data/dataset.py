@@ -76,9 +76,11 @@ def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0) -> 
 
 
 def open_dataset(source: str, split: str, crop: int | None = None, augment: bool = False, seed: int = 0,
-                 phantom_size: int = 128, phantom_seed: int = 0) -> torch.utils.data.Dataset:
+                 phantom_size: int = 128, phantom_seed: int = 0, modality: str | None = None) -> torch.utils.data.Dataset:
     """``seed`` draws the training crops; ``phantom_seed`` the phantom images (fixed across a grid's
-    seeds, so that every run of a grid is tested on the same images)."""
+    seeds, so that every run of a grid is tested on the same images). An all-in-one folder gives
+    all its components (a ``ConcatDataset``), or with ``modality`` the one component of that
+    modality (so that the harness can take each task's data from it)."""
     if split not in sources.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(sources.SPLITS)}")
     if str(source).startswith("phantom-"):
@@ -90,8 +92,17 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
     folder = Path(source)
     manifest = prepared.read_manifest(folder)
     if manifest["task"] == "all-in-one":
-        parts = [open_dataset(c["path"], split, crop, augment, seed) for c in manifest["components"]]
+        components = manifest["components"]
+        if modality is not None:
+            components = [c for c in components if c["modality"] == modality]
+            if len(components) != 1:
+                raise DataError(f"{folder}: an all-in-one dataset with {len(components)} {modality} components; "
+                                f"expected one (it has {', '.join(c['modality'] for c in manifest['components'])})")
+            return open_dataset(components[0]["path"], split, crop, augment, seed)
+        parts = [open_dataset(c["path"], split, crop, augment, seed) for c in components]
         return torch.utils.data.ConcatDataset(parts)
+    if modality is not None and manifest["modality"] != modality:
+        raise DataError(f"{folder}: a {manifest['modality']} dataset where {modality} data is expected")
     lq, hq = prepared.open_split(folder, split)
     return PairedSlices(lq, hq, manifest["modality"], manifest["task"], crop, augment, seed)
 

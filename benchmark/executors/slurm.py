@@ -27,7 +27,6 @@ import yaml
 
 from .. import store
 from ..grid import RunSpec
-from ..pipeline import run_spec
 
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -147,6 +146,8 @@ class SpecJob:
 
     def __call__(self, spec: RunSpec, grid_dir: str) -> dict:
         import torch
+
+        from ..pipeline import run_spec                        # here: torch and the models only in the job
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))

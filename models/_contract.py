@@ -1,0 +1,35 @@
+"""The model contract: what the harness relies on, and all it relies on. Every registered model is a
+``RestorationModel`` (``tests/test_registry.py`` checks the whole registry):
+
+- ``forward(x, task=None)``: a (B, C, H, W) image batch in [0, 1] -> the restored batch of the same
+  shape, at any H, W the model documents (odd sizes included). ``task`` is a (B,) tensor of task
+  ids (0 = MRI, 1 = CT, 2 = PET in all-in-one training) or None; single-task models ignore it.
+- ``deploy()``: turn the model, in place, into the form that is tested and profiled (Restore-RWKV
+  folds its multi-branch Omni-Shift into one convolution; most models have nothing to do) and
+  return it. The outputs stay the same up to float rounding.
+- ``auxiliary_loss(lq)``: the extra training loss of the last training forward on the batch
+  ``lq`` (AMIR's mixture-of-experts load balancing, AirNet's contrastive degradation loss), or
+  None. The harness adds ``train.aux_weight`` times it to the restoration loss.
+
+A model with its own training loss implements ``auxiliary_loss`` in its own file; the harness never
+names a model.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class RestorationModel(nn.Module):
+    """Base class of every registered model: the defaults of the contract above."""
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def deploy(self) -> "RestorationModel":
+        """The inference form, in place (nothing to do by default); returns the model."""
+        return self
+
+    def auxiliary_loss(self, lq: torch.Tensor) -> torch.Tensor | None:
+        """The extra loss of the last training forward on ``lq`` (None by default)."""
+        return None
