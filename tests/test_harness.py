@@ -220,13 +220,8 @@ def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
     assert data_cli.main(["prepare", "all-in-one", "--from", *(str(tmp_path / m) for m in ("mri", "ct", "pet")),
                           "--out", str(mix)]) == 0
     path = tmp_path / "aio.yaml"
-    path.write_text("name: aio
-base:
-  task: all_in_one
-  model: {name: restore_rwkv}
-"
-                    f"  data: {{sources: {{mri_sr: {mix}, ct_denoise: {mix}, pet_synthesis: {mix}}}}}
-")
+    path.write_text("name: aio\nbase:\n  task: all_in_one\n  model: {name: restore_rwkv}\n"
+                    f"  data: {{sources: {{mri_sr: {mix}, ct_denoise: {mix}, pet_synthesis: {mix}}}}}\n")
     argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
             "--jobs", "1"] + [a for o in TINY for a in ("--set", o)]
     assert run.main(argv) == 0

@@ -192,3 +192,11 @@ def test_status_imports_neither_torch_nor_the_models(copy):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| 1 | k=3 | done |" in out.stdout and "loaded: []" in out.stdout
+
+
+def test_the_console_script_dispatches_to_each_command(copy, capsys):
+    from benchmark import cli
+    _, grid_dir, _ = copy
+    assert cli.main(["status", str(grid_dir)]) == 0 and "| 1 | k=3 | done |" in capsys.readouterr().out
+    assert cli.main(["nope"]) == 2 and "unknown command 'nope'; expected one of run, status" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0 and "medir-bench run --grid" in capsys.readouterr().out
