@@ -364,10 +364,11 @@ def load_index(grid_dir):
             status = read_status(folder)
             spec = read_spec(folder) or {}
             profile = read_profile(folder) or {}
-            test = (read_test(folder) or {}) if status["state"] == "done" else {}
-            problem = unreadable(folder) if status["state"] == "done" else None
-            if problem:                                   # e.g. its ERF maps: the run is not whole
-                raise StoreError(problem)
+            test = {}
+            if status["state"] == "done":                 # a done run must be whole: its maps and images too
+                test = read_test(folder) or {}
+                read_image_scores(folder)
+                read_erf(folder)
         except StoreError as err:
             rows.append({**common, "state": BROKEN, "reason": str(err), "eval_task": None})
             continue

@@ -175,7 +175,11 @@ def _executor(folder: Path, profile: dict):
 
 def active_job(folder: Path) -> str | None:
     """The job id of a run's earlier submission if SLURM still has it queued or running."""
-    record = store.read_json(folder / "slurm.json")
+    try:
+        record = store.read_json(folder / "slurm.json")
+    except store.StoreError as err:                    # unreadable: treat the run as never submitted
+        print(f"{err}; submitting the run afresh", file=sys.stderr, flush=True)
+        return None
     if not record:
         return None
     state = job_states([record["job_id"]]).get(record["job_id"])
@@ -205,6 +209,14 @@ def submit(specs: list[RunSpec], grid_dir, profile: dict) -> dict[str, str]:
     return jobs
 
 
+def _record(folder: Path) -> dict:
+    """The run's ``slurm.json`` ({} when missing or unreadable)."""
+    try:
+        return store.read_json(folder / "slurm.json") or {}
+    except store.StoreError:
+        return {}
+
+
 def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 10.0, lost_s: float = 120.0,
          report=None) -> dict[str, dict]:
     """Poll until every spec's job has ended; a job that ended without recording an outcome in the
@@ -214,7 +226,7 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
     first_seen_ended, started = {}, time.time()
     results = {}
     while pending:
-        records = {key: store.read_json(grid_dir / s.folder_name / "slurm.json") or {} for key, s in pending.items()}
+        records = {key: _record(grid_dir / s.folder_name) for key, s in pending.items()}
         states = job_states([r["job_id"] for r in records.values() if r])
         for key, spec in list(pending.items()):
             folder = grid_dir / spec.folder_name
