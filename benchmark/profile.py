@@ -272,11 +272,16 @@ def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, wo
                 row = _one_point(context, worker, name, size, batch, mode, repeat)
             rows.append(row)
             previous = row
-            detail = {"ok": lambda r: f"{r['median_ms']:.1f} ms (batch {r['batch']}), {r['full_gmacs']:.3f} GMACs",
-                      "oom": lambda r: "out of memory", "error": lambda r: r["error"],
-                      "skipped": lambda r: f"skipped (one call would exceed {max_seconds:g} s)"}[row["outcome"]](row)
-            print(f"  {name} {size}x{size} ({mode}): {detail}", file=sys.stderr, flush=True)
+            print(f"  {name} {size}x{size} ({mode}): {_describe(row, max_seconds)}", file=sys.stderr, flush=True)
     return rows
+
+
+def _describe(row: dict, max_seconds: float | None) -> str:
+    if row["outcome"] == "ok":
+        return f"{row['median_ms']:.1f} ms (batch {row['batch']}), {row['full_gmacs']:.3f} GMACs"
+    if row["outcome"] == "skipped":
+        return f"skipped (one call would exceed {max_seconds:g} s)"
+    return "out of memory" if row["outcome"] == "oom" else row["error"]
 
 
 def _one_point(context, worker, name: str, size: int, batch: int, mode: str, repeat: int) -> dict:

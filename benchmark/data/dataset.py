@@ -84,11 +84,11 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
     if split not in sources.SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(sources.SPLITS)}")
     if str(source).startswith("phantom-"):
-        modality = str(source).removeprefix("phantom-")
-        if modality not in RANGES:
+        generated = str(source).removeprefix("phantom-")          # (not the ``modality`` argument)
+        if generated not in RANGES:
             raise ValueError(f"unknown phantom source {source!r}; expected phantom-ct, phantom-mri or phantom-pet")
-        lq, hq = phantom_split(modality, split, phantom_size, phantom_seed)
-        return PairedSlices(lq, hq, modality, str(source), crop, augment, seed)
+        lq, hq = phantom_split(generated, split, phantom_size, phantom_seed)
+        return PairedSlices(lq, hq, generated, str(source), crop, augment, seed)
     folder = Path(source)
     manifest = prepared.read_manifest(folder)
     if manifest["task"] == "all-in-one":
