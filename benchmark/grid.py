@@ -3,6 +3,8 @@
 A grid file (see ``ablations/``)::
 
     name: token_shift            # default: the file's stem
+    imports: [my_model.py]       # model modules outside the package (.py paths relative to this
+                                 # file, or module names), imported before the grid is checked
     table: 8                     # the paper's table the grid reproduces (for rendering)
     title: Omni-Shift kernel size and re-parameterization
     reference: k=5               # the row every other is compared with (default: the first row)
@@ -22,7 +24,9 @@ A grid file (see ``ablations/``)::
 
 A spec's ``id`` is a hash of its resolved configuration (the grid's metadata excluded), so a run's
 folder is found again whatever the order of the grid; its ``slug`` is the label (or the axis
-values) made safe for a folder name.
+values) made safe for a folder name. A model registered outside the package adds
+``model.source`` (its module, file and source hash) to the configuration: editing the file gives
+its cells new ids, and the worker that runs a cell imports it again.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import yaml
 
 from . import config as cfg
 
-GRID_KEYS = ("name", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
+GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +154,17 @@ def _check_model(config: dict, where: str) -> None:
         raise cfg.ConfigError(f"{where}: model.options of {name}: {err}") from None
 
 
+def _record_source(config: dict) -> None:
+    """``model.source`` for a model from outside the package (absent for built-in ones, whose ids
+    stay as they were)."""
+    import models
+    name = cfg.model_name(config)
+    if name in models.list_models():
+        source = models.model_source(name)
+        if source is not None:
+            config["model"]["source"] = source
+
+
 def _check_labels(specs: list[RunSpec], where: str) -> None:
     """Runs that share a label are one table row (averaged over seeds): they may differ in their
     seed only."""
@@ -165,8 +180,20 @@ def _check_labels(specs: list[RunSpec], where: str) -> None:
                                   f"in {', '.join(differ[:4])}); runs that share a label may differ only in seed")
 
 
-def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, check_models: bool = True) -> Grid:
-    """Read and expand a grid file; ``overrides`` are ``key=value`` strings applied to every cell."""
+def _import_models(path: Path, listed, imports) -> None:
+    """The grid's ``imports:`` (relative to its folder), then the command line's ``--import``."""
+    import models
+    try:
+        models.import_models(listed, base=path.parent, via=f"{path}: imports", reload=True)
+        models.import_models(list(imports), via="--import", reload=True)
+    except models.ModelImportError as err:
+        raise cfg.ConfigError(str(err)) from None
+
+
+def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, check_models: bool = True,
+              imports: list[str] | tuple = ()) -> Grid:
+    """Read and expand a grid file; ``overrides`` are ``key=value`` strings applied to every cell;
+    ``imports`` are module names or ``.py`` paths (``--import``) whose models the grid may name."""
     path = Path(path)
     where = str(path)
     if not path.is_file():
@@ -180,6 +207,8 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     unknown = set(data) - set(GRID_KEYS)
     if unknown:
         raise cfg.ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(GRID_KEYS)}")
+    if data.get("imports") is not None or imports:
+        _import_models(path, data.get("imports"), imports)
     command_line = cfg.nest(dict(cfg.parse_override(o) for o in overrides or []))
     base = data.get("base") or {}
     if not isinstance(base, dict):
@@ -202,6 +231,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         cfg.validate(config, cell_where)
         if check_models:
             _check_model(config, cell_where)
+        _record_source(config)
         identity = spec_id(config)
         if identity in seen:
             raise cfg.ConfigError(f"{where}: cells {seen[identity]!r} and {label!r} resolve to the same run")

@@ -49,10 +49,14 @@ def environment(config: dict, device: torch.device) -> dict:
             "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "seed": config["seed"], "git_commit": _git_commit(),
-            "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device)}
+            "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device),
+            "imports": models.imported_modules()}       # model modules from outside the package
 
 
 def build_model(config: dict) -> torch.nn.Module:
+    """The run's model, seeded; a model from outside the package is imported first (its recorded
+    ``model.source``: the same file, unchanged)."""
+    models.ensure_model(cfg.model_name(config), config["model"].get("source"))
     torch.manual_seed(config["seed"])
     return models.create_model(cfg.model_name(config), **config["model"]["options"])
 
@@ -101,6 +105,7 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
 def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
     config = spec.config
     device = _device(config)
+    models.ensure_model(cfg.model_name(config), config["model"].get("source"))   # before its record
     store.write_json(folder / "environment.json", environment(config, device))
     with wkv.use_backend(config["train"]["wkv_backend"]):
         wkv.used_backends(reset=True)

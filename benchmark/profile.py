@@ -50,6 +50,8 @@ import models
 from models._contract import RestorationModel
 from models.ops import selective_scan, wkv
 
+from .cli import add_import_option, import_or_exit
+
 WKV_MACS_PER_ELEMENT = {"BiWKVOp": 7, "UniWKVOp": 5}
 # selective scan, per (batch, channel, token, state): delta B u (2), the state update (1), C h (1);
 # plus D u per (batch, channel, token)
@@ -355,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.profile", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[1:9]))
+    add_import_option(parser)
     parser.add_argument("--name", default="efficiency", help="the record's name: <out>/<name>/, tables/<name>.md")
     parser.add_argument("--title", default=None, help="the table's title")
     parser.add_argument("--models", nargs="+", default=None,
@@ -369,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs", help="the store's root folder (default: runs)")
     parser.add_argument("--tables", default="tables", help="where the table and figure go (default: tables)")
     args = parser.parse_args(argv)
+    import_or_exit(parser, args.imports)
     names = []
     for pattern in args.models or table_backbones():             # names or shell patterns like '*_tiny'
         matched = models.list_models(pattern)

@@ -5,6 +5,7 @@
     python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --set data.sources.mri_sr=data/mri
     python -m benchmark.run --grid ablations/components.yaml --set train.iters=1000 --jobs 2
     python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --executor slurm --cluster example-gpu
+    python -m benchmark.run --grid my_grid.yaml --import my_model.py         # a model from your own file
 
 Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.store``); finished runs are
 skipped and interrupted ones resumed when the same command is run again. The table and the ERF
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from . import store
+from .cli import add_import_option
 from .config import SCALES, ConfigError
 from .grid import describe, load_grid
 
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[1:]))
     parser.add_argument("--grid", required=True, help="a grid file, e.g. ablations/token_shift.yaml")
+    add_import_option(parser)
     parser.add_argument("--scale", choices=list(SCALES), default="smoke",
                         help="smoke (default: tiny presets, phantom data, a few hundred iterations) or paper")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs != "auto" and not (args.jobs.isdigit() and int(args.jobs) >= 1):
         parser.error(f"--jobs must be a positive integer or auto; got {args.jobs!r}")
     try:
-        grid = load_grid(args.grid, args.scale, args.overrides)
+        grid = load_grid(args.grid, args.scale, args.overrides, imports=args.imports)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import models.mambair as mambair_module
 from models.ops import selective_scan as scan
 
 from . import train_step
+from .cli import add_import_option, import_or_exit
 
 STEP_MODELS = ["mambair_tiny", "restormer_tiny", "restore_rwkv_tiny", "swinir_tiny", "xformer_tiny", "amir_tiny",
                "airnet_tiny"]
@@ -91,6 +92,7 @@ def step_seconds(model_name: str, scan_backend: str, size: int, batch: int, repe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.scan", description=__doc__.split("\n")[0])
+    add_import_option(parser)
     parser.add_argument("--model", default="mambair", help="the MambaIR preset whose scan calls are timed")
     parser.add_argument("--size", type=int, default=128, help="its image side (default 128)")
     parser.add_argument("--backends", nargs="+", choices=[b for b in scan.BACKENDS if b != "auto"],
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    import_or_exit(parser, args.imports)
     if min(args.size, args.repeat, args.steps_size, args.steps_batch, args.threads) < 1:
         parser.error("sizes, repeat, batch and threads must be positive")
     unknown = [m for m in [args.model, *args.steps_models] if m not in models.list_models()]

@@ -19,6 +19,8 @@ import torch
 import models
 from models.ops import wkv
 
+from .cli import add_import_option, import_or_exit
+
 
 def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], repeat: int) -> float:
     gen = torch.Generator().manual_seed(0)
@@ -42,6 +44,7 @@ def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], r
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.train_step", description=__doc__.split("\n")[0])
+    add_import_option(parser)
     parser.add_argument("--model", default="restore_rwkv", help="a registered model (default: restore_rwkv)")
     parser.add_argument("--size", type=int, default=128, help="image side (default: 128)")
     parser.add_argument("--batch", type=int, default=1)
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", choices=wkv.BACKENDS, default=["torch", "auto"])
     parser.add_argument("--repeat", type=int, default=3, help="timed steps after one warm-up (median)")
     args = parser.parse_args(argv)
+    import_or_exit(parser, args.imports)
     if min(args.size, args.batch, args.channels, args.repeat) < 1:
         parser.error("size, batch, channels and repeat must be positive")
     shape = (args.batch, args.channels, args.size, args.size)

@@ -2,7 +2,9 @@
 ``RestorationModel`` (``tests/test_registry.py`` checks the whole registry):
 
 - ``forward(x, task=None)``: a (B, C, H, W) image batch in [0, 1] -> the restored batch of the same
-  shape, at any H, W the model documents (odd sizes included). ``task`` is a (B,) tensor of task
+  shape, at any H, W (odd sizes included). ``in_chans`` (1 unless the model says otherwise) is C;
+  a batch of another shape or dtype is a ``ValueError`` that names what was expected
+  (``models.check_image`` does it). ``task`` is a (B,) tensor of task
   ids (0 = MRI, 1 = CT, 2 = PET in all-in-one training) or None; single-task models ignore it.
 - ``deploy()``: turn the model, in place, into the form that is tested and profiled (Restore-RWKV
   folds its multi-branch Omni-Shift into one convolution; most models have nothing to do) and
@@ -12,7 +14,7 @@
   None. The harness adds ``train.aux_weight`` times it to the restoration loss.
 
 A model with its own training loss implements ``auxiliary_loss`` in its own file; the harness never
-names a model.
+names a model. ``python -m benchmark.check_model NAME`` checks all of this for one model.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import torch.nn as nn
 
 class RestorationModel(nn.Module):
     """Base class of every registered model: the defaults of the contract above."""
+
+    in_chans: int = 1
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

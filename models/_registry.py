@@ -8,12 +8,25 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import sys
+import warnings
 from typing import Callable
 
 import torch.nn as nn
 from timm.models import register_model as _timm_register_model
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
+_MODULE_OF: dict[str, str] = {}          # name -> the module that registered it
+
+
+def module_file(module: str) -> str | None:
+    """The source file of an imported module (None for one without a file)."""
+    return getattr(sys.modules.get(module), "__file__", None)
+
+
+def registered_by(name: str) -> str:
+    """The module that registered ``name`` (``KeyError`` if none did)."""
+    return _MODULE_OF[name]
 
 # Every ``<name>_tiny`` preset (CPU tests and smoke runs) has the paper's parameter count of
 # ``<name>`` divided by this one factor, within +-30%, so that a smoke table keeps the paper's size
@@ -24,9 +37,13 @@ TINY_DIVISOR = 150
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a preset function under its ``__name__`` (here and in timm's registry)."""
     name = fn.__name__
-    if name in _ENTRYPOINTS:
-        raise ValueError(f"model {name!r} is registered twice ({_ENTRYPOINTS[name].__module__} and {fn.__module__})")
+    previous = _MODULE_OF.get(name)
+    reimport = previous is not None and module_file(previous) == module_file(fn.__module__) is not None
+    if previous is not None and not reimport:       # the same file imported again may register again
+        raise ValueError(f"model {name!r} is registered twice: by {previous} ({module_file(previous)}) and by "
+                         f"{fn.__module__} ({module_file(fn.__module__)}); rename one of them")
     _ENTRYPOINTS[name] = fn
+    _MODULE_OF[name] = fn.__module__
 
     @functools.wraps(fn)
     def timm_entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
@@ -37,7 +54,10 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
                              "model.load_state_dict(...) (see models.restore_rwkv.convert_official_state_dict)")
         return create_model(name, **kwargs)
 
-    _timm_register_model(timm_entrypoint)
+    with warnings.catch_warnings():
+        if reimport:
+            warnings.simplefilter("ignore")          # timm's "Overwriting ..." for our own re-registration
+        _timm_register_model(timm_entrypoint)
     return fn
 
 

@@ -142,3 +142,20 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
     assert store.run_state(folder)["attempts"] == 2
     log = Path(store.read_json(folder / "slurm.json")["stderr"]).read_text()
     assert "preempted" in log or "requeu" in log.lower()
+
+
+def test_a_model_from_the_researchers_file_runs_in_the_job(tmp_path, monkeypatch):
+    """The job imports the researcher's file (the grid's imports:) and records it."""
+    from tests.test_own_model import MODEL
+    (tmp_path / "net.py").write_text(MODEL.format(name="slurm_net"))
+    path = tmp_path / "own.yaml"
+    path.write_text("name: own\nimports: [net.py]\nbase: {task: mri_sr}\naxes:\n  zip:\n    label: [Mine]\n"
+                    "    model.name: [slurm_net]\n")
+    monkeypatch.setenv("MEDIR_BENCH_IMPORTS", "")                # restored after the test
+    grid = load_grid(path, "smoke", TINY)
+    assert run.main(argv(path, tmp_path, TINY)) == 0
+    folder = tmp_path / "runs" / "own" / grid.specs[0].folder_name
+    assert store.run_state(folder)["state"] == "done"
+    imported = store.read_json(folder / "environment.json")["imports"]
+    assert [i["file"] for i in imported] == [str(tmp_path / "net.py")]
+    assert "| Mine |" in (tmp_path / "tables" / "own.md").read_text()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import models
-from benchmark import profile
+from benchmark import check_model, profile
 
 # name: (parameters in M, MACs in G), as printed in the paper's tables (mambair's MAC count runs its
 # PyTorch scan at 128x128, about a minute on 2 cores: checked in the slow test below)
@@ -16,22 +16,11 @@ TINY = [f"{name}_tiny" for name in PAPER]
 
 
 def assert_trains_at(name, size):
-    """One L1 training step of ``name`` on a (2, 1, *size) batch, plus the model's own auxiliary
-    loss (the contract's ``auxiliary_loss``): same-shape finite output, and a finite gradient for
+    """One L1 training step of ``name`` on a (2, 1, *size) batch plus the model's own auxiliary loss
+    (``benchmark.check_model.check_gradients``): same-shape finite output, and a finite gradient for
     every trainable parameter."""
     torch.manual_seed(0)
-    model = models.create_model(name)
-    x = torch.rand(2, 1, *size)
-    y = model(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    loss = (y - x).abs().mean()
-    extra = model.auxiliary_loss(x)
-    if extra is not None:
-        loss = loss + extra
-    loss.backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
-    assert not missing, f"parameters without a finite gradient: {missing}"
+    check_model.check_gradients(models.create_model(name), size)     # raises CheckFailed with the reason
 
 
 @pytest.mark.parametrize("name", TINY)
