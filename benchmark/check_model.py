@@ -2,7 +2,7 @@
 it relies on? The checks the test suite runs on every registered family (``tests/test_registry.py``
 runs this module's ``run_checks``), on one model, with a short report of its size.
 
-    python -m benchmark.check_model restore_rwkv
+    python -m benchmark.check_model NAME                     # a built-in model
     python -m benchmark.check_model my_net --import my_model.py --size 64
 
 The checks run on the tiny preset ``NAME_tiny`` (the one smoke grids train), or on NAME itself
@@ -25,6 +25,7 @@ import models
 
 from . import profile
 from .cli import add_import_option, import_or_exit
+from .render.tables import paper_numbers
 
 ODD_SIZES = ((13, 17), (9, 8))           # odd, non-square, smaller than most window sizes
 TRAIN_STEPS, TRAIN_LR = 20, 1e-3
@@ -229,16 +230,23 @@ def report(name: str, side: int) -> str:
     shape = (1, getattr(model, "in_chans", 1), side, side)
     paper, _ = profile.count_macs(model, shape, "paper")
     full, uncounted = profile.count_macs(model, shape, "full")
-    return (f"{name} ({origin}): {profile.count_params(model):.4f} M parameters "
+    line = (f"{name} ({origin}): {profile.count_params(model):.4f} M parameters "
             f"({profile.count_params(model, True):.4f} M deployed); at {side}x{side}: {paper:.4g} GMACs (paper), "
             f"{full:.4g} GMACs (full)" + (f", uncounted: {', '.join(uncounted)}" if uncounted else ""))
+    method = models.model_info(name).paper
+    rows = [r for r in paper_numbers() if r["method"] == method and r["params_m"] is not None] if method else []
+    if rows:
+        shape = "x".join(map(str, models.model_info(name).paper_input[2:]))
+        line += (f"\n  the paper (Table {rows[0]['table']}, {method}): {rows[0]['params_m']:.4f} M parameters, "
+                 f"{rows[0]['flops_g']:.4f} GMACs at {shape}")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.check_model", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.split("\n")[1:]))
-    parser.add_argument("name", help="a registered model (e.g. restore_rwkv, or yours with --import)")
+    parser.add_argument("name", help="a registered model (python -c \"import models; print(models.list_models())\"), or yours with --import")
     add_import_option(parser)
     parser.add_argument("--size", type=int, default=128, help="image side for the report's MACs (default: 128)")
     args = parser.parse_args(argv)

@@ -28,7 +28,10 @@ _Loader.add_implicit_resolver(
 def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
-# task -> the modalities its samples come from (all-in-one mixes the three single tasks)
+# The one vocabulary of tasks and modalities (the data CLI, the data sets, the metrics and the
+# renderer use these names). task -> the single tasks its samples come from (all-in-one mixes the three)
+ALL_IN_ONE = "all_in_one"
+MODALITIES = ("mri", "ct", "pet")
 TASKS = {"mri_sr": ("mri_sr",), "ct_denoise": ("ct_denoise",), "pet_synthesis": ("pet_synthesis",),
          "all_in_one": ("mri_sr", "ct_denoise", "pet_synthesis")}
 MODALITY = {"mri_sr": "mri", "ct_denoise": "ct", "pet_synthesis": "pet"}

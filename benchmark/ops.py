@@ -11,14 +11,14 @@ PyTorch path's forward + backward time over this backend's. Timings are medians 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
 
 from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
+
+from . import timing
 
 OPS = {"bi": bi_wkv, "uni": uni_wkv}
 BACKENDS = ("torch", "cpp", "cuda")
@@ -39,21 +39,8 @@ class Row:
         return self.bytes_moved / (self.train_ms * 1e-3) / 1e9
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_ms(fn, device: torch.device, repeat: int) -> float:
-    fn()                                                                         # warm-up
-    _synchronize(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        _synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.time_calls(fn, repeat, 1, device)["median_ms"]
 
 
 def measure(op: str, backend: str, side: int, channels: int, batch: int, repeat: int, device: torch.device) -> Row:

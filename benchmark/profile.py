@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import multiprocessing
 import os
 import platform
 import re
 import shlex
-import statistics
 import sys
 import time
 import warnings
@@ -50,6 +48,8 @@ import models
 from models._contract import RestorationModel
 from models.ops import selective_scan, wkv
 
+from . import timing
+from .executors import processes
 from .cli import add_import_option, import_or_exit
 
 WKV_MACS_PER_ELEMENT = {"BiWKVOp": 7, "UniWKVOp": 5}
@@ -179,34 +179,10 @@ def measure_latency(model: nn.Module, input_shape, mode: str = "infer", device: 
     if mode not in ("infer", "train"):
         raise ValueError(f"unknown mode {mode!r}; expected 'infer' or 'train'")
     device = torch.device(device)
-    model = model.to(device).train(mode == "train")
+    model = model.to(device)
     x = torch.randn(*input_shape, device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4) if mode == "train" else None
-
-    def call():
-        if mode == "infer":
-            with torch.no_grad():
-                model(x)
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            (model(x) - x).abs().mean().backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        call()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    result = {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
-    if device.type == "cuda":
-        result["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return result
+    call = timing.inference_call(model, x) if mode == "infer" else timing.training_step(model, x)
+    return timing.time_calls(call, repeat, warmup, device)
 
 
 def _rss_mb(field: str) -> float:
@@ -247,10 +223,6 @@ def _profile_one(name: str, size: int, batch: int, mode: str, repeat: int, queue
         queue.put({"model": name, "size": size, "error": f"{type(err).__name__}: {err}"})
 
 
-def _out_of_memory(row: dict, exitcode: int | None) -> bool:
-    return exitcode == -9 or "out of memory" in row.get("error", "").lower()   # -9: the OOM killer
-
-
 def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, worker=None,
           max_seconds: float | None = None) -> list[dict]:
     """Profile every (model, size) in a fresh process, sizes in increasing order. Each row has an
@@ -260,7 +232,6 @@ def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, wo
     scaled by the pixel count; the larger sizes of that model are skipped too).
     ``worker(name, size, batch, mode, repeat, queue)`` is the process body (tests replace it)."""
     worker = worker or _profile_one
-    context = multiprocessing.get_context("spawn")
     rows = []
     for name in names:
         previous = None
@@ -271,7 +242,7 @@ def sweep(names, sizes, mode: str = "infer", repeat: int = 3, batch: int = 1, wo
                     and previous["median_ms"] / previous["batch"] * (size / previous["size"]) ** 2 > 1e3 * max_seconds):
                 row = {"model": name, "size": size, "outcome": "skipped"}
             else:
-                row = _one_point(context, worker, name, size, batch, mode, repeat)
+                row = _one_point(worker, name, size, batch, mode, repeat)
             rows.append(row)
             previous = row
             print(f"  {name} {size}x{size} ({mode}): {_describe(row, max_seconds)}", file=sys.stderr, flush=True)
@@ -286,18 +257,14 @@ def _describe(row: dict, max_seconds: float | None) -> str:
     return "out of memory" if row["outcome"] == "oom" else row["error"]
 
 
-def _one_point(context, worker, name: str, size: int, batch: int, mode: str, repeat: int) -> dict:
+def _one_point(worker, name: str, size: int, batch: int, mode: str, repeat: int) -> dict:
     tried = batch
     while True:
-        queue = context.Queue()
-        process = context.Process(target=worker, args=(name, size, tried, mode, repeat, queue))
-        process.start()
-        process.join()
-        row = queue.get() if not queue.empty() else {
-            "model": name, "size": size, "error": f"worker exited with code {process.exitcode}"}
+        row, exitcode = processes.run_isolated(worker, name, size, tried, mode, repeat)
+        row = row or {"model": name, "size": size, "error": f"worker exited with code {exitcode}"}
         if "error" not in row:
             return {**row, "outcome": "ok"}
-        if _out_of_memory(row, process.exitcode):
+        if processes.out_of_memory(exitcode, row["error"]):
             if tried > 1:
                 tried //= 2
                 continue

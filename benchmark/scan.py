@@ -14,9 +14,7 @@ Timings are medians after a warm-up, on ``--threads`` threads (default 1, as a s
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
@@ -24,7 +22,7 @@ import models
 import models.mambair as mambair_module
 from models.ops import selective_scan as scan
 
-from . import train_step
+from . import timing, train_step
 from .cli import add_import_option, import_or_exit
 
 STEP_MODELS = ["mambair_tiny", "restormer_tiny", "restore_rwkv_tiny", "swinir_tiny", "xformer_tiny", "amir_tiny",
@@ -32,13 +30,7 @@ STEP_MODELS = ["mambair_tiny", "restormer_tiny", "restore_rwkv_tiny", "swinir_ti
 
 
 def _median_s(fn, repeat: int) -> float:
-    fn()                                                                          # warm-up (and kernel build)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timing.time_calls(fn, repeat)["median_ms"] / 1e3
 
 
 def scan_calls(model_name: str, size: int) -> list[dict]:

@@ -1,5 +1,5 @@
 """Model-level effect of the WKV backend: the time of one training step (forward, L1 loss, backward,
-AdamW) of a registered model, per backend.
+Adam; ``benchmark.timing``) of a registered model, per backend.
 
     python -m benchmark.train_step                                   # restore_rwkv, 128x128, B=1
     python -m benchmark.train_step --model restore_rwkv_light --size 256 --batch 2 --repeat 5
@@ -10,36 +10,24 @@ are medians after one warm-up step; inputs are random (the cost does not depend 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
 import models
 from models.ops import wkv
 
+from . import timing
 from .cli import add_import_option, import_or_exit
 
 
 def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], repeat: int) -> float:
+    """Median seconds of ``benchmark.timing.training_step`` (forward, L1, backward, Adam) with the
+    WKV ``backend``, after one warm-up step (which also builds the kernel)."""
     gen = torch.Generator().manual_seed(0)
     x, target = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.l1_loss(model(x), target).backward()
-        optimizer.step()
-
     with wkv.use_backend(backend):
-        step()                                                                   # warm-up (and kernel build)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return timing.time_calls(timing.training_step(model, x, target), repeat)["median_ms"] / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:

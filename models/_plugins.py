@@ -165,9 +165,9 @@ def ensure_model(name: str, source: dict | None) -> None:
     if name not in list_models():
         try:
             if source.get("file") and Path(source["file"]).is_file():
-                import_models([source["file"]], via=f"the run's model.source")
+                import_models([source["file"]], via="the run's model.source")
             else:
-                import_models([source["module"]], via=f"the run's model.source")
+                import_models([source["module"]], via="the run's model.source")
         except ModelImportError as err:
             raise ModelImportError(f"model {name!r} comes from {where}, which cannot be imported here ({err}); the "
                                    "module must be importable where the run executes (on SLURM: on the compute "

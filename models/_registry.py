@@ -5,6 +5,7 @@ Every entry point registered here is also registered with timm, so that after
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import functools
@@ -17,6 +18,26 @@ from timm.models import register_model as _timm_register_model
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _MODULE_OF: dict[str, str] = {}          # name -> the module that registered it
+_PAPER: dict[str, dict] = {}             # name -> its registration's paper metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a preset (``model_info``).
+
+    ``paper``: the method's name in the paper's Tables 1-4 (Yang et al.), whose row of
+    ``benchmark/render/paper_tables.csv`` holds its published parameters and MACs (the one copy of
+    the paper's numbers: the tests and the renderer read it there); None for presets the paper does
+    not list. ``paper_input``: the input shape of its MAC count; ``paper_tolerance``: 0 where our
+    model reproduces the count exactly, the allowed relative difference where no official code
+    exists (the model's file says how it was sized)."""
+    name: str
+    family: str                          # the name without _tiny / _light
+    tiny: str | None                     # the family's <family>_tiny preset, when registered
+    module: str
+    paper: str | None = None
+    paper_input: tuple[int, ...] = (1, 1, 128, 128)
+    paper_tolerance: float = 0.0
 
 
 def module_file(module: str) -> str | None:
@@ -34,8 +55,14 @@ def registered_by(name: str) -> str:
 TINY_DIVISOR = 150
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a preset function under its ``__name__`` (here and in timm's registry)."""
+def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | None = None,
+                   paper_input: tuple[int, ...] = (1, 1, 128, 128), paper_tolerance: float = 0.0):
+    """Register a preset function under its ``__name__`` (here and in timm's registry); as
+    ``@register_model`` or, with the paper's metadata (see ``ModelInfo``),
+    ``@register_model(paper="SwinIR")``."""
+    if fn is None:
+        return functools.partial(register_model, paper=paper, paper_input=tuple(paper_input),
+                                 paper_tolerance=paper_tolerance)
     name = fn.__name__
     previous = _MODULE_OF.get(name)
     reimport = previous is not None and module_file(previous) == module_file(fn.__module__) is not None
@@ -44,6 +71,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
                          f"{fn.__module__} ({module_file(fn.__module__)}); rename one of them")
     _ENTRYPOINTS[name] = fn
     _MODULE_OF[name] = fn.__module__
+    _PAPER[name] = {"paper": paper, "paper_input": tuple(paper_input), "paper_tolerance": paper_tolerance}
 
     @functools.wraps(fn)
     def timm_entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
@@ -69,6 +97,15 @@ def create_model(name: str, **overrides) -> nn.Module:
         raise ValueError(f"unknown model {name!r}{hint}")
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     return _ENTRYPOINTS[name](**kwargs)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry's metadata of ``name`` (``ValueError`` for an unknown one, as ``create_model``)."""
+    if name not in _ENTRYPOINTS:
+        create_model(name)
+    family = name.removesuffix("_tiny").removesuffix("_light")
+    tiny = f"{family}_tiny" if f"{family}_tiny" in _ENTRYPOINTS else None
+    return ModelInfo(name, family, tiny, _MODULE_OF[name], **_PAPER[name])
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -153,7 +153,7 @@ class AirNet(RestorationModel):
         return logits
 
 
-@register_model
+@register_model(paper="AirNet", paper_input=(1, 1, 224, 224))
 def airnet(**kwargs) -> AirNet:
     return AirNet(**kwargs)
 

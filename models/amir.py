@@ -134,7 +134,7 @@ class AMIR(RestormerUNet):
         return self.aux_loss if self.training else None
 
 
-@register_model
+@register_model(paper="AMIR")
 def amir(**kwargs) -> AMIR:
     return AMIR(**kwargs)
 

@@ -115,7 +115,7 @@ class ARGANGenerator(RestorationModel):
         return rectified[:, :, :height, :width]
 
 
-@register_model
+@register_model(paper="ARGAN", paper_tolerance=0.03)
 def argan(**kwargs) -> ARGANGenerator:
     return ARGANGenerator(**kwargs)
 

@@ -130,7 +130,7 @@ class CTformer(RestorationModel):
         return (image - noise.reshape(image.shape))[:, :, :height, :width]
 
 
-@register_model
+@register_model(paper="CTformer")
 def ctformer(**kwargs) -> CTformer:
     return CTformer(**kwargs)
 

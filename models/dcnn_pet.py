@@ -49,7 +49,7 @@ class DCNNPET(RestorationModel):
         return x + self.tail(self.body(torch.relu(self.head(x))))              # input + noise residual
 
 
-@register_model
+@register_model(paper="DCNN", paper_tolerance=0.03)
 def dcnn_pet(**kwargs) -> DCNNPET:
     return DCNNPET(**kwargs)
 

@@ -116,7 +116,7 @@ class DRMC(RestorationModel):
         return self.tail(out) + x
 
 
-@register_model
+@register_model(paper="DRMC")
 def drmc(**kwargs) -> DRMC:
     return DRMC(**kwargs)
 

@@ -45,7 +45,7 @@ class EDSR(RestorationModel):
         return self.tail(self.body(head) + head)
 
 
-@register_model
+@register_model(paper="EDSR")
 def edsr(**kwargs) -> EDSR:
     return EDSR(**kwargs)
 

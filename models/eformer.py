@@ -161,7 +161,7 @@ class Eformer(RestorationModel):
         return (padded - noise)[:, :, :height, :width]                     # residual learning
 
 
-@register_model
+@register_model(paper="Eformer", paper_tolerance=0.03)
 def eformer(**kwargs) -> Eformer:
     return Eformer(**kwargs)
 

@@ -118,7 +118,7 @@ class MambaIRUNet(RestormerUNet):
         super().__init__("MambaIRUNet", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage)
 
 
-@register_model
+@register_model(paper="MambaIR")
 def mambair(**kwargs) -> MambaIRUNet:
     return MambaIRUNet(**kwargs)
 

@@ -48,7 +48,7 @@ class REDCNN(RestorationModel):
         return torch.relu(out)[:, :, :height, :width]
 
 
-@register_model
+@register_model(paper="REDCNN")
 def redcnn(**kwargs) -> REDCNN:
     return REDCNN(**kwargs)
 

@@ -148,7 +148,7 @@ def _create(defaults: dict, overrides: dict) -> RestoreRWKV:
     return RestoreRWKV(**{**defaults, **overrides})
 
 
-@register_model
+@register_model(paper="Restore-RWKV")
 def restore_rwkv(**kwargs) -> RestoreRWKV:
     """The paper's model: dim 48, blocks [4, 6, 6, 8], 4 refinement, Re-WKV M=2, Omni-Shift k=5.
     27,846,625 parameters in deploy form (27,996,737 in the multi-branch training form)."""

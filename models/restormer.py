@@ -96,7 +96,7 @@ class Restormer(RestormerUNet):
         super().__init__("Restormer", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage, bias)
 
 
-@register_model
+@register_model(paper="Restormer")
 def restormer(**kwargs) -> Restormer:
     return Restormer(**kwargs)
 

@@ -33,7 +33,7 @@ class SRCNN(RestorationModel):
         return x
 
 
-@register_model
+@register_model(paper="SRCNN")
 def srcnn(**kwargs) -> SRCNN:
     return SRCNN(**kwargs)
 

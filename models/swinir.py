@@ -140,7 +140,7 @@ class SwinIR(RestorationModel):
         return out[:, :, :height, :width]
 
 
-@register_model
+@register_model(paper="SwinIR")
 def swinir(**kwargs) -> SwinIR:
     return SwinIR(**kwargs)
 

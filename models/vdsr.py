@@ -33,7 +33,7 @@ class VDSR(RestorationModel):
         return out + x
 
 
-@register_model
+@register_model(paper="VDSR")
 def vdsr(**kwargs) -> VDSR:
     return VDSR(**kwargs)
 

@@ -113,7 +113,7 @@ class Xformer(RestorationModel):
         return restored[:, :, :height, :width]
 
 
-@register_model
+@register_model(paper="Xformer")
 def xformer(**kwargs) -> Xformer:
     return Xformer(**kwargs)
 

@@ -55,7 +55,7 @@ class AutoContextCNN(RestorationModel):
         return estimate
 
 
-@register_model
+@register_model(paper="Xiang's", paper_tolerance=0.03)
 def xiang_pet(**kwargs) -> AutoContextCNN:
     return AutoContextCNN(**kwargs)
 

@@ -171,7 +171,7 @@ def write_paired(root, names, shape=(12, 12), bad=None):
 def test_prepare_writes_raw_splits_and_a_manifest(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"case{i:02d}.npy" for i in range(10)])
     out = tmp_path / "prepared"
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
     manifest = prepared.read_manifest(out)
     assert {s: e["count"] for s, e in manifest["splits"].items()} == {"train": 8, "val": 1, "test": 1}
     lq, hq = prepared.open_split(out, "train")
@@ -190,10 +190,10 @@ def test_prepare_writes_raw_splits_and_a_manifest(tmp_path, capsys):
 def test_bad_pair_fails_or_is_skipped_and_listed(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)], bad="c3.npy")
     out = tmp_path / "p"
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 2
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 2
     assert "c3.npy: a pair with different shapes" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".p.partial*"))          # nothing half-written
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet",
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet",
                      "--skip-bad"]) == 0
     manifest = prepared.read_manifest(out)
     assert manifest["splits"]["train"]["count"] == 7 and manifest["skipped"][0]["case"] == "c3.npy"
@@ -210,10 +210,10 @@ def test_interrupted_preparation_leaves_nothing(tmp_path):
 
 
 def test_bad_folders_and_options(tmp_path, capsys):
-    assert cli.main(["prepare", "mri", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["prepare", "mri_sr", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
     (tmp_path / "raw").mkdir()
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
     assert "expected the sub-folders hq/ and lq/" in capsys.readouterr().err
     assert cli.main(["prepare", "paired", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]) == 2
     assert "needs --modality" in capsys.readouterr().err
@@ -242,7 +242,7 @@ def test_all_in_one_labels_every_sample(tmp_path):
     for task in ("phantom-mri", "phantom-pet"):
         cli.main(["prepare", task, "--out", str(tmp_path / task), "--count", "2", "1", "1", "--size", "32", "--quiet"])
     out = tmp_path / "all"
-    assert cli.main(["prepare", "all-in-one", "--from", str(tmp_path / "phantom-mri"), str(tmp_path / "phantom-pet"),
+    assert cli.main(["prepare", "all_in_one", "--from", str(tmp_path / "phantom-mri"), str(tmp_path / "phantom-pet"),
                      "--out", str(out)]) == 0
     data = dataset.open_dataset(str(out), "train", crop=16)
     assert len(data) == 4 and [data[i]["task"] for i in range(4)] == ["phantom-mri"] * 2 + ["phantom-pet"] * 2
@@ -275,7 +275,7 @@ def test_ct_series_with_mixed_slice_sizes_fails_clearly_or_is_skipped(tmp_path, 
         folder = tmp_path / "raw" / "L001" / dose
         target = next(p for p in folder.iterdir() if float(pydicom.dcmread(p).ImagePositionPatient[2]) == z)
         write_dicom(target, np.zeros((10, 10)), z)
-    argv = ["prepare", "ct", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    argv = ["prepare", "ct_denoise", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert re.search(r"L001/full_3mm/\S+: a slice of \(\d+, \d+\) in a series of \(\d+, \d+\) slices", err)
@@ -287,7 +287,7 @@ def test_ct_series_with_mixed_slice_sizes_fails_clearly_or_is_skipped(tmp_path, 
 def test_zero_byte_npy_fails_clearly_or_is_skipped(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
     (tmp_path / "raw" / "hq" / "c2.npy").write_bytes(b"")
-    argv = ["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    argv = ["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
     assert cli.main(argv) == 2
     assert "c2.npy: not a readable .npy file" in capsys.readouterr().err
     assert cli.main(argv + ["--skip-bad"]) == 0
@@ -297,11 +297,11 @@ def test_zero_byte_npy_fails_clearly_or_is_skipped(tmp_path, capsys):
 def test_implausible_values_and_too_few_subjects_are_refused_at_prepare_time(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
     np.save(tmp_path / "raw" / "lq" / "c4.npy", np.full((12, 12), 1e30, dtype=np.float32))
-    argv = ["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
+    argv = ["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]
     assert cli.main(argv) == 2
     assert "c4.npy: the lq slices hold values in [1e+30, 1e+30], outside the plausible range" in capsys.readouterr().err
     write_paired(tmp_path / "one", ["only.npy"])
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "one"), "--out", str(tmp_path / "q"), "--quiet"]) == 2
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "one"), "--out", str(tmp_path / "q"), "--quiet"]) == 2
     assert "1 subjects/cases give no val or test split" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
 
@@ -309,7 +309,7 @@ def test_implausible_values_and_too_few_subjects_are_refused_at_prepare_time(tmp
 def test_a_prepared_file_changed_or_truncated_while_in_use_gives_a_clear_error(tmp_path):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
     out = tmp_path / "p"
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
     data = dataset.open_dataset(str(out), "train")
     assert float(data[3]["hq"].max()) > 0
     path = out / "train" / "hq.f32"
@@ -331,7 +331,7 @@ def test_an_interrupted_preparation_is_cleaned_up_by_the_next(tmp_path, capsys):
     stale = tmp_path / f".p.partial-{dead.pid}"
     (stale / "train").mkdir(parents=True)
     (stale / "train" / "hq.f32").write_bytes(b"\0" * 1000)
-    assert cli.main(["prepare", "pet", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
     assert not stale.exists() and f"{stale}: removed" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "raw"]
     umask = os.umask(0)

@@ -217,7 +217,7 @@ def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
         assert data_cli.main(["prepare", f"phantom-{modality}", "--out", str(tmp_path / modality), "--count", "3", "1",
                               "1", "--size", "32", "--quiet"]) == 0
     mix = tmp_path / "mix"
-    assert data_cli.main(["prepare", "all-in-one", "--from", *(str(tmp_path / m) for m in ("mri", "ct", "pet")),
+    assert data_cli.main(["prepare", "all_in_one", "--from", *(str(tmp_path / m) for m in ("mri", "ct", "pet")),
                           "--out", str(mix)]) == 0
     path = tmp_path / "aio.yaml"
     path.write_text("name: aio\nbase:\n  task: all_in_one\n  model: {name: restore_rwkv}\n"

@@ -4,7 +4,6 @@ Each case corrupts a copy of one finished two-run smoke store and checks that ``
 ``render`` carry on (the broken run shown as such, the file named), and that rerunning the grid's
 command repairs the run with the same scores (training is deterministic on a CPU)."""
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -12,7 +11,6 @@ import sys
 from pathlib import Path
 
 import matplotlib.figure
-import numpy as np
 import pytest
 
 from benchmark import render, run, status, store

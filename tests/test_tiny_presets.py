@@ -1,34 +1,15 @@
 """Fair tiny presets: each ``<name>_tiny`` has the paper's parameter count of ``<name>`` divided by
-``models.TINY_DIVISOR``, within +-30%, so that smoke tables keep the paper's size ratios. The
-paper's counts are read from the transcribed tables; which model a table row names is read from
-the grid files (label -> model.name), so a new grid row is checked without editing this test."""
-from pathlib import Path
-
+``models.TINY_DIVISOR``, within +-30%, so that smoke tables keep the paper's size ratios. Which
+paper row a preset is comes from its registry entry (``models.model_info(name).paper``), its count
+from the one transcription of the paper's tables, so a new model is checked without editing this
+test."""
 import pytest
 
 import models
-from benchmark.config import load_yaml
 from benchmark.profile import count_params
-from benchmark.render.tables import paper_numbers
+from tests.test_zoo import PAPER_MODELS, paper_size
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _paper_sizes() -> dict[str, float]:
-    """model name -> the paper's parameter count (M), from every grid that names models by label."""
-    counts = {(r["table"], r["method"]): r["params_m"] for r in paper_numbers() if r["params_m"] is not None}
-    sizes = {}
-    for path in sorted((ROOT / "ablations").glob("*.yaml")):
-        grid = load_yaml(path.read_text())
-        group = (grid.get("axes") or {}).get("zip") or {}
-        for label, name in zip(group.get("label", []), group.get("model.name", [])):
-            if (grid.get("table"), label) in counts:
-                sizes.setdefault(name, counts[(grid["table"], label)])
-    sizes["restore_rwkv"] = counts[(1, "Restore-RWKV")]
-    return sizes
-
-
-PAPER_SIZES = _paper_sizes()
+PAPER_SIZES = {name: paper_size(name)[0] for name in PAPER_MODELS}
 
 
 def test_every_paper_model_with_a_tiny_preset_is_checked():

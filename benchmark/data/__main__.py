@@ -7,36 +7,39 @@ import sys
 
 import numpy as np
 
+from ..config import ALL_IN_ONE, MODALITIES, MODALITY
 from . import dataset, prepared, sources
 from .io import DataError
 
-# task -> (modality, reader of --src, source name for the manifest)
-TASKS = {
-    "mri": ("mri", sources.ixi_cases, "IXI T2 (NIfTI)"),
-    "ct": ("ct", sources.aapm_cases, "AAPM Low-Dose CT Grand Challenge (DICOM)"),
-    "pet": ("pet", sources.paired_cases, "paired HQ/LQ PET volumes"),
+# what to prepare -> (modality, reader of --src, source name for the manifest). The task names are
+# the run configuration's (benchmark.config.TASKS); ``paired`` is any LQ/HQ files of --modality.
+READERS = {
+    "mri_sr": ("mri", sources.ixi_cases, "IXI T2 (NIfTI)"),
+    "ct_denoise": ("ct", sources.aapm_cases, "AAPM Low-Dose CT Grand Challenge (DICOM)"),
+    "pet_synthesis": ("pet", sources.paired_cases, "paired HQ/LQ PET volumes"),
     "paired": (None, sources.paired_cases, "paired HQ/LQ files"),
 }
-PHANTOM_TASKS = ("phantom-mri", "phantom-ct", "phantom-pet")
+assert set(READERS) - {"paired"} == set(MODALITY)
+PHANTOM_TASKS = tuple(f"phantom-{m}" for m in MODALITIES)
 
 
 def _prepare(args) -> dict:
-    if args.task == "all-in-one":
+    if args.task == ALL_IN_ONE:
         if not args.from_:
-            raise DataError("all-in-one needs --from with the prepared datasets to combine")
+            raise DataError(f"{ALL_IN_ONE} needs --from with the prepared datasets to combine")
         return dataset.write_all_in_one(args.out, args.from_)
     if args.task in PHANTOM_TASKS:
         modality = args.task.removeprefix("phantom-")
         cases = sources.phantom_cases(modality, tuple(args.count), args.size, args.seed)
         return prepared.write(args.out, cases, task=args.task, modality=modality,
                               source=f"phantom (size {args.size}, seed {args.seed})", progress=not args.quiet)
-    modality, reader, source = TASKS[args.task]
+    modality, reader, source = READERS[args.task]
     if args.src is None:
         raise DataError(f"task {args.task!r} reads raw files: give --src")
     modality = args.modality or modality
     if modality is None:
-        raise DataError("task 'paired' needs --modality (ct, mri or pet)")
-    cases = reader(args.src, series=args.series) if args.task == "ct" else reader(args.src)
+        raise DataError(f"task 'paired' needs --modality ({', '.join(MODALITIES)})")
+    cases = reader(args.src, series=args.series) if args.task == "ct_denoise" else reader(args.src)
     return prepared.write(args.out, cases, task=args.task, modality=modality,
                           source=f"{source}: {args.src}", skip_bad=args.skip_bad, progress=not args.quiet)
 
@@ -78,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     prep = commands.add_parser("prepare", help="turn raw data (or phantoms) into a prepared dataset")
-    prep.add_argument("task", choices=list(TASKS) + list(PHANTOM_TASKS) + ["all-in-one"])
+    prep.add_argument("task", choices=list(READERS) + list(PHANTOM_TASKS) + [ALL_IN_ONE],
+                      help="the run task the data are for (mri_sr: IXI, ct_denoise: AAPM, pet_synthesis: PET "
+                           "pairs), paired (any LQ/HQ files of --modality), phantom-<modality>, or all_in_one")
     prep.add_argument("--src", help="the raw data folder")
     prep.add_argument("--out", required=True, help="the prepared dataset folder to create")
-    prep.add_argument("--modality", choices=["ct", "mri", "pet"], help="for task 'paired'")
-    prep.add_argument("--series", help="ct: the series to use when a patient has several, e.g. 3mm")
+    prep.add_argument("--modality", choices=list(MODALITIES), help="for task 'paired'")
+    prep.add_argument("--series", help="ct_denoise: the series to use when a patient has several, e.g. 3mm")
     prep.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs (listed in the manifest)")
-    prep.add_argument("--from", dest="from_", nargs="+", help="all-in-one: the prepared datasets to combine")
+    prep.add_argument("--from", dest="from_", nargs="+", help="all_in_one: the prepared datasets to combine")
     prep.add_argument("--count", type=int, nargs=3, default=list(sources.PHANTOM_COUNTS), metavar=("TRAIN", "VAL", "TEST"),
                       help="phantoms per split (default: %(default)s)")
     prep.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")

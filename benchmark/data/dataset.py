@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ALL_IN_ONE
 from . import prepared, sources
 from .io import DataError
 from .modalities import RANGES
@@ -91,7 +92,7 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
         return PairedSlices(lq, hq, generated, str(source), crop, augment, seed)
     folder = Path(source)
     manifest = prepared.read_manifest(folder)
-    if manifest["task"] == "all-in-one":
+    if manifest["task"] in (ALL_IN_ONE, "all-in-one"):           # "all-in-one": manifests of earlier versions
         components = manifest["components"]
         if modality is not None:
             components = [c for c in components if c["modality"] == modality]
@@ -117,11 +118,11 @@ def write_all_in_one(out, components: list[str]) -> dict:
     parts = []
     for path in components:
         manifest = prepared.read_manifest(path)
-        if manifest["task"] == "all-in-one":
+        if manifest["task"] in (ALL_IN_ONE, "all-in-one"):
             raise DataError(f"{path}: is itself all-in-one; list its components instead")
         parts.append({"task": manifest["task"], "modality": manifest["modality"], "path": str(Path(path).resolve()),
                       "splits": {s: e["count"] for s, e in manifest["splits"].items()}})
-    manifest = {"format": prepared.FORMAT, "task": "all-in-one", "modality": "mixed", "components": parts,
+    manifest = {"format": prepared.FORMAT, "task": ALL_IN_ONE, "modality": "mixed", "components": parts,
                 "splits": {s: {"count": sum(p["splits"].get(s, 0) for p in parts)} for s in sources.SPLITS},
                 "skipped": []}
     prepared.write_manifest(out, manifest)

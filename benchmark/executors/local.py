@@ -1,13 +1,11 @@
 """Local execution: the specs one after another in this process (default), or ``jobs`` at a time,
-each in its own spawned process with its share of the CPU threads (a run that crashes its
-process, or is killed by the out-of-memory killer, takes no other run with it; a worker whose
-parent dies ends too)."""
+each in its own process with its share of the CPU threads (``executors.processes``: a run that
+crashes its process, or is killed by the out-of-memory killer, takes no other run with it; a
+worker whose parent dies ends too)."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,23 +13,12 @@ import torch
 from tqdm import tqdm
 
 from .. import store
+from . import processes
 from ..grid import RunSpec
 from ..pipeline import run_spec
 
 
-def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
-    """End this worker when the process that started it is gone (killed, even with SIGKILL: its
-    children are then re-parented): a worker never trains on, unseen, after its grid command died.
-    Its run keeps its checkpoint; the OS releases the run's lock, and the next command resumes it."""
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
-def _process_body(spec: RunSpec, grid_dir: str, threads: int, parent: int) -> None:
-    _exit_with_parent(parent)
+def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
     torch.set_num_threads(threads)
     run_spec(spec, grid_dir, progress=False)
 
@@ -55,7 +42,7 @@ def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     if status["state"] not in ("done", "failed"):        # the process died without recording an outcome
         status = {**status, "state": "failed", "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
-                            + (" (killed: out of memory?)" if exitcode == -9 else
+                            + (" (killed: out of memory?)" if processes.out_of_memory(exitcode) else
                                " without recording an outcome (see its messages above)" if exitcode == 0 else "")}
         try:
             store.write_json(folder / "status.json", status)
@@ -83,14 +70,12 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
             report(spec, results[spec.id])
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
     waiting, active = list(specs), {}
     bar = tqdm(total=len(specs), desc=f"runs ({jobs} at once)", unit="run", disable=not progress)
     while waiting or active:
         while waiting and len(active) < jobs:
             spec = waiting.pop(0)
-            process = context.Process(target=_process_body, args=(spec, str(grid_dir), threads, os.getpid()))
-            process.start()
+            process = processes.start(_process_body, spec, str(grid_dir), threads)
             active[spec.id] = (spec, process)
         time.sleep(0.2)
         for key, (spec, process) in list(active.items()):
