@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import models
-from models.ops import selective_scan, wkv
+from models.ops import wkv
 
 from . import config as cfg
 from . import erf, evaluate, profile, store, train
@@ -58,7 +58,8 @@ def build_model(config: dict) -> torch.nn.Module:
     ``model.source``: the same file, unchanged)."""
     models.ensure_model(cfg.model_name(config), config["model"].get("source"))
     torch.manual_seed(config["seed"])
-    return models.create_model(cfg.model_name(config), **config["model"]["options"])
+    model = models.create_model(cfg.model_name(config), **config["model"]["options"])
+    return model.set_backends(wkv=config["train"]["wkv_backend"])     # this model's kernels, recorded from it
 
 
 def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict:
@@ -107,29 +108,27 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
     device = _device(config)
     models.ensure_model(cfg.model_name(config), config["model"].get("source"))   # before its record
     store.write_json(folder / "environment.json", environment(config, device))
-    with wkv.use_backend(config["train"]["wkv_backend"]):
-        wkv.used_backends(reset=True)
-        selective_scan.used_backends(reset=True)
-        model = build_model(config).to(device)
-        weights = _trained_weights(folder, device)
-        if weights is None:
-            summary = train.train(model, config, folder, device, progress)
-            summary["wkv_backends"] = sorted(wkv.used_backends())
-            if selective_scan.used_backends():                       # MambaIR: which scan trained it
-                summary["scan_backends"] = sorted(selective_scan.used_backends())
-            store.write_json(folder / "train.json", summary)
-        else:
-            model.load_state_dict(weights)
-        model.deploy()                                            # test the deploy form, as the paper does
-        if not (_result(folder, "test.json", store.read_test)
-                and _result(folder, "test_images.csv", store.read_image_scores)):
-            rows, means = evaluate.test(model, config, device, progress)
-            store.write_csv(folder / "test_images.csv", rows)
-            store.write_json(folder / "test.json", {"tasks": means})
-        if not _result(folder, "profile.json", store.read_profile):
-            store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
-        if not _result(folder, "erf.npy", store.read_erf):
-            store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
+    model = build_model(config).to(device)
+    weights = _trained_weights(folder, device)
+    if weights is None:
+        summary = train.train(model, config, folder, device, progress)
+        used = model.used_backends(reset=True)                   # what trained this model
+        summary["wkv_backends"] = used.get("wkv", [])
+        if "scan" in used:                                       # MambaIR: which scan trained it
+            summary["scan_backends"] = used["scan"]
+        store.write_json(folder / "train.json", summary)
+    else:
+        model.load_state_dict(weights)
+    model.deploy()                                               # test the deploy form, as the paper does
+    if not (_result(folder, "test.json", store.read_test)
+            and _result(folder, "test_images.csv", store.read_image_scores)):
+        rows, means = evaluate.test(model, config, device, progress)
+        store.write_csv(folder / "test_images.csv", rows)
+        store.write_json(folder / "test.json", {"tasks": means})
+    if not _result(folder, "profile.json", store.read_profile):
+        store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
+    if not _result(folder, "erf.npy", store.read_erf):
+        store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
 
 
 def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:

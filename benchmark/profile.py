@@ -215,10 +215,11 @@ def _profile_one(name: str, size: int, batch: int, mode: str, repeat: int, queue
         latency = measure_latency(model, (batch, 1, size, size), mode=mode, device=device, repeat=repeat)
         if baseline is not None:
             latency.setdefault("peak_mb", max(_rss_mb("VmHWM") - baseline, 0.0))
+        used = model.used_backends()
         macs, uncounted = count_macs(model.cpu(), (1, 1, size, size), "full")
         queue.put({"model": name, "size": size, "batch": batch, **latency, "full_gmacs": macs,
-                   "uncounted": " ".join(uncounted), "wkv_backend": " ".join(sorted(wkv.used_backends())),
-                   "scan_backend": " ".join(sorted(selective_scan.used_backends()))})
+                   "uncounted": " ".join(uncounted), "wkv_backend": " ".join(used.get("wkv", [])),
+                   "scan_backend": " ".join(used.get("scan", []))})
     except Exception as err:  # reported, not raised: the sweep goes on
         queue.put({"model": name, "size": size, "error": f"{type(err).__name__}: {err}"})
 

@@ -77,9 +77,8 @@ def time_scan(shape: dict, backend: str, repeat: int) -> tuple[float, float]:
 def step_seconds(model_name: str, scan_backend: str, size: int, batch: int, repeat: int) -> float:
     """Median seconds of one training step (``benchmark.train_step``'s) with ``scan_backend``."""
     torch.manual_seed(0)
-    model = models.create_model(model_name)
-    with scan.use_backend(scan_backend):
-        return train_step.step_seconds(model, "auto", (batch, 1, size, size), repeat)
+    model = models.create_model(model_name).set_backends(scan=scan_backend)
+    return train_step.step_seconds(model, "auto", (batch, 1, size, size), repeat)
 
 
 def main(argv: list[str] | None = None) -> int:

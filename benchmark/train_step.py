@@ -26,8 +26,8 @@ def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], r
     WKV ``backend``, after one warm-up step (which also builds the kernel)."""
     gen = torch.Generator().manual_seed(0)
     x, target = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
-    with wkv.use_backend(backend):
-        return timing.time_calls(timing.training_step(model, x, target), repeat)["median_ms"] / 1e3
+    model.set_backends(wkv=backend)
+    return timing.time_calls(timing.training_step(model, x, target), repeat)["median_ms"] / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,10 @@
   ``lq`` (AMIR's mixture-of-experts load balancing, AirNet's contrastive degradation loss), or
   None. The harness adds ``train.aux_weight`` times it to the restoration loss.
 
+- ``set_backends(wkv=..., scan=...)`` / ``used_backends()``: the backend of the model's kernel ops
+  (WKV, selective scan), chosen for this model, and the backends they ran (``models.ops.backends``);
+  a model without kernel ops has nothing to set and reports ``{}``.
+
 A model with its own training loss implements ``auxiliary_loss`` in its own file; the harness never
 names a model. ``python -m benchmark.check_model NAME`` checks all of this for one model.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from .ops import backends as backends_module
 
 
 class RestorationModel(nn.Module):
@@ -37,3 +43,11 @@ class RestorationModel(nn.Module):
     def auxiliary_loss(self, lq: torch.Tensor) -> torch.Tensor | None:
         """The extra loss of the last training forward on ``lq`` (None by default)."""
         return None
+
+    def set_backends(self, **backends: str | None) -> "RestorationModel":
+        """The backend of every kernel op of this model by kind (``wkv``, ``scan``); returns the model."""
+        return backends_module.set_backends(self, **backends)
+
+    def used_backends(self, reset: bool = False) -> dict[str, list[str]]:
+        """``{kind: backends}`` that this model's kernel ops have run since built (or the last reset)."""
+        return backends_module.used_backends(self, reset)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ._registry import register_model
 from ._unet import RestormerUNet
+from .ops.backends import KernelChoice
 from .ops.selective_scan import selective_scan
 
 SCANS = 4  # row-major, column-major, and both reversed
@@ -48,6 +49,7 @@ class SS2D(nn.Module):
         self.Ds = nn.Parameter(torch.ones(SCANS * inner))
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
+        self.kernel = KernelChoice("scan")                                  # set_backends / used_backends
 
     def _scan(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, D, H, W) -> the 4 scans merged back to (B, D, H * W)."""
@@ -59,7 +61,8 @@ class SS2D(nn.Module):
         dts, Bs, Cs = projected.split([self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         y = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
-                           Bs, Cs, self.Ds.float(), self.dt_projs_bias.reshape(-1).float(), delta_softplus=True)
+                           Bs, Cs, self.Ds.float(), self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
+                           backend=self.kernel.backend, record=self.kernel.used)
         y = y.reshape(b, SCANS, d, length).to(x.dtype)
         backwards = y[:, 2:].flip(-1)
         as_rows = lambda t: t.reshape(b, d, w, h).transpose(2, 3).reshape(b, d, length)   # noqa: E731

@@ -61,6 +61,7 @@ def test_a_smoke_grid_writes_every_artifact(smoke_store):
         assert store.read_json(folder / "spec.json")["config"] == spec.config
         env = store.read_json(folder / "environment.json")
         assert env["wkv_backend"] in ("cpp", "torch") and env["seed"] == 0 and "git_commit" in env
+        assert store.read_json(folder / "train.json")["wkv_backends"] == [env["wkv_backend"]]   # from the model
         with open(folder / "train_log.csv") as f:
             log = list(csv.DictReader(f))
         assert [int(r["iteration"]) for r in log] == list(range(1, 7))

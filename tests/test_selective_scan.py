@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import models
 from models.ops import _extension, selective_scan as scan_module
 from models.ops.selective_scan import resolve_backend, selective_scan, selective_scan_cpp, selective_scan_torch
 
@@ -117,14 +118,27 @@ def test_backends_dispatch_and_are_recorded():
         selective_scan(u, delta, A, B, C, D, bias, backend="fast")
     with pytest.raises(ValueError, match="'mamba' needs CUDA tensors"):
         resolve_backend("mamba", "cpu")
-    scan_module.used_backends(reset=True)
-    y = selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True, backend="torch")
-    assert scan_module.used_backends() == {"torch"}
+    ran = set()
+    y = selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True, backend="torch", record=ran)
+    assert ran == {"torch"}
     torch.testing.assert_close(y, oracle(u, delta, A, B, C, D, bias), rtol=1e-10, atol=1e-10)
     assert resolve_backend("auto", "cpu") == "cpp"
     with scan_module.use_backend("cpp"):
-        selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True)
-    assert scan_module.used_backends(reset=True) == {"torch", "cpp"}
+        selective_scan(u, delta, A, B, C, D, bias, delta_softplus=True, record=ran)
+    assert ran == {"torch", "cpp"}
+
+
+def test_each_model_records_its_own_scan_backends():
+    """set_backends chooses per model; used_backends reports that model's calls only."""
+    first, second = (torch.manual_seed(0) and models.create_model("mambair_tiny") for _ in range(2))
+    first.set_backends(scan="torch")
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(first(x), second.set_backends(scan="cpp")(x), rtol=0, atol=1e-5)
+    assert first.used_backends() == {"scan": ["torch"]} and second.used_backends(reset=True) == {"scan": ["cpp"]}
+    assert second.used_backends() == {} and models.create_model("srcnn_tiny").used_backends() == {}
+    with pytest.raises(ValueError, match="unknown scan backend 'fast'; expected one of auto, torch, cpp"):
+        first.set_backends(scan="fast")
 
 
 def test_auto_falls_back_to_pytorch_with_one_warning(monkeypatch):

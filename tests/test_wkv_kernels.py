@@ -162,12 +162,16 @@ def test_model_outputs_agree_across_backends():
     torch.manual_seed(0)
     model = models.create_model("restore_rwkv_tiny", num_blocks=(1, 2, 1, 1))
     x = torch.randn(2, 1, 24, 40)
-    with torch.no_grad(), wkv.use_backend("torch"):
-        reference = model(x)
-    with torch.no_grad(), wkv.use_backend("cpp"):
-        compiled = model(x)
+    with torch.no_grad():
+        reference = model.set_backends(wkv="torch")(x)
+        assert model.used_backends(reset=True) == {"wkv": ["torch"]}
+        compiled = model.set_backends(wkv="cpp")(x)
     torch.testing.assert_close(compiled, reference, rtol=0, atol=1e-5)
-    assert {"torch", "cpp"} <= wkv.used_backends()
+    assert model.used_backends() == {"wkv": ["cpp"]}
+    with pytest.raises(ValueError, match="unknown wkv backend 'gpu'"):
+        model.set_backends(wkv="gpu")
+    with pytest.raises(ValueError, match="unknown kernel kind 'attention'"):
+        model.set_backends(attention="torch")
 
 
 # --- selection and fallback ----------------------------------------------------------------------

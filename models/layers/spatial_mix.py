@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .._options import check_choice
+from ..ops.backends import KernelChoice
 from ..ops.wkv import bi_wkv, uni_wkv
 from .token_shift import build_token_shift
 
@@ -88,11 +89,13 @@ class SpatialMix(nn.Module):
         passes = len(plan.directions)
         self.decay = nn.Parameter(torch.randn(passes, dim))                     # w, one row per pass
         self.bonus = nn.Parameter(torch.randn(passes, dim))                     # u
+        self.kernel = KernelChoice("wkv")                                       # set_backends / used_backends
 
     def _wkv(self, j: int, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         tokens = k.shape[1]
         op = uni_wkv if self.plan.causal else bi_wkv
-        return op(self.decay[j] / tokens, self.bonus[j] / tokens, k, v)         # Eq. 8: w / T, u / T
+        return op(self.decay[j] / tokens, self.bonus[j] / tokens, k, v,          # Eq. 8: w / T, u / T
+                  backend=self.kernel.backend, record=self.kernel.used)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C), already layer-normalised -> (B, H, W, C)."""

@@ -6,7 +6,8 @@ Backends (``backend=``): ``"cpp"``, the compiled CPU kernel of ``csrc/selective_
 kernel; ``"torch"``, the pure-PyTorch chunked scan below; ``"auto"`` (the default), the kernel for
 the tensors' device (``cpp`` on CPU, ``mamba`` on CUDA when it is installed) and the PyTorch path
 where there is none (one warning per process when the CPU kernel fails to build).
-``used_backends()`` says what has run (for run records).
+``record=`` (a set) collects what ran: MambaIR passes its layer's ``backends.KernelChoice``, so a
+run records its own model's backends (``RestorationModel.used_backends()``).
 
 For every batch b, channel d and state n, with delta = softplus(delta + delta_bias) if asked::
 
@@ -34,7 +35,6 @@ from ._tracing import Switch, untraced
 
 BACKENDS = ("auto", "torch", "cpp", "mamba")
 _default_backend = "auto"
-_used: set[str] = set()
 _warned: set[str] = set()
 
 _BLOCK_ELEMENTS = 1 << 23  # elements of one (b, channels, l, n) temporary per channel block
@@ -212,17 +212,10 @@ def use_backend(backend: str):
         _default_backend = previous
 
 
-def used_backends(reset: bool = False) -> set[str]:
-    """The selective-scan backends that have run in this process (since the last ``reset=True``)."""
-    used = set(_used)
-    if reset:
-        _used.clear()
-    return used
-
-
-def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
+def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None, record=None):
     chosen = resolve_backend(_default_backend if backend is None else backend, u.device)
-    _used.add(chosen)
+    if record is not None:
+        record.add(chosen)
     if chosen == "mamba":
         return _mamba_kernel()(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
     if chosen == "cpp":
@@ -230,9 +223,11 @@ def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None):
     return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend: str | None = None):
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend: str | None = None,
+                   record: set | None = None):
     """The scan on ``backend`` (default: ``use_backend``'s, else ``"auto"``; see the module
-    docstring); float32 output (float64 for float64 inputs on the CPU paths)."""
+    docstring); float32 output (float64 for float64 inputs on the CPU paths). ``record`` (a set)
+    collects the backend that ran (the models pass their layer's ``backends.KernelChoice``)."""
     if _single_op.on:
         return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend)
+    return _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend, record)

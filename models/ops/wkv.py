@@ -4,8 +4,9 @@ Backends (``backend=`` on each op; the default comes from ``use_backend`` or ``M
 ``"torch"`` is the pure-PyTorch path below; ``"cpp"`` (CPU) and ``"cuda"`` force the compiled
 kernel of ``csrc/`` and raise ``KernelUnavailable`` with the fix if it cannot be built; ``"auto"``
 (the default) picks the kernel for the tensors' device and, if its build fails, warns once and
-falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``used_backends()``
-what has run in this process (for run records).
+falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``record=`` (a set) on
+each op collects what ran: the models pass their layer's ``backends.KernelChoice``, so that a run
+records the backends of its own model (``RestorationModel.used_backends()``).
 
 Shapes (both ops): ``w, u: (C,)``; ``k, v: (B, T, C)``; output ``(B, T, C)`` in the dtype of ``v``.
 ``w`` and ``u`` are used as given: Restore-RWKV divides them by T before the call (Eq. 8).
@@ -50,8 +51,7 @@ from ._tracing import Switch, untraced
 
 BACKENDS = ("auto", "torch", "cpp", "cuda")
 _DEVICE_OF_KERNEL = {"cpp": "cpu", "cuda": "cuda"}  # also the kernel's build kind in _extension
-_default_backend = os.environ.get("MEDIR_WKV_BACKEND", "auto")
-_used: set[str] = set()
+_default_backend: str | None = None       # use_backend's; else MEDIR_WKV_BACKEND, else auto
 _warned: set[str] = set()
 
 # |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64, the
@@ -176,7 +176,9 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> str:
     """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"cuda"``.
     Forced kernels that cannot be built raise ``KernelUnavailable``; ``"auto"`` falls back to
     ``"torch"`` with one warning per kernel and process."""
-    backend = _check_backend(_default_backend if backend is None else backend)
+    if backend is None:
+        backend = _default_backend or os.environ.get("MEDIR_WKV_BACKEND", "auto")
+    backend = _check_backend(backend)
     device_type = torch.device(device).type
     if backend == "torch":
         return "torch"
@@ -198,14 +200,6 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> str:
             warnings.warn(f"WKV: the {candidate} kernel is unavailable, using the PyTorch path: {err}",
                           RuntimeWarning, stacklevel=3)
         return "torch"
-
-
-def used_backends(reset: bool = False) -> set[str]:
-    """The WKV backends that have run in this process (since the last ``reset=True`` call)."""
-    used = set(_used)
-    if reset:
-        _used.clear()
-    return used
 
 
 @contextlib.contextmanager
@@ -249,25 +243,29 @@ class UniWKVOp(_SingleOp):
             return uni_wkv(w, u, k, v, backend=backend)
 
 
-def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None) -> torch.Tensor:
+def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None,
+              record: set | None) -> torch.Tensor:
     if _single_ops.on:
         with _single_ops.set(False):                       # the op's body is the normal call
             return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
     _check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
-    _used.add(chosen)
+    if record is not None:
+        record.add(chosen)
     if chosen == "torch":
         return torch_path(w, u, k, v)
     return _run_kernel(op, chosen, w, u, k, v, causal)
 
 
-def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None,
+           record: set | None = None) -> torch.Tensor:
     """Bidirectional WKV (Restore-RWKV Eq. 8). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)``
     in ``v.dtype``. The PyTorch path computes half types in float32, float64 in float64."""
-    return _dispatch("bi_wkv", False, _bi_wkv_torch, w, u, k, v, backend)
+    return _dispatch("bi_wkv", False, _bi_wkv_torch, w, u, k, v, backend, record)
 
 
-def uni_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+def uni_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None,
+            record: set | None = None) -> torch.Tensor:
     """Causal WKV (RWKV). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)`` in ``v.dtype``. The
     PyTorch path computes in float64 whatever the input dtype (see the module docstring)."""
-    return _dispatch("uni_wkv", True, _uni_wkv_torch, w, u, k, v, backend)
+    return _dispatch("uni_wkv", True, _uni_wkv_torch, w, u, k, v, backend, record)
