@@ -9,7 +9,7 @@ in ``MEDIR_BENCH_IMPORTS`` (``models._plugins``).
 from ._registry import TINY_DIVISOR, ModelInfo, create_model, list_models, model_info, register_model
 from ._contract import RestorationModel
 from ._input import check_image, pad_image
-from . import airnet, amir, argan, ctformer, dcnn_pet, drmc, edsr, eformer, mambair, redcnn, restore_rwkv, restormer, rwkv_ir, srcnn, swinir, vdsr, xformer, xiang_pet  # noqa: F401  (each registers its presets)
+from . import airnet, amir, argan, ctformer, dcnn_pet, drmc, edsr, eformer, mambair, rat, redcnn, restore_rwkv, restormer, rwkv_ir, srcnn, swinir, vdsr, xformer, xiang_pet  # noqa: F401  (each registers its presets)
 from ._plugins import (ModelImportError, ensure_model, import_models, imported_modules, load_entry_points,
                        load_inherited, model_source)
 
