@@ -66,7 +66,10 @@ def check_contract(model: nn.Module) -> str:
         raise CheckFailed(f"forward{inspect.signature(model.forward)}: expected forward(x, task=None)")
     if not isinstance(model.in_chans, int) or model.in_chans < 1:
         raise CheckFailed(f"in_chans = {model.in_chans!r}: expected the number of image channels (an int >= 1)")
-    return f"{type(model).__name__}: forward(x, task=None), {model.in_chans} channel(s)"
+    if model.takes_regions and "regions" not in inspect.signature(model.forward).parameters:
+        raise CheckFailed("takes_regions is set but forward has no regions= parameter for the region masks")
+    return (f"{type(model).__name__}: forward(x, task=None{', regions=None' if model.takes_regions else ''}), "
+            f"{model.in_chans} channel(s)")
 
 
 def check_odd_sizes(model: nn.Module) -> str:

@@ -43,19 +43,25 @@ class TaskData:
 
     def batch(self, iteration: int, batch: int):
         """The training batch of ``iteration``: sample ``s = iteration * batch + j`` is position
-        ``s mod N`` of a permutation drawn from (seed, epoch = s div N)."""
-        lq, hq, task_ids = [], [], []
+        ``s mod N`` of a permutation drawn from (seed, epoch = s div N). Returns (lq, hq, task ids,
+        region masks or None: None unless every sample of the batch has them)."""
+        samples, task_ids = [], []
         for s in range(iteration * batch, (iteration + 1) * batch):
             epoch, position = divmod(s, len(self))
             task_id, sample = self.item(int(self._order(epoch)[position]), epoch)
-            lq.append(sample["lq"])
-            hq.append(sample["hq"])
+            samples.append(sample)
             task_ids.append(task_id)
-        return torch.stack(lq), torch.stack(hq), torch.tensor(task_ids)
+        regions = (torch.stack([s["regions"] for s in samples]) if all("regions" in s for s in samples) else None)
+        return (torch.stack([s["lq"] for s in samples]), torch.stack([s["hq"] for s in samples]),
+                torch.tensor(task_ids), regions)
 
 
-def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-    """The model's output (the contract's ``forward(x, task)``)."""
+def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor,
+            regions: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's output (the contract's ``forward(x, task)``); the data's region masks go to a
+    model that takes them (``takes_regions``), and nowhere else."""
+    if regions is not None and getattr(model, "takes_regions", False):
+        return model(lq, task=task_ids, regions=regions)
     return model(lq, task=task_ids)
 
 
@@ -63,6 +69,7 @@ def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor) ->
 def restore_physical(model: torch.nn.Module, sample: dict, task_id: int, modality: str,
                      device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(output, ground truth, input) of one sample as float64 arrays in physical units."""
-    pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device))
+    regions = sample["regions"][None].to(device) if "regions" in sample else None
+    pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device), regions)
     as_physical = lambda image: dataset.denormalize(image.double().cpu().numpy(), modality)  # noqa: E731
     return as_physical(pred[0, 0]), as_physical(sample["hq"][0]), as_physical(sample["lq"][0])

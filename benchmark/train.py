@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import metrics, store
-from .inference import TaskData, restore_physical
+from .inference import TaskData, restore, restore_physical
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,8 +103,8 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     for iteration in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(iteration, config)
-        lq, hq, task_ids = (t.to(device) for t in train_data.batch(iteration, settings["batch"]))
-        loss = loss_fn(model(lq, task=task_ids), hq)
+        lq, hq, task_ids, regions = (t if t is None else t.to(device) for t in train_data.batch(iteration, settings["batch"]))
+        loss = loss_fn(restore(model, lq, task_ids, regions), hq)
         extra = model.auxiliary_loss(lq)
         if extra is not None:
             loss = loss + settings["aux_weight"] * extra

@@ -13,6 +13,9 @@
   ``lq`` (AMIR's mixture-of-experts load balancing, AirNet's contrastive degradation loss), or
   None. The harness adds ``train.aux_weight`` times it to the restoration loss.
 
+- ``takes_regions`` (False by default): a model that sets it takes ``forward(x, task, regions=...)``,
+  an indexed region mask (B, H, W) per image; the harness passes the data's masks to it when the
+  data has them (a prepared dataset made from a source with a ``regions/`` folder) and to no other.
 - ``set_backends(wkv=..., scan=...)`` / ``used_backends()``: the backend of the model's kernel ops
   (WKV, selective scan), chosen for this model, and the backends they ran (``models.ops.backends``);
   a model without kernel ops has nothing to set and reports ``{}``.
@@ -32,6 +35,7 @@ class RestorationModel(nn.Module):
     """Base class of every registered model: the defaults of the contract above."""
 
     in_chans: int = 1
+    takes_regions: bool = False
 
     def forward(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

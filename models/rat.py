@@ -18,7 +18,9 @@ do. LN is a channel LayerNorm (eps 1e-6). ``lambda_ra`` and ``lambda_wa`` start 
 
 **Regions.** ``forward(x, task=None, regions=None)``: ``regions`` is an indexed mask per image
 (B, H, W) of non-negative integers (the authors use Segment Anything's masks), down-sampled to 1/4
-by nearest neighbour as they do. Where none is given, the model derives regions from the input
+by nearest neighbour as they do. The harness passes the masks of a prepared dataset whose source
+had a ``regions/`` folder (``python -m benchmark.data prepare pet_synthesis --src pairs/``, with
+``pairs/regions/`` beside ``hq/`` and ``lq/``). Where none is given, the model derives regions from the input
 itself: the image is averaged over 4x4 cells (the attention's resolution) and each cell is labelled
 by the quartile of its intensity within the image (``fallback_regions`` intensity classes, equal
 numbers of cells each), a classical intensity clustering that needs no weights. This differs from the
@@ -180,6 +182,7 @@ def intensity_regions(x: torch.Tensor, cell: int, classes: int) -> torch.Tensor:
 
 
 class RAT(RestorationModel):
+    takes_regions = True                      # the harness passes the data's region masks when it has them
 
     def __init__(self, in_chans: int = 1, width: int = 64, middle_blocks: int = 12,
                  enc_blocks: Sequence[int] = (2, 2), dec_blocks: Sequence[int] = (2, 2), layers_per_block: int = 3,

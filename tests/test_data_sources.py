@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -338,3 +339,40 @@ def test_an_interrupted_preparation_is_cleaned_up_by_the_next(tmp_path, capsys):
     os.umask(umask)
     mode = 0o666 & ~umask                                             # 0644 under the usual umask 022
     assert all(p.stat().st_mode & 0o777 == mode for p in (tmp_path / "p").rglob("*") if p.is_file())
+
+
+def write_regions(root, names, shape=(12, 12)):
+    """Indexed masks whose label is the pixel's row band (rows 0-3: 0, 4-7: 1, 8-11: 2) plus 3 x case."""
+    (root / "regions").mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        np.save(root / "regions" / name, (np.arange(shape[0])[:, None] // 4 + 3 * i).repeat(shape[1], 1).astype(np.int16))
+
+
+def test_region_masks_are_prepared_with_their_pairs_and_cropped_with_them(tmp_path, capsys):
+    names = [f"case{i:02d}.npy" for i in range(10)]
+    write_paired(tmp_path / "raw", names, shape=(12, 12))
+    for i, name in enumerate(names):                 # hq = case + 1 + row / 100: each pixel knows its row
+        hq = (i + 1 + np.arange(12)[:, None] / 100).repeat(12, 1).astype(np.float32)
+        np.save(tmp_path / "raw" / "hq" / name, hq)
+        np.save(tmp_path / "raw" / "lq" / name, hq * 0.5)
+    write_regions(tmp_path / "raw", names)
+    out = tmp_path / "prepared"
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    manifest = prepared.read_manifest(out)
+    assert manifest["splits"]["train"]["files"]["regions"] == "train/regions.f32" and prepared.verify(out) == []
+    data = dataset.open_dataset(str(out), "train", crop=8, augment=True, seed=3)
+    for index in range(len(data)):
+        sample = data[index]
+        hq = dataset.denormalize(sample["hq"][0].double().numpy(), "pet")
+        case, row = np.floor(hq + 1e-6) - 1, np.round((hq - np.floor(hq + 1e-6)) * 100)
+        assert sample["regions"].dtype == torch.int64 and sample["regions"].shape == (8, 8)
+        # the mask was cropped, rotated and flipped with the images: every pixel keeps its label
+        np.testing.assert_array_equal(sample["regions"].numpy(), row // 4 + 3 * case)
+    assert dataset.open_dataset(str(out), "test")[0]["regions"].shape == (12, 12)
+    # a pair without a mask, and a mask that is not labels, are named
+    (tmp_path / "raw" / "regions" / names[4]).unlink()
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p2")]) == 2
+    assert f"regions/ has no mask for {names[4]}" in capsys.readouterr().err
+    np.save(tmp_path / "raw" / "regions" / names[4], np.full((12, 12), 0.5))
+    assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p3")]) == 2
+    assert "a region mask must hold non-negative integer labels" in capsys.readouterr().err

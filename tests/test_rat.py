@@ -168,3 +168,39 @@ def test_sizes():
     assert round(profile.count_params(models.create_model("rat")) * 1e6) == 15_945_025        # the authors' class
     full = profile.count_params(models.create_model("rat"))
     assert 0.7 <= profile.count_params(models.create_model("rat_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
+
+
+def test_the_harness_passes_the_datas_region_masks_to_rat_and_to_no_other_model(tmp_path, monkeypatch):
+    import numpy as np
+    from benchmark import run, store
+    from benchmark.data import __main__ as data_cli
+    from benchmark.grid import load_grid
+    from tests.test_harness import TINY
+    raw = tmp_path / "raw"
+    for sub in ("hq", "lq", "regions"):
+        (raw / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(10):                                  # PET pairs (SUV) with a two-region mask each
+        hq = rng.random((32, 32, 2)).astype(np.float32) * 5           # two 32x32 slices (slices last)
+        np.save(raw / "hq" / f"p{i}.npy", hq)
+        np.save(raw / "lq" / f"p{i}.npy", np.clip(hq + rng.normal(0, 0.5, hq.shape), 0, None).astype(np.float32))
+        np.save(raw / "regions" / f"p{i}.npy", (hq > 2.5).astype(np.int16))
+    assert data_cli.main(["prepare", "pet_synthesis", "--src", str(raw), "--out", str(tmp_path / "pet"), "--quiet"]) == 0
+    calls = []
+    forward = RAT.forward
+
+    def spy(self, x, task=None, regions=None):
+        calls.append(regions is not None and tuple(regions.shape) == (x.shape[0], *x.shape[2:]))
+        return forward(self, x, task, regions)
+    monkeypatch.setattr(RAT, "forward", spy)
+    grid = tmp_path / "ratpet.yaml"
+    grid.write_text(f"name: ratpet\nbase:\n  task: pet_synthesis\n  data: {{sources: {{pet_synthesis: {tmp_path / 'pet'}}}}}\n"
+                    "axes:\n  zip:\n    label: [RAT, SRCNN]\n    model.name: [rat, srcnn]\n")
+    argv = ["--grid", str(grid), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
+            "--jobs", "1"] + [a for o in TINY for a in ("--set", o)]
+    assert run.main(argv) == 0                           # SRCNN would fail if it were given regions
+    # 6 training steps, 2 validations of 2 images, 2 test images: all with the data's masks (the ERF's
+    # synthetic inputs and the latency probe have none: the model's fallback regions)
+    assert sum(calls) >= 6 + 4 + 2
+    specs = load_grid(grid, "smoke", TINY).specs
+    assert all(store.run_state(tmp_path / "runs" / "ratpet" / s.folder_name)["state"] == "done" for s in specs)

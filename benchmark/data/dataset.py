@@ -34,14 +34,16 @@ def denormalize(image, modality: str):
 
 class PairedSlices(torch.utils.data.Dataset):
     def __init__(self, lq: np.ndarray, hq: np.ndarray, modality: str, task: str, crop: int | None = None,
-                 augment: bool = False, seed: int = 0):
+                 augment: bool = False, seed: int = 0, regions=None):
         if modality not in RANGES:
             raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(RANGES)}")
         if lq.shape != hq.shape or lq.ndim != 3:
             raise DataError(f"{task}: lq and hq must be (N, H, W) of one shape; got {lq.shape}, {hq.shape}")
         if crop is not None and (crop < 1 or crop > min(lq.shape[1:])):
             raise ValueError(f"crop {crop} does not fit slices of {lq.shape[1:]}")
-        self.lq, self.hq, self.modality, self.task = lq, hq, modality, task
+        if regions is not None and regions.shape != lq.shape:
+            raise DataError(f"{task}: region masks of shape {regions.shape} for slices of {lq.shape}")
+        self.lq, self.hq, self.modality, self.task, self.regions = lq, hq, modality, task, regions
         self.crop, self.augment, self.seed, self.epoch = crop, augment, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,20 +54,26 @@ class PairedSlices(torch.utils.data.Dataset):
         return self.lq.shape[0]
 
     def __getitem__(self, index: int) -> dict:
-        lq, hq = np.asarray(self.lq[index]), np.asarray(self.hq[index])
+        """``lq``, ``hq`` (1, H, W) in [0, 1]; ``regions`` (H, W) int64 labels where the data has them,
+        cropped and augmented with the images."""
+        images = [np.asarray(self.lq[index]), np.asarray(self.hq[index])]
+        if self.regions is not None:
+            images.append(np.asarray(self.regions[index]))
         if self.crop is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            top = rng.integers(0, lq.shape[0] - self.crop + 1)
-            left = rng.integers(0, lq.shape[1] - self.crop + 1)
-            window = (slice(top, top + self.crop), slice(left, left + self.crop))
-            lq, hq = lq[window], hq[window]
+            top = rng.integers(0, images[0].shape[0] - self.crop + 1)
+            left = rng.integers(0, images[0].shape[1] - self.crop + 1)
+            images = [a[top:top + self.crop, left:left + self.crop] for a in images]
             if self.augment:
                 turns, flip = rng.integers(0, 4), rng.integers(0, 2)
-                lq, hq = np.rot90(lq, turns), np.rot90(hq, turns)
+                images = [np.rot90(a, turns) for a in images]
                 if flip:
-                    lq, hq = lq[:, ::-1], hq[:, ::-1]
+                    images = [a[:, ::-1] for a in images]
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(normalize(a, self.modality), dtype=np.float32))[None]  # noqa: E731
-        return {"lq": as_tensor(lq), "hq": as_tensor(hq), "task": self.task, "index": index}
+        sample = {"lq": as_tensor(images[0]), "hq": as_tensor(images[1]), "task": self.task, "index": index}
+        if self.regions is not None:
+            sample["regions"] = torch.from_numpy(np.ascontiguousarray(images[2], dtype=np.int64))
+        return sample
 
 
 @functools.lru_cache(maxsize=6)
@@ -105,7 +113,8 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
     if modality is not None and manifest["modality"] != modality:
         raise DataError(f"{folder}: a {manifest['modality']} dataset where {modality} data is expected")
     lq, hq = prepared.open_split(folder, split)
-    return PairedSlices(lq, hq, manifest["modality"], manifest["task"], crop, augment, seed)
+    return PairedSlices(lq, hq, manifest["modality"], manifest["task"], crop, augment, seed,
+                        regions=prepared.open_regions(folder, split))
 
 
 def write_all_in_one(out, components: list[str]) -> dict:

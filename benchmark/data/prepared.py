@@ -34,27 +34,38 @@ FORMAT = "medir-bench prepared dataset v1"
 MANIFEST = "manifest.json"
 
 
+REGION_LABELS = (0, 2 ** 24)              # indexed masks are stored as float32: exact integers below 2^24
+
+
 class _SplitWriter:
-    def __init__(self, folder: Path, modality: str):
+    def __init__(self, folder: Path, modality: str, regions: bool = False):
         folder.mkdir(parents=True)
         self.folder, self.plausible = folder, PLAUSIBLE[modality]
-        self.files = {name: open(folder / f"{name}.f32", "wb") for name in ("lq", "hq")}
+        names = ("lq", "hq", "regions") if regions else ("lq", "hq")
+        self.files = {name: open(folder / f"{name}.f32", "wb") for name in names}
         self.digests = {name: hashlib.sha256() for name in self.files}
         self.count, self.shape, self.cases = 0, None, []
         self.low, self.high = {n: np.inf for n in self.files}, {n: -np.inf for n in self.files}
 
-    def add(self, case: str, lq: np.ndarray, hq: np.ndarray) -> None:
+    def add(self, case: str, lq: np.ndarray, hq: np.ndarray, regions: np.ndarray | None = None) -> None:
         if lq.shape != hq.shape:
             raise DataError(f"{case}: low- and high-quality slices differ in shape: {lq.shape} vs {hq.shape}")
+        if ("regions" in self.files) != (regions is not None):
+            raise DataError(f"{case}: {'no region mask' if regions is None else 'a region mask'} where the other "
+                            "cases have " + ("one" if regions is None else "none"))
+        if regions is not None and regions.shape != lq.shape:
+            raise DataError(f"{case}: a region mask of shape {regions.shape} for slices of {lq.shape}")
         if self.shape is None:
             self.shape = lq.shape[1:]
         elif lq.shape[1:] != self.shape:
             raise DataError(f"{case}: slices of {lq.shape[1:]} where the dataset has {self.shape}; "
                             "all slices of a prepared dataset share one size")
-        for name, array in (("lq", lq), ("hq", hq)):
+        for name, array in (("lq", lq), ("hq", hq), ("regions", regions)):
+            if array is None:
+                continue
             if not np.isfinite(array).all():
                 raise DataError(f"{case}: the {name} slices contain NaN or infinite values")
-            low, high = self.plausible
+            low, high = REGION_LABELS if name == "regions" else self.plausible
             if array.min() < low or array.max() > high:
                 raise DataError(f"{case}: the {name} slices hold values in [{array.min():.4g}, {array.max():.4g}], "
                                 f"outside the plausible range [{low:g}, {high:g}] of this modality: wrong units "
@@ -98,12 +109,13 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
     try:
         splits = {}
         with tqdm(total=total, unit="slice", desc=f"prepare {task}", disable=not progress) as bar:
+            with_regions = any(c.load_regions is not None for split in SPLITS for c in cases.get(split, []))
             for split in SPLITS:
-                writer = _SplitWriter(temporary / split, modality)
+                writer = _SplitWriter(temporary / split, modality, with_regions)
                 for case in cases.get(split, []):
                     try:
                         lq, hq = case.load()
-                        writer.add(case.name, lq, hq)
+                        writer.add(case.name, lq, hq, case.load_regions() if case.load_regions else None)
                     except DataError as err:
                         if not skip_bad:
                             raise
@@ -220,6 +232,19 @@ def open_split(folder, split: str) -> tuple[SliceFile, SliceFile]:
             raise DataError(f"{path}: missing or truncated (expected {expected} bytes for {shape} float32)")
         arrays.append(SliceFile(path, shape, entry["value_range"][name]))
     return arrays[0], arrays[1]
+
+
+def open_regions(folder, split: str) -> SliceFile | None:
+    """The indexed region masks of a split (N, H, W, integer labels as float32), or None when the
+    dataset was prepared without them."""
+    entry = read_manifest(folder)["splits"][split]
+    if "regions" not in entry["files"]:
+        return None
+    path = Path(folder) / entry["files"]["regions"]
+    shape = (entry["count"], *entry["shape"])
+    if not path.is_file() or path.stat().st_size != int(np.prod(shape)) * 4:
+        raise DataError(f"{path}: missing or truncated (expected {int(np.prod(shape)) * 4} bytes for {shape} float32)")
+    return SliceFile(path, shape, entry["value_range"]["regions"])
 
 
 def verify(folder) -> list[str]:

@@ -34,10 +34,12 @@ AAPM_SPLIT = (8, 1, 1)
 
 @dataclass
 class Case:
-    """One subject / patient / volume: ``load()`` -> (lq, hq) arrays of shape (slices, H, W)."""
+    """One subject / patient / volume: ``load()`` -> (lq, hq) arrays of shape (slices, H, W);
+    ``load_regions()``, where the source has them, its indexed region masks (slices, H, W)."""
     name: str
     slices: int
     load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    load_regions: Callable[[], np.ndarray] | None = None
 
 
 def split_counts(total: int, ratios: tuple[int, ...]) -> tuple[int, ...]:
@@ -199,7 +201,18 @@ def _slice_count(path: Path) -> int:
     return 1
 
 
+def _regions_load(path: Path) -> np.ndarray:
+    """An indexed mask (e.g. Segment Anything's, saved as NIfTI): non-negative integer labels (the
+    prepared-dataset writer checks that it matches its images' shape)."""
+    labels = read_image(path)
+    if (labels < 0).any() or not np.array_equal(labels, np.round(labels)):
+        raise DataError(f"{path}: a region mask must hold non-negative integer labels")
+    return _as_slices(labels)
+
+
 def paired_cases(src) -> dict[str, list[Case]]:
+    """``hq/`` and ``lq/`` files with equal names; with a ``regions/`` folder, an indexed region mask
+    of the same name for every pair (models that take regions, such as RAT, receive them)."""
     root = _folder(src)
     hq_dir, lq_dir = root / "hq", root / "lq"
     for folder in (hq_dir, lq_dir):
@@ -212,6 +225,12 @@ def paired_cases(src) -> dict[str, list[Case]]:
         raise DataError(f"{root}: files without a partner in the other folder: {', '.join(unmatched[:5])}")
     if not hq_files:
         raise DataError(f"{root}: no image files in hq/ and lq/")
+    regions_files = None
+    if (root / "regions").is_dir():
+        regions_files = {p.name: p for p in (root / "regions").iterdir() if kind_of(p)}
+        missing = sorted(set(hq_files) - set(regions_files))
+        if missing:
+            raise DataError(f"{root}: regions/ has no mask for {', '.join(missing[:5])}; every pair needs one")
     cases = []
     for name in sorted(hq_files):
         try:
@@ -219,7 +238,10 @@ def paired_cases(src) -> dict[str, list[Case]]:
         except DataError as err:                    # unreadable: fails when loaded (skipped with --skip-bad)
             cases.append(Case(name, 0, _failing(err)))
             continue
-        cases.append(Case(name, count, lambda name=name: _paired_load(lq_files[name], hq_files[name])))
+        load_regions = None
+        if regions_files is not None:
+            load_regions = lambda name=name: _regions_load(regions_files[name])   # noqa: E731
+        cases.append(Case(name, count, lambda name=name: _paired_load(lq_files[name], hq_files[name]), load_regions))
     return _by_split(cases, (8, 1, 1))
 
 
