@@ -48,7 +48,7 @@ def _batch(model: nn.Module, size=(13, 17), batch: int = 2, seed: int = 0) -> to
     return torch.rand(batch, model.in_chans, *size, generator=generator)
 
 
-def _image_batch_out(model: nn.Module, x: torch.Tensor, y, what: str) -> None:
+def _image_batch_out(x: torch.Tensor, y, what: str) -> None:
     if not isinstance(y, torch.Tensor) or y.shape != x.shape:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise CheckFailed(f"{what}: a {tuple(x.shape)} batch gave {shape}; expected the restored batch of the "
@@ -78,7 +78,7 @@ def check_odd_sizes(model: nn.Module) -> str:
         for size in ODD_SIZES:
             x = _batch(model, size)
             with torch.no_grad():
-                _image_batch_out(model, x, model(x), f"{mode} mode")
+                _image_batch_out(x, model(x), f"{mode} mode")
     return ", ".join(f"{h}x{w}" for h, w in ODD_SIZES) + " in train and eval mode: same shape, finite"
 
 
@@ -111,7 +111,7 @@ def check_gradients(model: nn.Module, size=(13, 17)) -> str:
     model.zero_grad(set_to_none=True)
     x = _batch(model, size)
     y = model(x)
-    _image_batch_out(model, x, y, "training forward")
+    _image_batch_out(x, y, "training forward")
     loss = (y - x).abs().mean()
     extra = model.auxiliary_loss(x)
     if extra is not None:
@@ -133,7 +133,7 @@ def check_task(model: nn.Module) -> str:
     model.eval()
     x = _batch(model)
     with torch.no_grad():
-        _image_batch_out(model, x, model(x, task=torch.tensor([0, 2])), "forward(x, task=tensor([0, 2]))")
+        _image_batch_out(x, model(x, task=torch.tensor([0, 2])), "forward(x, task=tensor([0, 2]))")
     return "forward(x, task=...) accepted"
 
 
@@ -236,10 +236,11 @@ def report(name: str, side: int) -> str:
     line = (f"{name} ({origin}): {profile.count_params(model):.4f} M parameters "
             f"({profile.count_params(model, True):.4f} M deployed); at {side}x{side}: {paper:.4g} GMACs (paper), "
             f"{full:.4g} GMACs (full)" + (f", uncounted: {', '.join(uncounted)}" if uncounted else ""))
-    method = models.model_info(name).paper
+    info = models.model_info(name)
+    method = info.paper
     rows = [r for r in paper_numbers() if r["method"] == method and r["params_m"] is not None] if method else []
     if rows:
-        shape = "x".join(map(str, models.model_info(name).paper_input[2:]))
+        shape = "x".join(map(str, info.paper_input[2:]))
         line += (f"\n  the paper (Table {rows[0]['table']}, {method}): {rows[0]['params_m']:.4f} M parameters, "
                  f"{rows[0]['flops_g']:.4f} GMACs at {shape}")
     return line

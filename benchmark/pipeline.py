@@ -106,9 +106,8 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
 def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
     config = spec.config
     device = _device(config)
-    models.ensure_model(cfg.model_name(config), config["model"].get("source"))   # before its record
+    model = build_model(config).to(device)               # imports a model from outside the package first
     store.write_json(folder / "environment.json", environment(config, device))
-    model = build_model(config).to(device)
     weights = _trained_weights(folder, device)
     if weights is None:
         summary = train.train(model, config, folder, device, progress)
