@@ -15,7 +15,8 @@ import sys
 
 COMMANDS = {"run": "benchmark.run", "status": "benchmark.status", "render": "benchmark.render.__main__",
             "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.ops",
-            "scan": "benchmark.scan", "train-step": "benchmark.train_step", "check-model": "benchmark.check_model"}
+            "scan": "benchmark.scan", "train-step": "benchmark.train_step", "check-model": "benchmark.check_model",
+            "gpu-check": "benchmark.gpu_check"}
 
 
 USAGE = """usage: medir-bench <command> [options]   (the same as python -m benchmark.<command> [options])

@@ -65,6 +65,7 @@ DEFAULTS: dict = {
         "val_images": 32,
         "checkpoint_every": 1000,
         "wkv_backend": "auto",
+        "precision": "fp32",          # bf16: the training step under bfloat16 autocast (kernel ops stay fp32)
     },
     "test": {"images": None},         # None: the whole test split
     "profile": {"size": 128, "latency_repeat": 5},
@@ -93,7 +94,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "model.size": ("full", "tiny"),
     "train.loss": ("l1", "l2"),
-    "train.wkv_backend": ("auto", "torch", "cpp", "cuda"),
+    "train.wkv_backend": ("auto", "torch", "cpp", "triton"),
+    "train.precision": ("fp32", "bf16"),             # models/ops/precision.py PRECISIONS
 }
 NON_NEGATIVE = {"train.warmup", "data.seed", "seed"}
 

@@ -30,6 +30,7 @@ its cells new ids, and the worker that runs a cell imports it again.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import inspect
@@ -82,8 +83,17 @@ class Grid:
                                                "index": s.index} for s in self.specs]}
 
 
+# Keys added after result stores existed, left out of the id at their default value so that every
+# existing run keeps its id (a run that sets them gets a new one).
+_ID_NEUTRAL = {("train", "precision"): "fp32"}
+
+
 def spec_id(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    hashed = copy.deepcopy(config)
+    for (section, key), default in _ID_NEUTRAL.items():
+        if hashed.get(section, {}).get(key, default) == default:
+            hashed.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _slug(text: str) -> str:

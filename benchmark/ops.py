@@ -7,6 +7,9 @@ Prints a markdown table; the ``x4`` columns are the time ratio to the previous r
 backend and C, i.e. the growth per 4x tokens (4.0 = linear). ``GB/s`` is the effective bandwidth of
 forward + backward: the bytes of k, v, y and of their gradients over its time. ``speedup`` is the
 PyTorch path's forward + backward time over this backend's. Timings are medians after a warm-up.
+A backend that cannot run on the device (``triton`` without a GPU, ``cpp`` without a compiler) gets
+one row per op saying why, not a time: Triton's CPU interpreter is for verification and is timed
+only when ``--backends triton`` asks for it.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
+from models.ops import wkv_triton
+from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
 
 from . import timing
 
 OPS = {"bi": bi_wkv, "uni": uni_wkv}
-BACKENDS = ("torch", "cpp", "cuda")
+BACKENDS = ("torch", "cpp", "triton")
 
 
 @dataclass
@@ -63,7 +68,21 @@ def measure(op: str, backend: str, side: int, channels: int, batch: int, repeat:
                _median_ms(forward_backward, device, repeat), bytes_moved=6 * k.numel() * k.element_size())
 
 
-def format_table(rows: list[Row]) -> str:
+def unavailable(backend: str, device: torch.device, asked: bool) -> str | None:
+    """Why ``backend`` cannot be timed on ``device`` (None: it can). Triton's interpreter on a CPU
+    is timed only when asked for by name."""
+    if backend == "triton":
+        if device.type == "cpu" and not asked:
+            return "needs a GPU (on a CPU only Triton's interpreter runs it, for verification)"
+        return wkv_triton.availability(device)
+    try:
+        resolve_backend(backend, device)
+    except (KernelUnavailable, ValueError) as err:
+        return str(err).splitlines()[0]
+    return None
+
+
+def format_table(rows: list[Row], missing: dict[str, str] | None = None, ops: list[str] = ()) -> str:
     lines = ["| op | backend | C | tokens | T | forward ms | x4 | fwd+bwd ms | x4 | GB/s | speedup |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     previous: dict[tuple, Row] = {}
@@ -77,7 +96,12 @@ def format_table(rows: list[Row]) -> str:
                      f"{r.train_ms:.2f} | {growth(r.train_ms, prev.train_ms if prev else 1)} | "
                      f"{r.gb_per_s:.2f} | {speedup(r, torch_rows.get((r.op, r.channels, r.side)))} |")
         previous[key] = r
-    return "\n".join(lines)
+    for backend, reason in (missing or {}).items():
+        short = "needs a GPU" if reason.startswith("needs a GPU") else "unavailable"
+        for op in ops:
+            lines.append(f"| {op} | {backend} | - | - | - | {short} | - | {short} | - | - | - |")
+    notes = [f"- {backend}: {reason}" for backend, reason in (missing or {}).items()]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def speedup(row: Row, reference: Row | None) -> str:
@@ -97,27 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--ops", nargs="+", choices=sorted(OPS), default=["bi", "uni"])
     parser.add_argument("--backends", nargs="+", choices=BACKENDS,
-                        help="default: torch and the compiled kernel of the device, when it builds")
+                        help="default: all three; those that cannot run on the device get a row saying why")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions after one warm-up (median)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if min(args.sizes) < 1 or min(args.channels) < 1 or args.batch < 1 or args.repeat < 1:
         parser.error("sizes, channels, batch and repeat must be positive")
     device = torch.device(args.device)
-    if args.backends is None:
-        kernel = resolve_backend("auto", device)
-        args.backends = ["torch"] + ([kernel] if kernel != "torch" else [])
+    asked = args.backends is not None
+    missing = {b: why for b in (args.backends or BACKENDS) if (why := unavailable(b, device, asked)) is not None}
+    runnable = [b for b in (args.backends or BACKENDS) if b not in missing]
     print(f"WKV benchmark: B={args.batch}, {environment(device)}", flush=True)
     rows = []
     for op in args.ops:
-        for backend in args.backends:
+        for backend in runnable:
             for channels in args.channels:
                 for side in sorted(args.sizes):
                     rows.append(measure(op, backend, side, channels, args.batch, args.repeat, device))
                     print(f"  {op:>3} {backend:>5} C={channels:<4} {side}x{side}: "
                           f"forward {rows[-1].forward_ms:.1f} ms, fwd+bwd {rows[-1].train_ms:.1f} ms",
                           file=sys.stderr, flush=True)
-    print(format_table(rows))
+    print(format_table(rows, missing, args.ops))
     return 0
 
 

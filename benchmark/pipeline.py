@@ -113,6 +113,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
         summary = train.train(model, config, folder, device, progress)
         used = model.used_backends(reset=True)                   # what trained this model
         summary["wkv_backends"] = used.get("wkv", [])
+        summary["kernel_dtypes"] = model.kernel_dtypes(reset=True)  # what its kernel ops computed in
         if "scan" in used:                                       # MambaIR: which scan trained it
             summary["scan_backends"] = used["scan"]
         store.write_json(folder / "train.json", summary)

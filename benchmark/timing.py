@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from models.ops import precision as precision_module
+
 
 def synchronize(device: torch.device | str | None) -> None:
     if device is not None and torch.device(device).type == "cuda":
@@ -45,17 +47,19 @@ def time_calls(fn: Callable[[], object], repeat: int = 3, warmup: int = 1,
 
 
 def training_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
-                  lr: float = 1e-4) -> Callable[[], None]:
+                  lr: float = 1e-4, precision: str = "fp32") -> Callable[[], None]:
     """One optimisation step of ``model`` on ``x`` as a callable: forward, L1 loss to ``target``
     (``x`` itself when None: the cost does not depend on the values), backward, Adam (the
-    harness's optimiser)."""
+    harness's optimiser), the forward and loss under ``precision`` (``train.precision``)."""
     target = x if target is None else target
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        (model(x) - target).abs().mean().backward()
+        with precision_module.training_autocast(precision, x.device):
+            loss = (model(x) - target).abs().mean()
+        loss.float().backward()
         optimizer.step()
     return step
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from models.ops import precision
+
 from . import metrics, store
 from .inference import TaskData, restore, restore_physical
 
@@ -96,6 +98,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         start, best, best_iter, log, elapsed = (state["iteration"], state["best_psnr"], state["best_iteration"],
                                                 state["log"], state["seconds"])
     loss_fn = F.l1_loss if settings["loss"] == "l1" else F.mse_loss
+    autocast = precision.training_autocast(settings["precision"], device)
     model.train()
     clock = time.perf_counter()
     bar = tqdm(range(start, settings["iters"]), initial=start, total=settings["iters"], disable=not progress,
@@ -104,10 +107,12 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(iteration, config)
         lq, hq, task_ids, regions = (t if t is None else t.to(device) for t in train_data.batch(iteration, settings["batch"]))
-        loss = loss_fn(restore(model, lq, task_ids, regions), hq)
-        extra = model.auxiliary_loss(lq)
-        if extra is not None:
-            loss = loss + settings["aux_weight"] * extra
+        with autocast:                                  # train.precision: bf16 (kernel ops stay fp32)
+            loss = loss_fn(restore(model, lq, task_ids, regions), hq)
+            extra = model.auxiliary_loss(lq)
+            if extra is not None:
+                loss = loss + settings["aux_weight"] * extra
+        loss = loss.float()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss.item()} at iteration {iteration + 1} "
                                    f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower train.lr or check the data")
@@ -137,4 +142,4 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     seconds = log[-1]["seconds"] if log else 0.0
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
             "final_loss": log[-1]["loss"] if log else None, "seconds": seconds,
-            "resumed_from": start}
+            "resumed_from": start, "precision": settings["precision"]}

@@ -55,3 +55,7 @@ class RestorationModel(nn.Module):
     def used_backends(self, reset: bool = False) -> dict[str, list[str]]:
         """``{kind: backends}`` that this model's kernel ops have run since built (or the last reset)."""
         return backends_module.used_backends(self, reset)
+
+    def kernel_dtypes(self, reset: bool = False) -> dict[str, list[str]]:
+        """``{kind: dtypes}`` that this model's kernel ops have computed in (``models/ops/precision.py``)."""
+        return backends_module.kernel_dtypes(self, reset)

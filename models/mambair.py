@@ -62,7 +62,7 @@ class SS2D(nn.Module):
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         y = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
                            Bs, Cs, self.Ds.float(), self.dt_projs_bias.reshape(-1).float(), delta_softplus=True,
-                           backend=self.kernel.backend, record=self.kernel.used)
+                           backend=self.kernel.backend, record=self.kernel)
         y = y.reshape(b, SCANS, d, length).to(x.dtype)
         backwards = y[:, 2:].flip(-1)
         as_rows = lambda t: t.reshape(b, d, w, h).transpose(2, 3).reshape(b, d, length)   # noqa: E731

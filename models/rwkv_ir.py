@@ -94,7 +94,7 @@ class SpatialMix(nn.Module):
             k, v = k.transpose(1, 2), v.transpose(1, 2)
         tokens = h * w
         y = bi_wkv(self.decay / tokens, self.bonus / tokens, k.reshape(b, tokens, c), v.reshape(b, tokens, c),
-                   backend=self.kernel.backend, record=self.kernel.used)
+                   backend=self.kernel.backend, record=self.kernel)
         y = y.reshape(b, w, h, c).transpose(1, 2) if self.column_major else y.reshape(b, h, w, c)
         return self.output(gate * y + shift)
 

@@ -8,8 +8,12 @@ from benchmark import ops
 def test_benchmark_prints_a_table(capsys):
     assert ops.main(["--sizes", "8", "16", "--channels", "3", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| bi") or line.startswith("| uni")]
+    lines = [line for line in out.splitlines() if line.startswith("| bi") or line.startswith("| uni")]
+    rows = [line for line in lines if "| triton |" not in line]
     assert len(rows) == 4 * 2                                                   # torch and cpp
+    triton = [line for line in lines if "| triton |" in line]                   # no GPU: says so, no time
+    assert len(triton) == 2 and all(r.split("|")[6].strip() == "needs a GPU" for r in triton)
+    assert "- triton: needs a GPU" in out
     assert rows[0].split("|")[7].strip() == "-"                                  # first size: no ratio
     float(rows[1].split("|")[7])                                                # second: a number
     cpp = [r for r in rows if "| cpp |" in r]
@@ -52,3 +56,28 @@ def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(caps
     assert torch.get_num_threads() == threads                  # --threads 1 does not leak into the caller
     with pytest.raises(SystemExit):
         scan.main(["--steps-models", "no_such_model"])
+
+
+def test_gpu_check_needs_a_gpu_and_says_so(monkeypatch, capsys):
+    from benchmark import gpu_check
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
+    assert "no CUDA device is visible; this check needs a GPU" in capsys.readouterr().err
+
+
+def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
+    """--device cpu exercises every section (Triton's interpreter for the WKV, tests/conftest.py
+    turns it on without a GPU); the report has each table and says its times mean nothing."""
+    from benchmark import gpu_check
+    out = tmp_path / "gpu_check.md"
+    assert gpu_check.main(["--device", "cpu", "--skip-tests", "--sides", "8", "--channels", "4", "--models",
+                           "restore_rwkv_tiny", "mambair_tiny", "--size", "16", "--batch", "1", "--repeat", "1",
+                           "--out", str(out)]) == 0
+    report = out.read_text()
+    assert "a check of the script, not of a GPU" in report
+    wkv_rows = [line for line in report.splitlines() if line.startswith("| 8^2 = 64 | 4 |")]
+    assert len(wkv_rows) == 1 and float(wkv_rows[0].split("|")[3]) > 0 and float(wkv_rows[0].split("|")[6]) > 0
+    steps = [line.split("|") for line in report.splitlines() if line.startswith(("| restore_rwkv_tiny", "| mambair_tiny"))]
+    assert [(r[1].strip(), r[3].strip()) for r in steps] == [
+        ("restore_rwkv_tiny", "fp32"), ("restore_rwkv_tiny", "bf16"), ("mambair_tiny", "fp32"), ("mambair_tiny", "bf16")]
+    assert all(float(r[4]) > 0 for r in steps) and "wkv:" in steps[0][6] and "scan:" in steps[2][6]

@@ -95,7 +95,7 @@ class SpatialMix(nn.Module):
         tokens = k.shape[1]
         op = uni_wkv if self.plan.causal else bi_wkv
         return op(self.decay[j] / tokens, self.bonus[j] / tokens, k, v,          # Eq. 8: w / T, u / T
-                  backend=self.kernel.backend, record=self.kernel.used)
+                  backend=self.kernel.backend, record=self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C), already layer-normalised -> (B, H, W, C)."""

@@ -1,26 +1,22 @@
-"""Lazy builds of the compiled kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja): the WKV
-kernels (``cpu``, ``cuda``) and the selective scan (``scan_cpu``).
+"""Lazy builds of the compiled CPU kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja): the WKV
+kernel (``cpu``) and the selective scan (``scan_cpu``). The GPU's WKV kernel is Triton
+(``wkv_triton.py``), compiled by Triton itself.
 
 Nothing is compiled at import. The first call that needs a kernel builds it in a subprocess under a
 timeout, then loads it; later processes find the binary in the build cache. The extension name
 carries everything that changes the binary (sources, flags, torch and Python versions, the CPU for
-``-march=native`` builds, ``TORCH_CUDA_ARCH_LIST`` for CUDA builds), so one cache serves every
-configuration side by side.
+``-march=native`` builds), so one cache serves every configuration side by side.
 
 Environment:
     MEDIR_BENCH_BUILD_DIR      the build cache (default ``~/.cache/medir-bench/extensions``)
     MEDIR_BENCH_BUILD_TIMEOUT  seconds one build may take (default 600)
-    TORCH_CUDA_ARCH_LIST       GPU architectures of the CUDA build (torch's own variable; without
-                               it torch targets the visible GPU)
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.util
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +25,15 @@ from types import ModuleType
 
 import torch
 
-KINDS = ("cpu", "cuda", "scan_cpu")
-_SOURCES = {"cpu": ["wkv_cpu.cpp"], "cuda": ["wkv_cuda.cu"], "scan_cpu": ["selective_scan_cpu.cpp"]}
+KINDS = ("cpu", "scan_cpu")
+_SOURCES = {"cpu": ["wkv_cpu.cpp"], "scan_cpu": ["selective_scan_cpu.cpp"]}
 _HEADERS = ["simd.h"]                     # included by the CPU sources: part of every binary's identity
-_NAMES = {"cpu": "medir_wkv_cpu", "cuda": "medir_wkv_cuda", "scan_cpu": "medir_scan_cpu"}
-_WHAT = {"cpu": "CPU WKV kernel", "cuda": "CUDA WKV kernel", "scan_cpu": "CPU selective-scan kernel"}
+_NAMES = {"cpu": "medir_wkv_cpu", "scan_cpu": "medir_scan_cpu"}
+_WHAT = {"cpu": "CPU WKV kernel", "scan_cpu": "CPU selective-scan kernel"}
 _loaded: dict[str, ModuleType | Exception] = {}
+
+
+_FIX_HINT = "a C++17 compiler (g++) and ninja (pip install ninja) are needed"
 
 
 class KernelUnavailable(RuntimeError):
@@ -71,33 +70,6 @@ def _cpu_identity() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cuda_home() -> str | None:
-    """The CUDA toolkit: $CUDA_HOME, else the folder of the nvcc on PATH (resolving wrapper scripts
-    that live outside the toolkit), else /usr/local/cuda."""
-    if os.environ.get("CUDA_HOME"):
-        return os.environ["CUDA_HOME"]
-    candidates = []
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(Path(nvcc).resolve().parent.parent)
-    candidates.append(Path("/usr/local/cuda"))
-    for home in candidates:
-        if (home / "include" / "cuda_runtime.h").is_file():
-            return str(home)
-    return None
-
-
-def _pip_cuda_includes() -> list[str]:
-    """Headers of the CUDA libraries that torch's wheel depends on (cuSPARSE, cuBLAS, ...) when they
-    come from pip rather than from the toolkit."""
-    try:
-        import nvidia
-    except ImportError:
-        return []
-    roots = [Path(p) for p in getattr(nvidia, "__path__", [])]
-    return sorted({str(Path(d)) for r in roots for d in glob.glob(str(r / "*" / "include"))})
-
-
 def build_spec(kind: str) -> dict:
     """Arguments for ``torch.utils.cpp_extension.load``, with a name that identifies the binary."""
     if kind not in KINDS:
@@ -109,16 +81,8 @@ def build_spec(kind: str) -> dict:
                                 "source checkout (pip install -e .) to use the compiled kernels")
     spec: dict = dict(sources=[str(p) for p in sources], build_directory=None, verbose=False)
     identity = [torch.__version__, sys.version, platform.machine(), kind]
-    if kind != "cuda":
-        spec["extra_cflags"], spec["extra_ldflags"] = _cpu_flags()
-        identity += spec["extra_cflags"] + spec["extra_ldflags"] + [_cpu_identity()]
-    else:
-        spec["extra_cflags"] = ["-O3"]
-        spec["extra_cuda_cflags"] = ["-O3", "-lineinfo"]
-        spec["with_cuda"] = True
-        spec["extra_include_paths"] = _pip_cuda_includes()
-        identity += spec["extra_cuda_cflags"] + [os.environ.get("TORCH_CUDA_ARCH_LIST", "<visible GPU>"),
-                                                 str(torch.version.cuda)]
+    spec["extra_cflags"], spec["extra_ldflags"] = _cpu_flags()
+    identity += spec["extra_cflags"] + spec["extra_ldflags"] + [_cpu_identity()]
     digest = hashlib.sha1()
     for item in identity:
         digest.update(item.encode())
@@ -128,13 +92,6 @@ def build_spec(kind: str) -> dict:
     spec["name"] = f"{_NAMES[kind]}_{digest.hexdigest()[:12]}"
     spec["build_directory"] = str(build_dir() / spec["name"])
     return spec
-
-
-def _fix_hint(kind: str) -> str:
-    if kind != "cuda":
-        return "a C++17 compiler (g++) and ninja (pip install ninja) are needed"
-    return ("nvcc matching torch's CUDA version is needed (set CUDA_HOME to its toolkit), and "
-            "TORCH_CUDA_ARCH_LIST when building without a visible GPU")
 
 
 def build(kind: str, spec: dict | None = None) -> Path:
@@ -147,9 +104,6 @@ def build(kind: str, spec: dict | None = None) -> Path:
     command = [sys.executable, "-m", "models.ops._extension", kind]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(sources_dir().parent),
                                                         os.environ.get("PYTHONPATH", "")])}
-    cuda_home = _cuda_home() if kind == "cuda" else None
-    if cuda_home:
-        env["CUDA_HOME"] = cuda_home
     # A session of its own, so that a timeout also stops the compilers it started.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                start_new_session=True)
@@ -165,7 +119,7 @@ def build(kind: str, spec: dict | None = None) -> Path:
     log.write_text(done.stdout)
     if done.returncode != 0:
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
-        raise KernelUnavailable(f"building the {_WHAT[kind]} failed ({_fix_hint(kind)}); log: {log}\n{tail}")
+        raise KernelUnavailable(f"building the {_WHAT[kind]} failed ({_FIX_HINT}); log: {log}\n{tail}")
     return folder
 
 
@@ -174,8 +128,6 @@ def load(kind: str) -> ModuleType:
     the rest of the process, so a failing build is tried once)."""
     if kind not in _loaded:
         try:
-            if kind == "cuda" and not torch.cuda.is_available():
-                raise KernelUnavailable("the CUDA WKV kernel needs a CUDA device; none is visible")
             spec = build_spec(kind)
             binary = Path(spec["build_directory"]) / f"{spec['name']}.so"
             if not binary.is_file():
@@ -184,7 +136,7 @@ def load(kind: str) -> ModuleType:
         except KernelUnavailable as err:
             _loaded[kind] = err
         except Exception as err:  # a load error from torch: keep its message
-            _loaded[kind] = KernelUnavailable(f"loading the {_WHAT[kind]} failed ({_fix_hint(kind)}): {err}")
+            _loaded[kind] = KernelUnavailable(f"loading the {_WHAT[kind]} failed ({_FIX_HINT}): {err}")
     result = _loaded[kind]
     if isinstance(result, Exception):
         raise result
@@ -203,7 +155,7 @@ def _import_binary(name: str, binary: Path) -> ModuleType:
 
 
 def _compile_in_this_process(kind: str) -> None:
-    """Compile, link and import (importing a CUDA extension needs no GPU, so CI checks it this way)."""
+    """Compile, link and import (the build subprocess)."""
     from torch.utils.cpp_extension import load as cpp_load
     cpp_load(**{**build_spec(kind), "verbose": True})
 

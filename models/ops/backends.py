@@ -2,12 +2,14 @@
 
 Each layer that calls a kernel op holds a ``KernelChoice`` (kind ``"wkv"`` or ``"scan"``): the
 backend its calls ask for (None: the op's default, ``"auto"`` unless ``use_backend`` says
-otherwise) and the set of backends they actually ran. ``RestorationModel.set_backends(wkv=...,
+otherwise), the set of backends they actually ran and the dtypes they computed in (``precision.py``).
+The layer passes it as the op's ``record=``. ``RestorationModel.set_backends(wkv=...,
 scan=...)`` sets every layer of a model; ``RestorationModel.used_backends()`` collects them, so a
 run records what trained and tested *its* model, whatever else ran in the process.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 KINDS = ("wkv", "scan")
@@ -22,9 +24,21 @@ class KernelChoice:
         self.kind = kind
         self.backend: str | None = None
         self.used: set[str] = set()
+        self.computed: set[str] = set()          # compute dtypes, e.g. "float32"
 
     def __repr__(self) -> str:
         return f"KernelChoice({self.kind}: {self.backend or 'default'}, ran {sorted(self.used)})"
+
+
+def note(record: "KernelChoice | set | None", backend: str, dtype: torch.dtype | None = None) -> None:
+    """What an op call ran, into its ``record=``: a ``KernelChoice`` (backend and compute dtype) or
+    a plain set (the backend)."""
+    if isinstance(record, KernelChoice):
+        record.used.add(backend)
+        if dtype is not None:
+            record.computed.add(str(dtype).removeprefix("torch."))
+    elif record is not None:
+        record.add(backend)
 
 
 def _choices(model: nn.Module):
@@ -60,3 +74,14 @@ def used_backends(model: nn.Module, reset: bool = False) -> dict[str, list[str]]
         if reset:
             choice.used.clear()
     return {kind: sorted(names) for kind, names in sorted(used.items())}
+
+
+def kernel_dtypes(model: nn.Module, reset: bool = False) -> dict[str, list[str]]:
+    """``{kind: sorted dtypes}`` that the model's kernel ops have computed in; ``reset`` clears it."""
+    computed: dict[str, set[str]] = {}
+    for choice in _choices(model):
+        if choice.computed:
+            computed.setdefault(choice.kind, set()).update(choice.computed)
+        if reset:
+            choice.computed.clear()
+    return {kind: sorted(names) for kind, names in sorted(computed.items())}

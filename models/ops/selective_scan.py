@@ -6,8 +6,10 @@ Backends (``backend=``): ``"cpp"``, the compiled CPU kernel of ``csrc/selective_
 kernel; ``"torch"``, the pure-PyTorch chunked scan below; ``"auto"`` (the default), the kernel for
 the tensors' device (``cpp`` on CPU, ``mamba`` on CUDA when it is installed) and the PyTorch path
 where there is none (one warning per process when the CPU kernel fails to build).
-``record=`` (a set) collects what ran: MambaIR passes its layer's ``backends.KernelChoice``, so a
-run records its own model's backends (``RestorationModel.used_backends()``).
+``record=`` collects what ran: MambaIR passes its layer's ``backends.KernelChoice`` (backend and
+compute dtype), so a run records its own model's (``RestorationModel.used_backends()``,
+``kernel_dtypes()``); a plain set collects backend names. Precision follows ``precision.py``: float32
+(float64 for float64 inputs) with autocast off inside, the PyTorch path's chunk sums in float64.
 
 For every batch b, channel d and state n, with delta = softplus(delta + delta_bias) if asked::
 
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 import contextlib
 import warnings
 
-from . import _extension
+from . import _extension, backends, precision
 from ._tracing import Switch, untraced
 
 BACKENDS = ("auto", "torch", "cpp", "mamba")
@@ -84,7 +86,7 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     if d % B.shape[1] or A.shape[0] != d or delta.shape != u.shape:
         raise ValueError(f"selective_scan: u {tuple(u.shape)}, delta {tuple(delta.shape)}, A {tuple(A.shape)} and "
                          f"B {tuple(B.shape)} do not fit (d must split into the {B.shape[1]} groups of B)")
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    compute = precision.compute_dtype(u)
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
     if delta_bias is not None:
         delta = delta + delta_bias.to(compute)[:, None]
@@ -214,13 +216,16 @@ def use_backend(backend: str):
 
 def _dispatch(u, delta, A, B, C, D, delta_bias, delta_softplus, backend=None, record=None):
     chosen = resolve_backend(_default_backend if backend is None else backend, u.device)
-    if record is not None:
-        record.add(chosen)
-    if chosen == "mamba":
-        return _mamba_kernel()(u, delta, A, B, C, D, z=None, delta_bias=delta_bias, delta_softplus=delta_softplus)
-    if chosen == "cpp":
-        return selective_scan_cpp(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    # Compute dtypes (precision.py): the PyTorch path sums its chunks in float64; mamba_ssm and the CPU
+    # kernel in float32, or float64 for float64 inputs.
+    backends.note(record, chosen, precision.compute_dtype(u, needs_float64=chosen == "torch"))
+    with precision.full_precision(u.device):
+        if chosen == "mamba":
+            return _mamba_kernel()(u.float(), delta.float(), A.float(), B.float(), C.float(), D, z=None,
+                                   delta_bias=delta_bias, delta_softplus=delta_softplus)
+        if chosen == "cpp":
+            return selective_scan_cpp(u, delta, A, B, C, D, delta_bias, delta_softplus)
+        return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, backend: str | None = None,

@@ -1,12 +1,14 @@
 """WKV attention: linear time and memory, differentiable, on any device, with compiled kernels.
 
 Backends (``backend=`` on each op; the default comes from ``use_backend`` or ``MEDIR_WKV_BACKEND``):
-``"torch"`` is the pure-PyTorch path below; ``"cpp"`` (CPU) and ``"cuda"`` force the compiled
-kernel of ``csrc/`` and raise ``KernelUnavailable`` with the fix if it cannot be built; ``"auto"``
-(the default) picks the kernel for the tensors' device and, if its build fails, warns once and
-falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``record=`` (a set) on
-each op collects what ran: the models pass their layer's ``backends.KernelChoice``, so that a run
-records the backends of its own model (``RestorationModel.used_backends()``).
+``"torch"`` is the pure-PyTorch path below; ``"cpp"`` forces the compiled CPU kernel of ``csrc/``
+and ``"triton"`` the chunk-parallel Triton kernel of ``wkv_triton.py`` (CUDA tensors; CPU tensors
+only under ``TRITON_INTERPRET=1``, for verification); both raise ``KernelUnavailable`` with the
+fix if they cannot run. ``"auto"`` (the default) picks ``cpp`` for CPU tensors and ``triton`` for
+CUDA tensors and, if that kernel is unavailable, warns once and falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``record=`` on each op
+collects what ran: the models pass their layer's ``backends.KernelChoice`` (backend and compute
+dtype), so that a run records those of its own model (``RestorationModel.used_backends()``,
+``kernel_dtypes()``); a plain set collects backend names. Precision follows ``precision.py``.
 
 Shapes (both ops): ``w, u: (C,)``; ``k, v: (B, T, C)``; output ``(B, T, C)`` in the dtype of ``v``.
 ``w`` and ``u`` are used as given: Restore-RWKV divides them by T before the call (Eq. 8).
@@ -45,20 +47,23 @@ import warnings
 
 import torch
 
-from . import _extension
+from . import _extension, backends, precision
 from ._extension import KernelUnavailable
 from ._tracing import Switch, untraced
 
-BACKENDS = ("auto", "torch", "cpp", "cuda")
-_DEVICE_OF_KERNEL = {"cpp": "cpu", "cuda": "cuda"}  # also the kernel's build kind in _extension
+BACKENDS = ("auto", "torch", "cpp", "triton")
+_KERNEL_OF_DEVICE = {"cpu": "cpp", "cuda": "triton"}   # what "auto" picks
 _default_backend: str | None = None       # use_backend's; else MEDIR_WKV_BACKEND, else auto
 _warned: set[str] = set()
 
 # |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64, the
-# kernels' recurrences in their accumulation type (float32 only for bi_wkv: on CUDA always, on the CPU
-# within |w| (T - 1) <= 20).
+# kernels' recurrences in their accumulation type (float32 only for bi_wkv: on the CPU within
+# |w| (T - 1) <= 20, in Triton within TRITON_FLOAT32_SPAN, float64 beyond).
 _MAX_DECAY_SPAN = {torch.float32: 150.0, torch.float64: 1200.0}
 _MAX_DECAY_SPAN_KERNEL = {torch.float32: 80.0, torch.float64: 1200.0}
+# The Triton backward's sums of g / den reach e^{2 |w| T} * T: float32 up to |w| (T - 1) = 30.
+TRITON_FLOAT32_SPAN = 30.0
+CPU_FLOAT32_SPAN = 20.0     # csrc/wkv_cpu.cpp's chunk states are float64 beyond
 
 
 def _check_inputs(op: str, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -115,7 +120,7 @@ def _ratio(terms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _bi_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    compute = torch.float64 if v.dtype == torch.float64 else torch.float32
+    compute = precision.compute_dtype(k, v)
     _check_decay_span("bi_wkv", w, k.shape[1], compute)
     w, u, k, v_c = (t.to(compute) for t in (w, u, k, v))
     x, now = _weighted_terms(u, k, v_c)
@@ -135,9 +140,8 @@ def _uni_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
 # --- compiled kernels ------------------------------------------------------------------------------
 
 class _KernelWKV(torch.autograd.Function):
-    """Forward and backward of a compiled kernel; inputs already in the kernel's dtypes. A kernel's
-    ``forward`` returns ``[y, *saved]`` (what its backward needs besides w, u, v, y: for the CPU
-    kernel the exponentials it computed, for CUDA k)."""
+    """Forward and backward of the compiled CPU kernel; inputs already in its dtypes. Its ``forward``
+    returns ``[y, *saved]`` (what its backward needs besides w, u, v, y: the exponentials it computed)."""
 
     @staticmethod
     def forward(ctx, w, u, k, v, causal: bool, kernel):
@@ -153,17 +157,39 @@ class _KernelWKV(torch.autograd.Function):
         return gw.to(w.dtype), gu.to(u.dtype), gk, gv, None, None
 
 
-def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool) -> torch.Tensor:
-    kernel = _extension.load(_DEVICE_OF_KERNEL[backend])
-    if backend == "cpp":   # float32 or float64 throughout; half types computed in float32
-        dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
-        acc = dtype
-    else:                  # CUDA takes half types as they are; w, u in the accumulation type
-        dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.promote_types(k.dtype, v.dtype)
-        acc = torch.float64 if (causal or dtype == torch.float64) else torch.float32
-    _check_decay_span(op, w, k.shape[1], acc, kernel=True)
-    args = [w.to(acc).contiguous(), u.to(acc).contiguous(), k.to(dtype).contiguous(), v.to(dtype).contiguous()]
+def accumulation_dtype(backend: str, causal: bool, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    """The dtype a call's sums accumulate in (``precision.py``): float64 for uni_wkv, for float64
+    inputs, and for bi_wkv beyond the backend's float32 span; float32 otherwise."""
+    if causal:
+        return torch.float64
+    if backend == "torch":                   # the centred cumsum: float32 within its checked range
+        return precision.compute_dtype(k, v)
+    span = float(w.detach().abs().max()) * (k.shape[1] - 1)
+    float32_span = CPU_FLOAT32_SPAN if backend == "cpp" else TRITON_FLOAT32_SPAN
+    return precision.compute_dtype(k, v, needs_float64=not span <= float32_span)
+
+
+def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, acc: torch.dtype) -> torch.Tensor:
+    if backend == "triton":
+        _check_decay_span(op, w, k.shape[1], torch.float64, kernel=True)
+        from . import wkv_triton
+        return wkv_triton.wkv(w, u, k, v, causal, acc)
+    kernel = _extension.load("cpu")   # inputs float32 or float64; it widens its own sums (acc)
+    dtype = precision.compute_dtype(k, v)
+    _check_decay_span(op, w, k.shape[1], dtype, kernel=True)
+    args = [t.to(dtype).contiguous() for t in (w, u, k, v)]
     return _KernelWKV.apply(*args, causal, kernel).to(v.dtype)
+
+
+def _kernel_available(backend: str, device_type: str) -> None:
+    """Raise ``KernelUnavailable`` (with the reason and the fix) unless ``backend`` can run here."""
+    if backend == "triton":
+        from . import wkv_triton
+        reason = wkv_triton.availability(device_type)
+        if reason is not None:
+            raise KernelUnavailable(reason)
+    else:
+        _extension.load("cpu")
 
 
 def _check_backend(backend: str) -> str:
@@ -173,8 +199,8 @@ def _check_backend(backend: str) -> str:
 
 
 def resolve_backend(backend: str | None, device: torch.device | str) -> str:
-    """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"cuda"``.
-    Forced kernels that cannot be built raise ``KernelUnavailable``; ``"auto"`` falls back to
+    """The backend a call with ``backend`` on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"triton"``.
+    Forced kernels that cannot run raise ``KernelUnavailable``; ``"auto"`` falls back to
     ``"torch"`` with one warning per kernel and process."""
     if backend is None:
         backend = _default_backend or os.environ.get("MEDIR_WKV_BACKEND", "auto")
@@ -183,16 +209,15 @@ def resolve_backend(backend: str | None, device: torch.device | str) -> str:
     if backend == "torch":
         return "torch"
     if backend != "auto":
-        if device_type != _DEVICE_OF_KERNEL[backend]:
-            raise ValueError(f"WKV backend {backend!r} runs on {_DEVICE_OF_KERNEL[backend]} tensors; "
-                             f"got {device_type} tensors")
-        _extension.load(_DEVICE_OF_KERNEL[backend])
+        if backend == "cpp" and device_type != "cpu":
+            raise ValueError(f"WKV backend 'cpp' runs on cpu tensors; got {device_type} tensors")
+        _kernel_available(backend, device_type)
         return backend
-    candidate = next((b for b, d in _DEVICE_OF_KERNEL.items() if d == device_type), None)
+    candidate = _KERNEL_OF_DEVICE.get(device_type)
     if candidate is None:
         return "torch"
     try:
-        _extension.load(device_type)
+        _kernel_available(candidate, device_type)
         return candidate
     except KernelUnavailable as err:
         if candidate not in _warned:
@@ -243,29 +268,29 @@ class UniWKVOp(_SingleOp):
             return uni_wkv(w, u, k, v, backend=backend)
 
 
-def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None,
-              record: set | None) -> torch.Tensor:
+def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None, record) -> torch.Tensor:
     if _single_ops.on:
         with _single_ops.set(False):                       # the op's body is the normal call
             return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
     _check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
-    if record is not None:
-        record.add(chosen)
-    if chosen == "torch":
-        return torch_path(w, u, k, v)
-    return _run_kernel(op, chosen, w, u, k, v, causal)
+    acc = accumulation_dtype(chosen, causal, w, k, v)
+    backends.note(record, chosen, acc)
+    with precision.full_precision(k.device):               # autocast off: the policy of precision.py
+        if chosen == "torch":
+            return torch_path(w, u, k, v)
+        return _run_kernel(op, chosen, w, u, k, v, causal, acc)
 
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None,
-           record: set | None = None) -> torch.Tensor:
+           record=None) -> torch.Tensor:
     """Bidirectional WKV (Restore-RWKV Eq. 8). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)``
     in ``v.dtype``. The PyTorch path computes half types in float32, float64 in float64."""
     return _dispatch("bi_wkv", False, _bi_wkv_torch, w, u, k, v, backend, record)
 
 
 def uni_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None,
-            record: set | None = None) -> torch.Tensor:
+            record=None) -> torch.Tensor:
     """Causal WKV (RWKV). ``w, u: (C,)``; ``k, v: (B, T, C)`` -> ``(B, T, C)`` in ``v.dtype``. The
     PyTorch path computes in float64 whatever the input dtype (see the module docstring)."""
     return _dispatch("uni_wkv", True, _uni_wkv_torch, w, u, k, v, backend, record)

@@ -1,0 +1,127 @@
+"""The Triton WKV kernel against the float64 O(T^2) oracle: on CPU tensors in Triton's interpreter
+(``TRITON_INTERPRET=1``, so CI checks the kernel's logic without a GPU) and, with the ``gpu``
+marker, compiled on CUDA tensors. Outputs and all four gradients; float32, bfloat16 and float64
+inputs; T of one token, two, a partial chunk and many chunks with a ragged end; |k| up to 60 and
+|w T|, |u T| up to 20."""
+import pytest
+import torch
+
+import models
+from models.ops import wkv, wkv_triton
+from models.ops._extension import KernelUnavailable
+from models.ops.wkv import bi_wkv, uni_wkv
+from tests.test_wkv import oracle_with_grad, random_inputs
+
+HAS_CUDA = torch.cuda.is_available()
+# Without a GPU, tests/conftest.py turns Triton's interpreter on; with one, the compiled variants run.
+NO_INTERPRETER = wkv_triton.availability("cpu")
+DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(NO_INTERPRETER is not None, reason=str(NO_INTERPRETER))),
+           pytest.param("cuda", marks=[pytest.mark.gpu,
+                                               pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")])]
+OPS = [(bi_wkv, False), (uni_wkv, True)]
+# Worst error over its scale (see check_against_oracle) allowed per input dtype (outputs, gradients).
+# float32: the accumulation's rounding over T terms (measured up to 1.4e-7 for y, 1.8e-6 for gw);
+# bfloat16: one unit in the 8th bit, 2^-8 (measured up to 1.3e-3 for y, 2.3e-3 for gv: the results are
+# rounded to bfloat16 and g arrives rounded).
+TOLERANCE = {torch.float32: (1e-6, 1e-5), torch.bfloat16: (2 ** -8, 2 ** -8)}
+MANY_CHUNKS = 300                      # 18 full chunks of 16 tokens and a ragged one of 12
+
+
+def check_against_oracle(op, causal, inputs, device, dtype, seed=0):
+    """Run ``op`` on the triton backend; compare output and gradients with the oracle evaluated in
+    float64 at the same (dtype-rounded) inputs; returns the worst errors relative to their scale."""
+    ours = [t.to(device=device, dtype=dtype).requires_grad_() for t in inputs]
+    ref = [t.to(dtype).double().requires_grad_() for t in inputs]
+    y = op(*ours, backend="triton")
+    assert y.dtype == dtype and y.device.type == device and torch.isfinite(y).all()
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    (y * gy.to(device)).sum().backward()
+    gy = gy.double()
+    expected = oracle_with_grad(*ref, causal)
+    (expected * gy).sum().backward()
+    tol_y, tol_grad = TOLERANCE.get(dtype, (1e-12, 1e-10))
+    errors = {}
+    # y is a convex combination of v; a gradient's natural scale is at least max |g| max |v| (some are
+    # exactly 0 and come out as a difference of terms of that size, e.g. gk at T = 1).
+    v_max = float(ref[3].detach().abs().max())
+    for name, a, b, tol in [("y", y, expected, tol_y)] + [(f"g{n}", o.grad, r.grad, tol_grad)
+                                                          for n, o, r in zip("wukv", ours, ref)]:
+        floor = v_max if name == "y" else v_max * float(gy.abs().max())
+        scale = max(float(b.detach().abs().max()), floor)
+        errors[name] = float((a.detach().cpu().double() - b.detach()).abs().max()) / scale
+        assert a.dtype == dtype and errors[name] <= tol, f"{op.__name__} {dtype} T={a.shape}: {name} {errors}"
+    return errors
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+@pytest.mark.parametrize("T", [1, 2, 37, MANY_CHUNKS])
+def test_triton_matches_oracle(device, dtype, op, causal, T):
+    assert T < 2 or T < wkv_triton.BLOCK_T or T % wkv_triton.BLOCK_T  # no T fills its last chunk
+    inputs = random_inputs(2, T, 3, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=T)
+    check_against_oracle(op, causal, inputs, device, dtype, seed=T)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+@pytest.mark.parametrize("span", [-20.0, 20.0])
+def test_triton_extreme_inputs(device, op, causal, span):
+    """k jumps from -60 to +60 inside a chunk (the maximum lies in the first half's future), with the
+    largest decay and growth of the spec: finite and exact to float32 rounding."""
+    T, C = 100, 2
+    k = torch.full((1, T, C), -60.0, dtype=torch.float64)
+    k[:, 57:] = 60.0
+    v = torch.randn(1, T, C, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w, u = torch.full((C,), span / T, dtype=torch.float64), torch.full((C,), -span / T, dtype=torch.float64)
+    check_against_oracle(op, causal, [w, u, k, v], device, torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
+def test_triton_float64_inputs_are_exact(device, op, causal):
+    inputs = random_inputs(2, 41, 5, k_scale=20.0, dtype=torch.float64, seed=5)
+    check_against_oracle(op, causal, inputs, device, torch.float64)
+
+
+@pytest.mark.skipif(NO_INTERPRETER is not None, reason=str(NO_INTERPRETER))
+def test_accumulation_follows_op_and_span(monkeypatch):
+    """float32 sums for bi_wkv within |w| (T - 1) <= 30, float64 beyond and always for uni_wkv."""
+    chosen = []
+    original = wkv_triton.wkv
+    monkeypatch.setattr(wkv_triton, "wkv", lambda *a: chosen.append(a[-1]) or original(*a))
+    T = 20
+    for span in (20.0, 40.0):
+        _, _, k, v = random_inputs(1, T, 2, seed=2)
+        w, u = torch.tensor([span, -1.0]) / (T - 1), torch.zeros(2)
+        bi_wkv(w, u, k, v, backend="triton")
+        uni_wkv(w, u, k, v, backend="triton")
+    assert chosen == [torch.float32, torch.float64, torch.float64, torch.float64]
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    w, u, k, v = random_inputs(1, 5, 2)
+    with pytest.raises(KernelUnavailable, match="needs a GPU .*TRITON_INTERPRET=1"):
+        bi_wkv(w, u, k, v, backend="triton")
+    assert wkv.resolve_backend("auto", "cpu") in ("cpp", "torch")        # auto never interprets
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if wkv_triton.availability("cpu") is None:              # the interpreter is on (no GPU here)
+        assert wkv.resolve_backend("triton", "cpu") == "triton"
+        assert wkv.resolve_backend("auto", "cpu") in ("cpp", "torch")
+    else:
+        assert "set after Triton was imported" in wkv_triton.availability("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")
+def test_auto_runs_triton_on_cuda_and_a_model_agrees():
+    assert wkv.resolve_backend("auto", "cuda") == "triton"
+    torch.manual_seed(0)
+    model = models.create_model("restore_rwkv_tiny").cuda()
+    x = torch.randn(2, 1, 40, 56, device="cuda")
+    with torch.no_grad():
+        reference = model.set_backends(wkv="torch")(x)
+        ours = model.set_backends(wkv="auto")(x)
+    assert model.used_backends() == {"wkv": ["torch", "triton"]}
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
