@@ -3,6 +3,11 @@
 marker, compiled on CUDA tensors. Outputs and all four gradients; float32, bfloat16 and float64
 inputs; T of one token, two, a partial chunk and many chunks with a ragged end; |k| up to 60 and
 |w T|, |u T| up to 20."""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -125,3 +130,17 @@ def test_auto_runs_triton_on_cuda_and_a_model_agrees():
         ours = model.set_backends(wkv="auto")(x)
     assert model.used_backends() == {"wkv": ["torch", "triton"]}
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("capability", [80, 90], ids=["sm80", "sm90"])
+def test_triton_kernels_compile_for_gpus_without_one(capability):
+    """Every variant, float32 and float64, through Triton's compiler down to a cubin (its bundled
+    ptxas) for A100 (sm80) and H100/H200 (sm90): a kernel that would not build on a GPU fails here.
+    In a child process without the interpreter, which replaces the language's jit functions."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = f"import json; from models.ops import wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(built) == 2 * len(wkv_triton.VARIANTS) * 3

@@ -86,7 +86,8 @@ def _build(kind: str):
         c = cblock * BC + tl.arange(0, BC)
         cmask = c < C
         mask = (t[:, None] < T) & cmask[None, :]
-        x = tl.load(X + row * T * C + t[:, None] * C + c[None, :], mask=mask, other=0.0)
+        # int64: R x T x C passes 2^31 at B = 4, 1024^2 tokens, C = 384
+        x = tl.load(X + row.to(tl.int64) * T * C + t[:, None] * C + c[None, :], mask=mask, other=0.0)
         wc = tl.load(w + c, mask=cmask, other=0.0)[None, :]
         end = tl.minimum(start + BT, T)
         out = row * NC * C + chunk * C + c
@@ -148,7 +149,7 @@ def _build(kind: str):
         c = cblock * BC + tl.arange(0, BC)
         cmask = c < C
         mask = (t[:, None] < T) & cmask[None, :]
-        x = tl.load(X + row * T * C + t[:, None] * C + c[None, :], mask=mask, other=0.0)
+        x = tl.load(X + row.to(tl.int64) * T * C + t[:, None] * C + c[None, :], mask=mask, other=0.0)
         wc = tl.load(w + c, mask=cmask, other=0.0)
         uc = tl.load(u + c, mask=cmask, other=0.0)
         # The chunk's own tokens: weights[t, i, c] = e^{-(|t-i|-1) w_c} on the chosen side, e^{u_c} at i = t.
@@ -184,7 +185,7 @@ def _build(kind: str):
             total += grow * state
             if MOMENT:
                 moment += grow * (tl.load(MF + cidx, mask=cmask, other=0.0)[None, :] + d * state)
-        offsets = row * T * C + t[:, None] * C + c[None, :]
+        offsets = row.to(tl.int64) * T * C + t[:, None] * C + c[None, :]
         tl.store(OUT + offsets, total, mask=mask)
         if MOMENT:
             tl.store(OUTM + offsets, moment, mask=mask)
@@ -192,6 +193,33 @@ def _build(kind: str):
     wrap = InterpretedFunction if kind == "cpu" else JITFunction
     _kernels[kind] = tuple(wrap(fn) for fn in (chunk_summaries, boundary_scan, chunk_finish))
     return _kernels[kind]
+
+
+# The (PAST, FUTURE, MOMENT) variants the ops launch: bi_wkv forward, uni_wkv forward, bi_wkv
+# backward, uni_wkv backward.
+VARIANTS = ((True, True, False), (True, False, False), (True, True, True), (False, True, True))
+
+
+def compile_ahead(capability: int = 90) -> list[str]:
+    """Compile every kernel variant, float32 and float64, for an NVIDIA GPU of compute ``capability``
+    (90: H100/H200, 80: A100) without one: Triton's front end, LLVM and its bundled ptxas, so that a
+    machine with no GPU catches what would fail to build on one. Needs a process started without
+    TRITON_INTERPRET (the interpreter replaces the language's own jit functions). Returns what it built."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    target = GPUTarget("cuda", capability, 32)
+    built = []
+    for dtype in ("fp32", "fp64"):
+        for past, future, moment in VARIANTS:
+            constants = dict(PAST=past, FUTURE=future, MOMENT=moment, BT=BLOCK_T, BC=BLOCK_C)
+            for kernel in _build("cuda"):
+                signature = {name: "constexpr" if name in constants else "i32" if name in ("T", "C", "NC")
+                             else f"*{dtype}" for name in kernel.arg_names}
+                compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target)
+                assert compiled.asm.get("cubin"), f"{kernel.__name__}: no cubin"
+                built.append(f"{kernel.__name__}[{dtype}, past={past}, future={future}, moment={moment}]")
+    return built
 
 
 def decayed_sums(X: torch.Tensor, w: torch.Tensor, u: torch.Tensor, past: bool, future: bool,
