@@ -103,10 +103,17 @@ def time_training_step(name: str, precision: str, device: torch.device, batch: i
             "backends": ", ".join(f"{kind}: {'/'.join(names)}" for kind, names in used.items()) or "-"}
 
 
-def _failure(err: BaseException) -> str:
-    if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
-        return "out of memory"
-    return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+def _attempt(measure, device: torch.device) -> dict | str:
+    """``measure()``'s row, or what stopped it ("out of memory", "failed: ..."): one point's failure
+    is that point's result, and the check goes on."""
+    try:
+        return measure()
+    except Exception as err:       # noqa: BLE001
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+            return "out of memory"
+        return f"failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
 
 
 def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budget, bandwidth: float) -> list[str]:
@@ -118,11 +125,9 @@ def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budg
             if budget.left() < 120:
                 lines.append(f"{label} skipped: time budget | | | | |")
                 continue
-            try:
-                row = time_wkv(side, c, device, repeat)
-            except Exception as err:       # noqa: BLE001 (an OOM or a kernel failure is this point's result)
-                lines.append(f"{label} {_failure(err)} | | | | |")
-                torch.cuda.empty_cache() if device.type == "cuda" else None
+            row = _attempt(lambda: time_wkv(side, c, device, repeat), device)
+            if isinstance(row, str):
+                lines.append(f"{label} {row} | | | | |")
                 continue
             floor_ms = row["bytes"] / bandwidth * 1e3
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
@@ -141,11 +146,9 @@ def training_section(device: torch.device, names, batch: int, size: int, repeat:
             if budget.left() < 45:
                 lines.append(f"{label} skipped: time budget | | |")
                 continue
-            try:
-                row = time_training_step(name, precision, device, batch, size, repeat)
-            except Exception as err:       # noqa: BLE001
-                lines.append(f"{label} {_failure(err)} | | |")
-                torch.cuda.empty_cache() if device.type == "cuda" else None
+            row = _attempt(lambda: time_training_step(name, precision, device, batch, size, repeat), device)
+            if isinstance(row, str):
+                lines.append(f"{label} {row} | | |")
                 continue
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
             lines.append(f"{label} {row['ms']:.1f} | {peak} | {row['backends']} |")

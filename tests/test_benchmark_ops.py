@@ -81,3 +81,17 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
     assert [(r[1].strip(), r[3].strip()) for r in steps] == [
         ("restore_rwkv_tiny", "fp32"), ("restore_rwkv_tiny", "bf16"), ("mambair_tiny", "fp32"), ("mambair_tiny", "bf16")]
     assert all(float(r[4]) > 0 for r in steps) and "wkv:" in steps[0][6] and "scan:" in steps[2][6]
+
+
+def test_gpu_check_reports_a_failed_point_and_goes_on(monkeypatch):
+    from benchmark import gpu_check
+
+    def out_of_memory():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+    def broken():
+        raise ValueError("bad shape\nmore")
+    cpu = gpu_check.torch.device("cpu")
+    assert gpu_check._attempt(out_of_memory, cpu) == "out of memory"
+    assert gpu_check._attempt(broken, cpu) == "failed: ValueError: bad shape"
+    assert gpu_check._attempt(lambda: {"ms": 1.0}, cpu) == {"ms": 1.0}

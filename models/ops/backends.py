@@ -64,24 +64,24 @@ def set_backends(model: nn.Module, **backends: str | None) -> nn.Module:
     return model
 
 
+def _collect(model: nn.Module, field: str, reset: bool) -> dict[str, list[str]]:
+    """``{kind: sorted names}`` from the ``field`` set ("used" or "computed") of every choice."""
+    found: dict[str, set[str]] = {}
+    for choice in _choices(model):
+        names = getattr(choice, field)
+        if names:
+            found.setdefault(choice.kind, set()).update(names)
+        if reset:
+            names.clear()
+    return {kind: sorted(names) for kind, names in sorted(found.items())}
+
+
 def used_backends(model: nn.Module, reset: bool = False) -> dict[str, list[str]]:
     """``{kind: sorted backends}`` that the model's kernel ops have run (kinds it never called are
     absent); ``reset`` clears the record."""
-    used: dict[str, set[str]] = {}
-    for choice in _choices(model):
-        if choice.used:
-            used.setdefault(choice.kind, set()).update(choice.used)
-        if reset:
-            choice.used.clear()
-    return {kind: sorted(names) for kind, names in sorted(used.items())}
+    return _collect(model, "used", reset)
 
 
 def kernel_dtypes(model: nn.Module, reset: bool = False) -> dict[str, list[str]]:
     """``{kind: sorted dtypes}`` that the model's kernel ops have computed in; ``reset`` clears it."""
-    computed: dict[str, set[str]] = {}
-    for choice in _choices(model):
-        if choice.computed:
-            computed.setdefault(choice.kind, set()).update(choice.computed)
-        if reset:
-            choice.computed.clear()
-    return {kind: sorted(names) for kind, names in sorted(computed.items())}
+    return _collect(model, "computed", reset)

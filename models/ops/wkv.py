@@ -5,10 +5,11 @@ Backends (``backend=`` on each op; the default comes from ``use_backend`` or ``M
 and ``"triton"`` the chunk-parallel Triton kernel of ``wkv_triton.py`` (CUDA tensors; CPU tensors
 only under ``TRITON_INTERPRET=1``, for verification); both raise ``KernelUnavailable`` with the
 fix if they cannot run. ``"auto"`` (the default) picks ``cpp`` for CPU tensors and ``triton`` for
-CUDA tensors and, if that kernel is unavailable, warns once and falls back to ``"torch"``. ``resolve_backend`` says what a call would run; ``record=`` on each op
-collects what ran: the models pass their layer's ``backends.KernelChoice`` (backend and compute
-dtype), so that a run records those of its own model (``RestorationModel.used_backends()``,
-``kernel_dtypes()``); a plain set collects backend names. Precision follows ``precision.py``.
+CUDA tensors and, if that kernel is unavailable, warns once and falls back to ``"torch"``.
+``resolve_backend`` says what a call would run; ``record=`` on each op collects what ran: the
+models pass their layer's ``backends.KernelChoice`` (backend and compute dtype), so that a run
+records those of its own model (``RestorationModel.used_backends()``, ``kernel_dtypes()``); a plain
+set collects backend names. Precision follows ``precision.py``.
 
 Shapes (both ops): ``w, u: (C,)``; ``k, v: (B, T, C)``; output ``(B, T, C)`` in the dtype of ``v``.
 ``w`` and ``u`` are used as given: Restore-RWKV divides them by T before the call (Eq. 8).
@@ -82,8 +83,12 @@ def _check_inputs(op: str, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v:
         raise ValueError(f"{op}: the sequence is empty (T = 0)")
 
 
-def _check_decay_span(op: str, w: torch.Tensor, tokens: int, dtype: torch.dtype, kernel: bool = False) -> None:
-    span = float(w.detach().abs().max()) * (tokens - 1)
+def decay_span(w: torch.Tensor, tokens: int) -> float:
+    """``|w| * (T - 1)``: the largest exponent the sums' decay factors reach (one device sync)."""
+    return float(w.detach().abs().max()) * (tokens - 1)
+
+
+def _check_decay_span(op: str, span: float, dtype: torch.dtype, kernel: bool = False) -> None:
     limit = (_MAX_DECAY_SPAN_KERNEL if kernel else _MAX_DECAY_SPAN)[dtype]
     if not span <= limit:  # also catches NaN
         raise ValueError(
@@ -121,7 +126,7 @@ def _ratio(terms: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _bi_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     compute = precision.compute_dtype(k, v)
-    _check_decay_span("bi_wkv", w, k.shape[1], compute)
+    _check_decay_span("bi_wkv", decay_span(w, k.shape[1]), compute)
     w, u, k, v_c = (t.to(compute) for t in (w, u, k, v))
     x, now = _weighted_terms(u, k, v_c)
     past = _decayed_past_sum(w, x)
@@ -131,7 +136,7 @@ def _bi_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 def _uni_wkv_torch(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     compute = torch.float64
-    _check_decay_span("uni_wkv", w, k.shape[1], compute)
+    _check_decay_span("uni_wkv", decay_span(w, k.shape[1]), compute)
     w, u, k, v_c = (t.to(compute) for t in (w, u, k, v))
     x, now = _weighted_terms(u, k, v_c)
     return _ratio(_decayed_past_sum(w, x) + now, v.dtype)
@@ -157,26 +162,26 @@ class _KernelWKV(torch.autograd.Function):
         return gw.to(w.dtype), gu.to(u.dtype), gk, gv, None, None
 
 
-def accumulation_dtype(backend: str, causal: bool, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+def accumulation_dtype(backend: str, causal: bool, span: float | None, k: torch.Tensor,
+                       v: torch.Tensor) -> torch.dtype:
     """The dtype a call's sums accumulate in (``precision.py``): float64 for uni_wkv, for float64
-    inputs, and for bi_wkv beyond the backend's float32 span; float32 otherwise."""
+    inputs, and for a kernel's bi_wkv beyond its float32 ``span``; float32 otherwise."""
     if causal:
         return torch.float64
     if backend == "torch":                   # the centred cumsum: float32 within its checked range
         return precision.compute_dtype(k, v)
-    span = float(w.detach().abs().max()) * (k.shape[1] - 1)
     float32_span = CPU_FLOAT32_SPAN if backend == "cpp" else TRITON_FLOAT32_SPAN
     return precision.compute_dtype(k, v, needs_float64=not span <= float32_span)
 
 
-def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, acc: torch.dtype) -> torch.Tensor:
+def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, span: float, acc: torch.dtype) -> torch.Tensor:
     if backend == "triton":
-        _check_decay_span(op, w, k.shape[1], torch.float64, kernel=True)
+        _check_decay_span(op, span, torch.float64, kernel=True)
         from . import wkv_triton
         return wkv_triton.wkv(w, u, k, v, causal, acc)
     kernel = _extension.load("cpu")   # inputs float32 or float64; it widens its own sums (acc)
     dtype = precision.compute_dtype(k, v)
-    _check_decay_span(op, w, k.shape[1], dtype, kernel=True)
+    _check_decay_span(op, span, dtype, kernel=True)
     args = [t.to(dtype).contiguous() for t in (w, u, k, v)]
     return _KernelWKV.apply(*args, causal, kernel).to(v.dtype)
 
@@ -274,12 +279,13 @@ def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None
             return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
     _check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
-    acc = accumulation_dtype(chosen, causal, w, k, v)
+    span = None if chosen == "torch" else decay_span(w, k.shape[1])      # the torch path checks its own
+    acc = accumulation_dtype(chosen, causal, span, k, v)
     backends.note(record, chosen, acc)
     with precision.full_precision(k.device):               # autocast off: the policy of precision.py
         if chosen == "torch":
             return torch_path(w, u, k, v)
-        return _run_kernel(op, chosen, w, u, k, v, causal, acc)
+        return _run_kernel(op, chosen, w, u, k, v, causal, span, acc)
 
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None,

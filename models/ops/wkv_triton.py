@@ -24,9 +24,10 @@ So one kernel family computes ``S`` (and ``M``) of a stack of rows ``X: (R, T, C
 
 Accumulation is in float32, or float64 for float64 inputs, for uni_wkv (whose maximum of k may lie
 in a token's future: see ``wkv.py``) and where ``|w| (T - 1)`` exceeds ``wkv.TRITON_FLOAT32_SPAN``
-(the backward's sums of ``g / den`` grow like ``e^{2 |w| T}``); ``wkv._run_kernel`` chooses. Inputs may be float32, float16 or bfloat16 (computed in
-float32) or float64; any T. On CUDA tensors the kernels are compiled; on CPU tensors they run in
-Triton's interpreter (NumPy) when ``TRITON_INTERPRET=1`` is set, for verification only: it is slow.
+(the backward's sums of ``g / den`` grow like ``e^{2 |w| T}``); ``wkv.accumulation_dtype`` chooses.
+Inputs may be float32, float16 or bfloat16 (computed in float32) or float64; any T. On CUDA tensors
+the kernels are compiled; on CPU tensors they run in Triton's interpreter (NumPy) when
+``TRITON_INTERPRET=1`` was set at process start, for verification only: it is slow.
 """
 from __future__ import annotations
 
