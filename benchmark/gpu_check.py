@@ -34,7 +34,7 @@ import torch
 import models
 from models.ops import wkv
 
-from . import timing
+from . import profile, timing
 
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
@@ -140,7 +140,7 @@ def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budg
 def training_section(device: torch.device, names, batch: int, size: int, repeat: int, budget: Budget) -> list[str]:
     lines = ["| model | params (M) | precision | step ms | peak MB | backends |", "|---|---:|---|---:|---:|---|"]
     for name in names:
-        params = sum(p.numel() for p in models.create_model(name).parameters()) / 1e6
+        params = profile.count_params(models.create_model(name))
         for precision in PRECISIONS:
             label = f"| {name} | {params:.3f} | {precision} |"
             if budget.left() < 45:

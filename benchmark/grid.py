@@ -30,7 +30,6 @@ its cells new ids, and the worker that runs a cell imports it again.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import inspect
@@ -89,10 +88,11 @@ _ID_NEUTRAL = {("train", "precision"): "fp32"}
 
 
 def spec_id(config: dict) -> str:
-    hashed = copy.deepcopy(config)
+    hashed = dict(config)
     for (section, key), default in _ID_NEUTRAL.items():
-        if hashed.get(section, {}).get(key, default) == default:
-            hashed.get(section, {}).pop(key, None)
+        part = config.get(section, {})
+        if key in part and part[key] == default:
+            hashed[section] = {k: v for k, v in part.items() if k != key}
     return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -37,8 +37,6 @@ import os
 
 import torch
 
-from ._extension import KernelUnavailable
-
 BLOCK_T = 16          # tokens per chunk: the (BLOCK_T, BLOCK_T, BLOCK_C) tile of pass 3
 BLOCK_C = 16          # channels per program
 
@@ -226,10 +224,8 @@ def compile_ahead(capability: int = 90) -> list[str]:
 def decayed_sums(X: torch.Tensor, w: torch.Tensor, u: torch.Tensor, past: bool, future: bool,
                  moment: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``S(X)`` and (with ``moment``) ``M(X)`` for ``X: (R, T, C)`` contiguous, ``w, u: (C,)`` in
-    ``X.dtype`` (float32 or float64), over the past, the future or both."""
-    reason = availability(X.device)
-    if reason is not None:
-        raise KernelUnavailable(reason)
+    ``X.dtype`` (float32 or float64), over the past, the future or both. The caller (``wkv``'s
+    dispatch, through ``availability``) has checked that the kernels can run on ``X``'s device."""
     rows, tokens, channels = X.shape
     summaries, scan, finish = _build(X.device.type)
     chunks = -(-tokens // BLOCK_T)
@@ -282,6 +278,6 @@ class TritonWKV(torch.autograd.Function):
 def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         acc: torch.dtype) -> torch.Tensor:
     """bi_wkv (``causal=False``) or uni_wkv on the Triton kernels, accumulating in ``acc`` (chosen
-    by ``wkv._run_kernel``); ``(B, T, C)`` in ``v.dtype``."""
+    by ``wkv.accumulation_dtype``); ``(B, T, C)`` in ``v.dtype``."""
     args = [t.to(acc).contiguous() for t in (w, u, k, v)]
     return TritonWKV.apply(*args, causal).to(v.dtype)
