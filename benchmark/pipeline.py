@@ -103,7 +103,8 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
         return None
 
 
-def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
+def _stages(spec: RunSpec, folder: Path, progress: bool) -> dict:
+    """Every stage that has no result yet; returns the training summary (``train.json``)."""
     config = spec.config
     device = _device(config)
     model = build_model(config).to(device)               # imports a model from outside the package first
@@ -119,6 +120,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
         store.write_json(folder / "train.json", summary)
     else:
         model.load_state_dict(weights)
+        summary = store.read_train_summary(folder)
     model.deploy()                                               # test the deploy form, as the paper does
     if not (_result(folder, "test.json", store.read_test)
             and _result(folder, "test_images.csv", store.read_image_scores)):
@@ -129,6 +131,7 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> None:
         store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
     if not _result(folder, "erf.npy", store.read_erf):
         store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
+    return summary
 
 
 def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:
@@ -165,7 +168,7 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
         store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
                                                "model": cfg.model_name(spec.config), "config": spec.config})
         store.write_json(folder / "status.json", running)
-        _stages(spec, folder, progress)
+        summary = _stages(spec, folder, progress)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
         status = {**running, "state": "failed", "reason": f"{type(err).__name__}: {err}",
                   "log": str(folder / "error.log"), "finished": time.time(), "seconds": time.time() - started}
@@ -174,7 +177,8 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
         except OSError as log_err:
             status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
-        status = {**running, "state": "done", "finished": time.time(), "seconds": time.time() - started}
+        status = {**running, "state": "done", "finished": time.time(), "seconds": time.time() - started,
+                  "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
         (folder / "error.log").unlink(missing_ok=True)                 # a stale log of an earlier attempt
     try:
         store.write_json(folder / "status.json", status)

@@ -9,7 +9,9 @@
 
 Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.store``); finished runs are
 skipped and interrupted ones resumed when the same command is run again. The table and the ERF
-figure go to ``<tables>/<grid name>.md`` and ``<tables>/<grid name>_erf.png``. Exit status: 0 when
+figures go to ``<tables>/<grid name>.md``, ``<tables>/<grid name>_curves.png`` (training curves)
+and ``<tables>/<grid name>_erf.png``; the console ends with the table's headline (best row, the
+reference, the rows whose interval excludes 0) and the runs that did not learn. Exit status: 0 when
 every run is done, 1 when some failed (the others are still rendered), 2 for a bad grid or option.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import store
+from . import health, store
 from .cli import add_import_option
 from .config import SCALES, ConfigError
 from .grid import describe, load_grid
@@ -92,15 +94,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grid {grid.name}: {len(todo) - len(failed) - len(busy)} runs finished, {len(failed)} failed"
           + (f", {len(busy)} skipped (another process is running them)" if busy else "")
           + f" in {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+    unlearned = not_learned(grid, grid_dir)
     if not args.no_render:
         from .render import render_grid
+        headline: list[str] = []
         try:
-            for path in render_grid(grid_dir, args.tables):
-                print(path)
+            paths = render_grid(grid_dir, args.tables, headline)
         except OSError as err:                   # e.g. the disk is full: the store is intact, rerender later
             print(f"error: the table was not rendered: {err}", file=sys.stderr)
             return 1
+        curves = next((str(p) for p in paths if p.name.endswith("_curves.png")), None)
+        print(f"\n{grid.name}:\n" + "".join(f"  {line}\n" for line in headline)
+              + (f"  {health_line(unlearned, len(grid.specs), curves)}\n" if unlearned else ""))
+        for path in paths:
+            print(path)
+    elif unlearned:
+        print(health_line(unlearned, len(grid.specs), None), file=sys.stderr)
     return 1 if failed or busy else 0
+
+
+def not_learned(grid, grid_dir: Path) -> list[str]:
+    """"k=5 (seed 0), +0.0 dB" for each finished run of the grid that did not learn."""
+    out = []
+    for spec in grid.specs:
+        status = store.run_state(grid_dir / spec.folder_name)
+        if status["state"] == "done" and not health.learned(status):
+            out.append(f"{spec.label} (seed {spec.config['seed']}), {status['health']['val_gain_db']:+.1f} dB")
+    return out
+
+
+def health_line(unlearned: list[str], runs: int, curves: str | None) -> str:
+    """"1 of 8 runs did not learn: k=5 (seed 0), +0.0 dB; see tables/token_shift_curves.png"."""
+    where = f"; see {curves}" if curves else ""
+    return f"{len(unlearned)} of {runs} runs {health.DID_NOT_LEARN}: {'; '.join(unlearned)}{where}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``python -m benchmark.status <grid store>``: the state of every run of a grid.
 
-Reads the store (pending, submitted, running, done, failed with reason and log; ``stopped`` for a
+Reads the store (pending, submitted, running, done, ``did not learn`` for a finished run whose best
+validation PSNR stayed under ``train.min_gain`` dB above its inputs', failed with reason and log; ``stopped`` for a
 run whose process is gone, ``broken`` for one with an unreadable file, named) and, for runs sent
 to SLURM, the job's state from ``sacct``. Rerunning the grid's command resubmits only what is not
 done (and not still queued or running).
@@ -12,7 +13,7 @@ import socket
 import sys
 from pathlib import Path
 
-from . import store
+from . import health, store
 
 
 def rows(grid_dir) -> list[dict]:
@@ -47,7 +48,11 @@ def rows(grid_dir) -> list[dict]:
             detail = f"pid {status.get('pid')} is gone; rerun the grid's command to resume it"
         if status["state"] == "failed":
             detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
-        out.append({"index": run["index"], "label": run["label"], "state": status["state"],
+        state = status["state"]
+        if state == "done":
+            detail = health.describe(status)
+            state = "done" if health.learned(status) else health.DID_NOT_LEARN
+        out.append({"index": run["index"], "label": run["label"], "state": state,
                     "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
                     "folder": run["folder"], "detail": detail})
     return out

@@ -4,10 +4,12 @@
     <out>/<grid>/<slug>-<id>/
         spec.json                     the resolved configuration (and the spec's id, label)
         environment.json              versions, device, threads, WKV backend, seed, git commit
-        status.json                   state (running / done / failed), reason, times, pid, host
+        status.json                   state (running / done / failed), reason, times, pid, host; a done
+                                      run's health verdict (learned or "did not learn", its gain)
         checkpoint.pt                 the resumable training state (model, optimizer, iteration)
         best.pt                       the weights with the best validation PSNR
-        train.json, train_log.csv     the training summary and the loss / validation curve
+        train.json, train_log.csv     the training summary (with its health: loss spikes, whether it
+                                      learned) and the loss / gradient norm / validation curve
         test.json, test_images.csv    mean and per-image PSNR / SSIM / RMSE (and of the inputs)
         profile.json                  params, MACs in both conventions, latency
         erf.npy                       the effective receptive field maps, one per image (images, H, W)
@@ -278,6 +280,37 @@ def read_erf(folder) -> np.ndarray | None:
     return maps if maps.ndim == 3 else maps[None]
 
 
+def read_train_summary(folder) -> dict | None:
+    """``train.json`` (the training summary: best validation PSNR, the inputs', the health verdict,
+    the loss spikes), or None before training has finished."""
+    path = Path(folder) / "train.json"
+    summary = read_json(path)
+    if summary is not None:
+        _expect(_is_number(summary.get("best_val_psnr")), path, "a training summary with best_val_psnr",
+                f"keys {sorted(summary)}")
+    return summary
+
+
+def read_train_log(folder):
+    """``train_log.csv`` as a pandas DataFrame (iteration, loss, val_psnr (NaN between validations),
+    ...), or None before the first checkpoint."""
+    import pandas as pd
+    path = Path(folder) / "train_log.csv"
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: unreadable CSV ({type(err).__name__}: {err})") from None
+    needed = ("iteration", "loss", "val_psnr")
+    _expect(all(c in frame.columns for c in needed) and len(frame), path,
+            f"one row per iteration with columns {list(needed)}", f"{len(frame)} rows, columns {list(frame.columns)}")
+    numeric = frame[list(needed)].apply(pd.to_numeric, errors="coerce")
+    _expect(numeric[["iteration", "loss"]].notna().all().all(), path, "numbers in iteration and loss",
+            "empty or non-numeric cells")
+    return frame.assign(**{c: numeric[c] for c in needed})
+
+
 IMAGE_COLUMNS = ("task", "index", "psnr", "ssim", "rmse", "input_psnr", "input_ssim", "input_rmse")
 
 
@@ -373,7 +406,9 @@ def load_index(grid_dir):
             rows.append({**common, "state": BROKEN, "reason": str(err), "eval_task": None})
             continue
         config = spec.get("config", {})
+        health = status.get("health") or {}
         common.update({"state": status["state"], "reason": status.get("reason", ""),
+                       "learned": health.get("learned", True), "val_gain_db": health.get("val_gain_db"),
                        "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
                        "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
                        "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),

@@ -7,6 +7,11 @@ first ``val_images`` validation slices (per task) decides which weights are kept
 Sample order and crops are functions of (seed, iteration) only, and the checkpoint holds the
 model, the optimizer, the RNG state and the log, so a resumed run computes what an uninterrupted
 one would have: on a CPU the final weights are identical.
+
+Every step is watched (``benchmark.health``): a non-finite loss or gradient norm ends the run
+(``TrainingDiverged``, naming the iteration); the global gradient norm is logged, and clipped to
+``train.grad_clip`` when that is set; the summary records the loss spikes, the validation inputs'
+PSNR and whether the run learned (best validation PSNR at least ``train.min_gain`` dB above it).
 """
 from __future__ import annotations
 
@@ -22,12 +27,12 @@ from tqdm import tqdm
 
 from models.ops import precision
 
-from . import metrics, store
+from . import health, metrics, store
+from .data import dataset
 from .inference import TaskData, restore, restore_physical
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+LOG_COLUMNS = ["iteration", "loss", "grad_norm", "lr", "val_psnr", "seconds"]   # train_log.csv
 
 
 def learning_rate(iteration: int, config: dict) -> float:
@@ -39,6 +44,21 @@ def learning_rate(iteration: int, config: dict) -> float:
         return train["lr"] * (iteration + 1) / warmup
     progress = (iteration - warmup) / max(train["iters"] - warmup, 1)
     return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * progress))
+
+
+def validation_input_psnr(data: TaskData, limit: int) -> float:
+    """Mean PSNR of the degraded inputs themselves over the slices ``validate`` scores: the level a
+    model that returns its input would reach."""
+    scores = []
+    start = 0
+    for part, size in zip(data.parts, data.sizes):
+        for index in range(min(limit, size)):
+            _, sample = data.item(start + index)
+            as_physical = lambda image: dataset.denormalize(image.double().numpy(), part.modality)  # noqa: E731
+            scores.append(metrics.evaluate(as_physical(sample["lq"][0]), as_physical(sample["hq"][0]),
+                                           part.modality)["psnr"])
+        start += size
+    return float(np.mean(scores))
 
 
 @torch.no_grad()
@@ -98,6 +118,8 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         start, best, best_iter, log, elapsed = (state["iteration"], state["best_psnr"], state["best_iteration"],
                                                 state["log"], state["seconds"])
     loss_fn = F.l1_loss if settings["loss"] == "l1" else F.mse_loss
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    max_norm = settings["grad_clip"] if settings["grad_clip"] is not None else math.inf   # inf: measured, never scaled
     autocast = precision.training_autocast(settings["precision"], device)
     model.train()
     clock = time.perf_counter()
@@ -112,23 +134,23 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             extra = model.auxiliary_loss(lq)
             if extra is not None:
                 loss = loss + settings["aux_weight"] * extra
-        loss = loss.float()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} at iteration {iteration + 1} "
-                                   f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower train.lr or check the data")
+        loss_value = loss.float().item()
+        health.check_finite(iteration + 1, optimizer.param_groups[0]["lr"], loss_value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm).item()      # the norm before clipping
+        health.check_finite(iteration + 1, optimizer.param_groups[0]["lr"], loss_value, grad_norm)
         optimizer.step()
         done = iteration + 1
-        entry = {"iteration": done, "loss": round(loss.item(), 6), "lr": optimizer.param_groups[0]["lr"],
-                 "val_psnr": "", "seconds": None}
+        entry = {"iteration": done, "loss": round(loss_value, 6), "grad_norm": round(grad_norm, 6),
+                 "lr": optimizer.param_groups[0]["lr"], "val_psnr": "", "seconds": None}
         if done % settings["val_every"] == 0 or done == settings["iters"]:
             psnr = validate(model, val_data, settings["val_images"], device)
             entry["val_psnr"] = round(psnr, 4)
             if psnr > best:
                 best, best_iter = psnr, done
                 store.save_torch(folder / "best.pt", model.state_dict())
-            bar.set_postfix(loss=f"{loss.item():.4f}", val_psnr=f"{psnr:.2f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", val_psnr=f"{psnr:.2f}")
         entry["seconds"] = round(elapsed + time.perf_counter() - clock, 3)
         log.append(entry)
         if done % settings["checkpoint_every"] == 0 or done == settings["iters"] or entry["val_psnr"] != "":
@@ -136,10 +158,13 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(), "best_psnr": best, "best_iteration": best_iter, "log": log,
                 "seconds": entry["seconds"]})
-            store.write_csv(folder / "train_log.csv", log, ["iteration", "loss", "lr", "val_psnr", "seconds"])
+            store.write_csv(folder / "train_log.csv", log, LOG_COLUMNS)
     bar.close()
     model.load_state_dict(store.read_weights(folder / "best.pt", device))
     seconds = log[-1]["seconds"] if log else 0.0
+    val_input = validation_input_psnr(val_data, settings["val_images"])
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
+            "val_input_psnr": val_input, "health": health.verdict(best, val_input, settings["min_gain"]),
+            "loss_spikes": health.loss_spikes([e["loss"] for e in log]), "grad_clip": settings["grad_clip"],
             "final_loss": log[-1]["loss"] if log else None, "seconds": seconds,
             "resumed_from": start, "precision": settings["precision"]}

@@ -5,6 +5,7 @@ Each case corrupts a copy of one finished two-run smoke store and checks that ``
 command repairs the run with the same scores (training is deterministic on a CPU)."""
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import matplotlib.figure
 import pytest
 
-from benchmark import render, run, status, store
+from benchmark import health, render, run, status, store
 from benchmark.grid import load_grid
 from tests.test_harness import ROOT, TINY, TWO_CELLS, grid_file
 
@@ -64,7 +65,7 @@ def test_one_unreadable_file_is_named_and_the_others_carry_on(copy, capsys, name
     CORRUPTIONS[name](folders[0])
     rows = status.rows(grid_dir)
     assert rows[0]["state"] == "broken" and f"{folders[0] / name}: " in rows[0]["detail"]
-    assert rows[1]["state"] == "done"
+    assert rows[1]["state"] in ("done", health.DID_NOT_LEARN)      # finished (6 iterations rarely learn 2 dB)
     table = render.render_grid(grid_dir, argv[argv.index("--tables") + 1])[0].read_text()
     assert "| k=3 | " in table and "broken" in table and str(folders[0] / name) in table
     assert "| Q-Shift | " in table and "| Q-Shift | - | - | broken" not in table
@@ -172,7 +173,7 @@ def test_a_disk_too_full_for_status_files_loses_nothing_earlier(copy):
     _fail(folders[1])
     result = _run_with_file_size_limit(argv, 100)                       # not even spec.json fits
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: the table was not rendered: " in result.stderr and "faults_erf.png: could not be written" in result.stderr
+    assert "error: the table was not rendered: " in result.stderr and "faults_curves.png: could not be written" in result.stderr
     assert f"[2] Q-Shift: failed StoreWriteError: {folders[1]}/spec.json: could not be written" in result.stderr
     assert {name: (folders[0] / name).read_bytes() for name in before} == before
     assert table.read_bytes() == good_table
@@ -189,7 +190,7 @@ def test_status_imports_neither_torch_nor_the_models(copy):
     out = subprocess.run([sys.executable, "-c", script, str(grid_dir)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "| 1 | k=3 | done |" in out.stdout and "loaded: []" in out.stdout
+    assert re.search(r"\| 1 \| k=3 \| (done|did not learn) \|", out.stdout) and "loaded: []" in out.stdout
 
 
 def test_the_console_script_dispatches_to_each_command(copy, capsys):

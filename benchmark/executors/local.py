@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import store
+from .. import health, store
 from . import processes
 from ..grid import RunSpec
 from ..pipeline import run_spec
@@ -26,6 +26,8 @@ def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
 def report(spec: RunSpec, status: dict) -> None:
     """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
+    if status["state"] == "done" and health.describe(status):
+        detail += f", {health.describe(status)}"
     if status["state"] == "failed":
         detail = f"{status['reason']} (see {status.get('log', '-')})"
     elif status["state"] == "busy":

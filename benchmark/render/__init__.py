@@ -1,7 +1,8 @@
-"""Rendering: a grid's store -> ``tables/<grid>.md`` and ``tables/<grid>_erf.png``. Reads only the
-store (``benchmark.store``), so the same store always gives the same files.
+"""Rendering: a grid's store -> ``tables/<grid>.md``, ``tables/<grid>_curves.png`` (training
+curves) and ``tables/<grid>_erf.png``. Reads only the store (``benchmark.store``), so the same store
+always gives the same files.
 
-    python -m benchmark.render runs/token_shift              # writes tables/token_shift.md (+ _erf.png)
+    python -m benchmark.render runs/token_shift     # writes tables/token_shift.md (+ _curves.png, _erf.png)
 """
 from __future__ import annotations
 
@@ -10,26 +11,39 @@ from pathlib import Path
 import numpy as np
 
 from .. import store
-from .figures import erf_figure
+from .figures import CURVE_SMOOTHING, curves_figure, erf_figure
 from .tables import erf_table, render_markdown
 
 __all__ = ["render_grid"]
 
 
-def render_grid(grid_dir, out_dir="tables") -> list[Path]:
-    """Write the grid's table (and its ERF figure when any run has a map); returns the paths. A run
-    with an unreadable store file is rendered as ``broken`` (the file named under the table); the
-    other runs are rendered as usual."""
+def _curve(folder: Path, spec: dict, status: dict) -> dict | None:
+    """One run's training curve for the curves figure, or None before its first checkpoint."""
+    log = store.read_train_log(folder)
+    if log is None:
+        return None
+    summary = store.read_train_summary(folder) or {}
+    return {"seed": spec["config"].get("seed"), "log": log, "val_input_psnr": summary.get("val_input_psnr"),
+            "learned": (status.get("health") or {}).get("learned", True),
+            "spikes": [s["iteration"] for s in summary.get("loss_spikes", [])]}
+
+
+def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -> list[Path]:
+    """Write the grid's table, its training curves (when any run has a log) and its ERF figure (when
+    any run has a map); returns the paths. The table's headline lines are appended to ``headline``
+    when a list is given. A run with an unreadable store file is rendered as ``broken`` (the file
+    named under the table); the other runs are rendered as usual."""
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
     metadata = store.read_grid(grid_dir)
     index = store.load_index(grid_dir)
     problems: list[str] = []
-    runs, stacks = [], {}                                  # stacks: label -> per-image maps of all its seeds
+    runs, stacks, curves = [], {}, {}       # stacks: label -> per-image maps of all its seeds; curves: label -> runs
     for run in metadata["runs"]:
         folder = grid_dir / run["folder"]
         try:
             spec = store.read_spec(folder)
             maps = store.read_erf(folder)
+            curve = _curve(folder, spec, store.read_status(folder)) if spec else None
         except store.StoreError as err:
             problems.append(str(err))
             continue
@@ -37,8 +51,18 @@ def render_grid(grid_dir, out_dir="tables") -> list[Path]:
             runs.append(spec)
         if maps is not None:
             stacks.setdefault(run["label"], []).extend(maps)
-    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems))
+        if curve is not None:
+            curves.setdefault(run["label"], []).append(curve)
+    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems), headline)
     written = []
+    if curves:
+        figure = out_dir / f"{metadata['name']}_curves.png"
+        curves_figure(list(curves.items()), figure,
+                      f"Training curves: {metadata.get('title') or metadata['name']} (✗: did not learn; x: loss spike)")
+        written.append(figure)
+        markdown += (f"\nTraining curves: `{figure.name}` (per row, the training loss, a {CURVE_SMOOTHING}-iteration "
+                     "moving average on a log scale, with loss spikes as crosses, and the validation PSNR, one line "
+                     "per seed; dashed: the validation inputs' PSNR, the level of a model that returns its input).\n")
     if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
         means = {label: np.mean(maps, axis=0) for label, maps in stacks.items()}

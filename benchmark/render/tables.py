@@ -62,7 +62,9 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
     for label, group in index.sort_values(["index"]).groupby("label", sort=False):
         finished = group[group["state"] == "done"]
         done = finished[finished["eval_task"] == task]
+        not_learned = done[~done["learned"].astype(bool)] if "learned" in done else done.iloc[:0]
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
+                 "not_learned": [(seed, gain) for seed, gain in zip(not_learned["seed"], not_learned["val_gain_db"])],
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
@@ -84,9 +86,35 @@ def _state_text(entry: dict) -> str:
     return "not finished"
 
 
-def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[dict]) -> tuple[str, list[str]]:
-    """The markdown table of one evaluated task, and the notes (failures) under it."""
-    entries = _summaries(index, task)
+NOT_LEARNED_MARK = "✗"
+
+
+def did_not_learn(entry: dict, min_gain: float) -> bool:
+    """A finished row with a run whose training did not learn, or whose test gain over its inputs is
+    under ``min_gain`` dB."""
+    return bool(entry["done"]) and (bool(entry["not_learned"]) or entry["psnr"] - entry["input_psnr"] < min_gain)
+
+
+def not_learned_note(entries: list[dict], min_gain: float) -> str:
+    """The footnote for the rows marked ✗ ("" when none is)."""
+    rows = []
+    for e in entries:
+        if not did_not_learn(e, min_gain):
+            continue
+        seeds = ", ".join(f"seed {seed}: {gain:+.1f} dB" for seed, gain in e["not_learned"])
+        rows.append(f"{e['label']} (test gain {e['psnr'] - e['input_psnr']:+.2f} dB" + (f"; validation, {seeds}" if seeds else "") + ")")
+    if not rows:
+        return ""
+    return (f"{NOT_LEARNED_MARK} did not learn at this scale: {'; '.join(rows)}. A row is marked when one of its runs "
+            f"ended less than {min_gain:+g} dB above its validation inputs (train.min_gain; its best validation PSNR), "
+            "or its mean test gain is under that: its numbers say that training failed, not how good the method is. "
+            "The training curves figure shows why.")
+
+
+def task_table(entries: list[dict], task: str, table: int | None, paper: list[dict],
+               min_gain: float = 0.0) -> tuple[str, list[str], str]:
+    """The markdown table of one evaluated task from its rows' ``_summaries``, the notes on its runs
+    without a result, and the footnote on its rows that did not learn ("" when none)."""
     reported = {r["method"]: r for r in paper if r["table"] == table and r["task"] == task}
     digits = {"psnr": 2, "ssim": 4, "rmse": _rmse_digits([e["rmse"] for e in entries]
                                                         + [r["rmse"] for r in reported.values()])}
@@ -99,6 +127,8 @@ def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[di
         if entry["done"]:
             ours = [_decorate(f"{entry[k]:.{digits[k]}f}", marks[k][i]) for k in HIGHER_IS_BETTER]
             seeds = f" (mean of {entry['done']} seeds)" if entry["done"] > 1 else ""
+            if did_not_learn(entry, min_gain):
+                seeds = f" {NOT_LEARNED_MARK}{seeds}"
         else:
             ours, seeds = [_state_text(entry), "-", "-"], ""
             notes += [f"- {entry['label']}: {reason}" for reason in entry["reasons"]]
@@ -116,7 +146,7 @@ def task_table(index: pd.DataFrame, task: str, table: int | None, paper: list[di
     if inputs is not None:
         cells = " | ".join(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k in HIGHER_IS_BETTER)
         lines.append(f"| *input (degraded)* | - | - | {cells} | - | - | - | - |")
-    return "\n".join(lines), notes
+    return "\n".join(lines), notes, not_learned_note(entries, min_gain)
 
 
 def _interval(c: stats.Comparison, digits: int) -> str:
@@ -128,17 +158,22 @@ def _p(value: float | None) -> str:
     return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], reference: str) -> tuple[str, list[str]]:
-    """Each finished row against the reference row (paired over the test images), and the notes
-    that say how to read it and what the scale resolves; ("", notes) when it cannot be computed."""
+def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], reference: str,
+                     failed: set[str] = frozenset()) -> tuple[str, list[str], list[str], str]:
+    """Each finished row against the reference row (paired over the test images), the notes that say
+    how to read it and what the scale resolves, the headline (a few lines: the best row, the
+    reference, the rows whose interval excludes 0) and the warning to print above the table ("" unless
+    the reference row is in ``failed``, the rows that did not learn, marked ✗: then no difference is a
+    finding); ("", notes, headline, "") when it cannot be computed."""
     scores = scores[scores["task"] == task]
     done = [label for label in labels if label in set(scores["label"])]
     if reference not in done:
-        return "", [f"No statistics: the reference row {reference!r} has no finished run on this task."]
+        text = f"No statistics: the reference row {reference!r} has no finished run on this task."
+        return "", [text], [text], ""
     try:
         psnr, ssim = (stats.compare(scores, done, reference, metric) for metric in ("psnr", "ssim"))
     except ValueError as err:                   # e.g. rows tested on different images: say so, render the rest
-        return "", [f"No statistics: {err}."]
+        return "", [f"No statistics: {err}."], [f"No statistics: {err}."], ""
     gains = scores.groupby("label").apply(lambda g: (g["psnr"] - g["input_psnr"]).mean(), include_groups=False)
     lines = [f"| Method | seeds | PSNR (± SD over seeds) | gain over input | ΔPSNR vs {reference} [95% CI] | p | "
              f"ΔSSIM vs {reference} [95% CI] | p | P(first) |",
@@ -149,8 +184,9 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
             cells = ["reference", "-", "reference", "-"]
         else:
             cells = [_interval(p, 2), _p(p.p_value), _interval(s, 4), _p(s.p_value)]
-        lines.append(f"| {p.label} | {p.seeds} | {p.mean:.2f}{spread} | {gains[p.label]:+.2f} | {' | '.join(cells)} | "
-                     f"{100 * p.first:.0f}% |")
+        mark = f" {NOT_LEARNED_MARK}" if p.label in failed else ""
+        lines.append(f"| {p.label}{mark} | {p.seeds} | {p.mean:.2f}{spread} | {gains[p.label]:+.2f}{mark} | "
+                     f"{' | '.join(cells)} | {100 * p.first:.0f}% |")
     others = [c for c in psnr if c.label != reference]
     seeds, images = min(c.seeds for c in psnr), psnr[0].images
     notes = [f"Differences to the reference row {reference}, paired image by image over the {images} test images "
@@ -171,7 +207,29 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
                          "with one seed per row the spread between training runs (seeds) is not in it and adds to "
                          "it, so smaller differences are certainly not shown to be real, and larger ones only for "
                          "these trained models; run more seeds (axes: seed: [0, 1, 2]) to include it.")
-    return "\n".join(lines), notes
+    warning = (f"**The reference row {reference} did not learn ({NOT_LEARNED_MARK}): every difference below is to a "
+               "failed training run, not to the method, and none of them is a finding. See the training curves; "
+               "rerun with more seeds or a calibrated scale.**") if reference in failed else ""
+    return "\n".join(lines), notes, _headline(psnr, reference, gains, failed), warning
+
+
+def _headline(psnr: list[stats.Comparison], reference: str, gains: pd.Series, failed: set[str]) -> list[str]:
+    """The table in a few lines: the best row, the reference, the rows whose PSNR interval excludes 0
+    (findings only when the reference learned), the rows that did not learn."""
+    best = max(psnr, key=lambda c: c.mean)
+    ref = next(c for c in psnr if c.label == reference)
+    lines = [f"best PSNR: {best.label} {best.mean:.2f} dB (gain {gains[best.label]:+.2f} dB over the input; "
+             f"first in {100 * best.first:.0f}% of resamples)",
+             f"reference: {reference} {ref.mean:.2f} dB (gain {gains[reference]:+.2f} dB)"]
+    resolved = [f"{c.label} {c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" for c in psnr
+                if c.label != reference and c.resolved]
+    if reference in failed:
+        lines.append(f"the reference {reference} did not learn: no difference to it is a finding")
+    else:
+        lines.append(f"interval excludes 0 ({len(resolved)} of {len(psnr) - 1}): " + ("; ".join(resolved) or "none"))
+    if failed:
+        lines.append(f"did not learn: {', '.join(label for label in gains.index if label in failed)}")
+    return lines
 
 
 def erf_table(stacks: dict[str, list[np.ndarray]], means: dict[str, np.ndarray], figure: str) -> str:
@@ -195,9 +253,11 @@ SMOKE_NOTE = ("Smoke scale is a pipeline check: it shows that every model trains
               "(0.05-0.5 dB between its rows), and its numbers do not reproduce the paper's.")
 
 
-def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], scores: pd.DataFrame | None = None) -> str:
+def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], scores: pd.DataFrame | None = None,
+                    headline: list[str] | None = None) -> str:
     """The whole ``tables/<grid>.md``; ``runs`` are the specs (configs) of the grid's runs in order;
-    ``scores`` the per-image scores (``store.load_image_scores``) behind the statistics."""
+    ``scores`` the per-image scores (``store.load_image_scores``) behind the statistics. The table's
+    headline (per task) is appended to ``headline`` when a list is given."""
     paper = paper_numbers()
     table = metadata.get("table")
     heading = f"Table {table}: " if table else ""
@@ -223,18 +283,27 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
     if metadata.get("note"):
         lines += [f"Note: {metadata['note']}", ""]
     tasks = list(TASKS[config["task"]]) if config else list(dict.fromkeys(index["eval_task"].dropna()))
+    min_gain = config["train"].get("min_gain", 0.0) if config else 0.0
     for task in tasks:
         if len(tasks) > 1:
             lines += [f"## {TASK_TITLES.get(task, task)}", ""]
-        body, notes = task_table(index, task, table, paper)
+        entries = _summaries(index, task)
+        body, failures, health_note = task_table(entries, task, table, paper, min_gain)
         lines += [body, ""]
-        if notes:
-            lines += ["Runs without a result:", *notes, ""]
+        if failures:
+            lines += ["Runs without a result:", *failures, ""]
+        if health_note:
+            lines += [health_note, ""]
         if scores is not None and len(scores):
             labels = list(dict.fromkeys(index.sort_values("index")["label"]))
             reference = metadata.get("reference") or labels[0]
-            body, notes = statistics_table(scores, task, labels, reference)
+            failed = {e["label"] for e in entries if did_not_learn(e, min_gain)}
+            body, notes, lines_of_headline, warning = statistics_table(scores, task, labels, reference, failed)
+            lines += [warning, ""] if warning else []                    # above the statistics it qualifies
             lines += [body, ""] if body else []
             for note in notes:
                 lines += [note, ""]
+            if headline is not None:
+                prefix = f"{TASK_TITLES.get(task, task)}: " if len(tasks) > 1 else ""
+                headline += [prefix + line for line in lines_of_headline]
     return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Training health: divergence ends a run naming its iteration (and the grid goes on), loss spikes
+are found by the stated rule, a run that stays below its inputs is ``did not learn`` in its status,
+in ``benchmark.status``, on the console and in its table, and the curves figure renders from a
+fixed store."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from benchmark import config as cfg
+from benchmark import health, run, status, store, train
+from benchmark.data import dataset
+from benchmark.grid import load_grid
+from benchmark.render import render_grid
+from tests.test_harness import TINY, grid_file
+
+
+def test_spikes_are_losses_far_above_the_median_of_the_window_before_them():
+    rng = np.random.default_rng(0)
+    losses = 0.05 * np.exp(rng.uniform(-0.8, 0.8, 300))        # healthy batch-1 noise: at most ~5x apart
+    assert health.loss_spikes(losses) == []
+    losses[[119, 200]] = [0.05 * 60, 0.05 * 9]                # iteration 120: 60x; iteration 201: 9x (no spike)
+    spikes = health.loss_spikes(losses)
+    assert [s["iteration"] for s in spikes] == [120]
+    assert spikes[0]["median"] == pytest.approx(np.median(losses[119 - health.SPIKE_WINDOW:119]), rel=1e-5)
+    assert health.loss_spikes(losses[: health.SPIKE_WINDOW]) == []      # too short to judge
+
+
+def test_the_verdict_compares_the_best_validation_gain_with_the_margin():
+    assert health.verdict(25.0, 23.0, 2.0) == {"verdict": "learned", "learned": True, "val_gain_db": 2.0,
+                                                "min_gain_db": 2.0}
+    bad = health.verdict(23.01, 23.03, 2.0)
+    assert not bad["learned"] and bad["verdict"] == "did not learn" and bad["val_gain_db"] == pytest.approx(-0.02)
+    assert health.describe({"health": bad}) == "did not learn (-0.0 dB over the validation inputs, under +2 dB)"
+
+
+@pytest.mark.parametrize("loss, grad, what", [(math.nan, 1.0, "loss nan"), (0.1, math.inf, "gradient norm inf")])
+def test_a_non_finite_loss_or_gradient_names_the_iteration(loss, grad, what):
+    with pytest.raises(health.TrainingDiverged, match=f"diverged at iteration 249: {what}"):
+        health.check_finite(249, 4e-3, loss, grad)
+    health.check_finite(249, 4e-3, 0.1, 1.0)
+    health.check_finite(249, 4e-3, 0.1)                          # before the backward: the loss alone
+
+
+def test_a_nan_in_the_loss_fails_the_run_at_its_iteration_and_the_grid_goes_on(tmp_path, monkeypatch):
+    """The second cell's loss turns NaN at its 4th step (a poisoned forward); the first and third finish."""
+    calls = {"n": 0}
+    real = train.restore
+
+    def poisoned(model, lq, task_ids, regions=None):
+        calls["n"] += 1
+        out = real(model, lq, task_ids, regions)
+        return out * math.nan if calls["n"] == 6 + 4 else out          # run 1 takes calls 1-6
+
+    monkeypatch.setattr(train, "restore", poisoned)
+    cells = "  zip:\n    label: [first, poisoned, third]\n    seed: [0, 1, 2]\n"
+    path = grid_file(tmp_path, cells, "nan")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"),
+            "--quiet", "--jobs", "1"]
+    assert run.main(argv + [a for o in TINY for a in ("--set", o)]) == 1
+    grid = load_grid(path, "smoke", TINY)
+    states = [store.run_state(tmp_path / "runs" / "nan" / s.folder_name) for s in grid.specs]
+    assert [s["state"] for s in states] == ["done", "failed", "done"]
+    assert states[1]["reason"].startswith("TrainingDiverged: diverged at iteration 4: loss nan")
+
+
+def _lr_zero_grid(tmp_path):
+    """Two cells: one whose learning rate is ~0 (it keeps its initial weights), one that trains; at
+    min_gain -100 dB every run "learns", so the verdict must come from the margin it is given."""
+    cells = ("  zip:\n    label: [frozen, lenient]\n    train.lr: [1.0e-12, 2.0e-3]\n    train.lr_min: [0.0, 1.0e-6]\n"
+             "    train.min_gain: [2.0, -100.0]\n")
+    return grid_file(tmp_path, cells, "frozen")
+
+
+def test_a_run_that_does_not_learn_is_marked_in_status_console_and_table(tmp_path, capsys):
+    path = _lr_zero_grid(tmp_path)
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"),
+            "--quiet", "--jobs", "1"]
+    assert run.main(argv + [a for o in TINY for a in ("--set", o)]) == 0       # not learning is not a failure
+    out = capsys.readouterr().out
+    grid = load_grid(path, "smoke", TINY)
+    frozen, lenient = (tmp_path / "runs" / "frozen" / s.folder_name for s in grid.specs)
+    record = store.read_json(frozen / "status.json")
+    assert record["state"] == "done" and record["health"]["verdict"] == "did not learn"
+    # the gain is the best validation PSNR minus the inputs' PSNR, recomputed here with scikit-image
+    summary = store.read_json(frozen / "train.json")
+    val = dataset.open_dataset("phantom-mri", "val", phantom_size=32)
+    inputs = []
+    for index in range(2):
+        lq, hq = (dataset.denormalize(val[index][k][0].double().numpy(), "mri") for k in ("lq", "hq"))
+        inputs.append(peak_signal_noise_ratio(hq, lq, data_range=hq.max() - hq.min()))
+    assert summary["val_input_psnr"] == pytest.approx(np.mean(inputs), abs=1e-9)
+    assert record["health"]["val_gain_db"] == pytest.approx(summary["best_val_psnr"] - np.mean(inputs), abs=1e-3)
+    assert store.read_json(lenient / "status.json")["health"]["learned"]
+    # benchmark.status, the console's closing lines, the table
+    rows = {r["label"]: r for r in status.rows(tmp_path / "runs" / "frozen")}
+    assert rows["frozen"]["state"] == "did not learn" and "under +2 dB" in rows["frozen"]["detail"]
+    assert rows["lenient"]["state"] == "done"
+    gain = record["health"]["val_gain_db"]
+    assert f"1 of 2 runs did not learn: frozen (seed 0), {gain:+.1f} dB; see {tmp_path / 'tables' / 'frozen_curves.png'}" in out
+    table = (tmp_path / "tables" / "frozen.md").read_text()
+    assert "| frozen ✗ |" in table and "✗ did not learn at this scale: frozen" in table
+    assert "| lenient |" in table
+
+
+def test_a_reference_row_that_did_not_learn_is_said_above_its_statistics(tmp_path):
+    path = _lr_zero_grid(tmp_path)
+    text = path.read_text().replace("name: frozen", "name: frozen\nreference: frozen")
+    path.write_text(text)
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"),
+            "--quiet", "--jobs", "1"]
+    run.main(argv + [a for o in TINY for a in ("--set", o)])
+    headline = []
+    table = render_grid(tmp_path / "runs" / "frozen", tmp_path / "again", headline)[0].read_text()
+    warning = table.index("**The reference row frozen did not learn")
+    assert warning < table.index("| Method | seeds |")                 # above the statistics it qualifies
+    assert "the reference frozen did not learn: no difference to it is a finding" in headline
+    assert not any(line.startswith("interval excludes 0") for line in headline)
+
+
+def _fixed_log(iterations: int, collapse_at: int | None) -> list[dict]:
+    rows = []
+    for i in range(1, iterations + 1):
+        loss = 0.05 * (1 - 0.5 * i / iterations)
+        if collapse_at is not None and i >= collapse_at:
+            loss = 2.0 if i < collapse_at + 5 else 0.06
+        val = ""
+        if i % 20 == 0:
+            val = 23.0 if collapse_at is not None and i >= collapse_at else 23.0 + 3 * i / iterations
+        rows.append({"iteration": i, "loss": loss, "grad_norm": 0.3, "lr": 1e-3, "val_psnr": val, "seconds": i * 0.05})
+    return rows
+
+
+def test_the_curves_figure_renders_from_a_fixed_store_and_shows_the_collapse(tmp_path):
+    """A store written by hand: one row, two seeds, seed 0 collapsing at iteration 60."""
+    grid_dir = tmp_path / "runs" / "fixed"
+    runs = []
+    for seed, collapse in ((0, 60), (1, None)):
+        folder = grid_dir / f"k5-s{seed}"
+        log = _fixed_log(100, collapse)
+        spikes = health.loss_spikes([r["loss"] for r in log])
+        best = max(r["val_psnr"] for r in log if r["val_psnr"] != "")
+        verdict = health.verdict(best, 23.0, 2.0)
+        store.write_csv(folder / "train_log.csv", log, train.LOG_COLUMNS)
+        store.write_json(folder / "train.json", {"best_val_psnr": best, "val_input_psnr": 23.0, "health": verdict,
+                                                 "loss_spikes": spikes})
+        store.write_json(folder / "spec.json", {"id": f"s{seed}", "label": "k=5", "slug": "k5", "model": "m",
+                                                "config": cfg.resolve("smoke", {"seed": seed})})
+        store.write_json(folder / "status.json", {"state": "running", "health": verdict})
+        runs.append({"index": 0, "id": f"s{seed}", "folder": folder.name, "label": "k=5"})
+        if collapse:
+            assert [s["iteration"] for s in spikes] == [60, 61, 62, 63, 64]
+    store.write_json(grid_dir / "grid.json", {"name": "fixed", "table": None, "title": "", "file": "f.yaml",
+                                              "scale": "smoke", "runs": runs, "reference": "k=5"})
+    paths = render_grid(grid_dir, tmp_path / "tables")
+    figure = tmp_path / "tables" / "fixed_curves.png"
+    assert figure in paths and figure.stat().st_size > 5000
+    from matplotlib.image import imread
+    pixels = imread(figure)[..., :3]
+    red = (pixels[..., 0] > 0.75) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
+    assert red.sum() > 200                                  # the collapsed seed is drawn in red, its spikes marked
+    again = render_grid(grid_dir, tmp_path / "again")
+    assert (tmp_path / "again" / "fixed_curves.png").read_bytes() == figure.read_bytes()   # deterministic
+    assert len(again) == len(paths)
+
+
+@pytest.mark.slow
+def test_the_smoke_protocol_learns_on_three_seeds_of_the_papers_model(tmp_path):
+    """The paper's model (k=5, re-parameterized Omni-Shift) at the smoke settings, seeds 0-2 (seed 0
+    collapsed at the settings before gradient clipping): every run gains at least train.min_gain."""
+    cells = "  zip:\n    label: [k=5]\n    model.options: [{shift_kernel: 5}]\n  seed: [0, 1, 2]\n"
+    path = grid_file(tmp_path, cells, "seeds")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet"]
+    assert run.main(argv) == 0
+    grid = load_grid(path, "smoke")
+    for spec in grid.specs:
+        folder = tmp_path / "runs" / "seeds" / spec.folder_name
+        record = store.read_json(folder / "status.json")
+        assert record["health"]["learned"], (spec.config["seed"], record["health"])
+        test = store.read_json(folder / "test.json")["tasks"]["mri_sr"]
+        assert test["psnr"] - test["input_psnr"] >= spec.config["train"]["min_gain"]
+        assert store.read_json(folder / "train.json")["loss_spikes"] == []
