@@ -40,7 +40,8 @@ def test_cartesian_product_of_axes_with_zip_groups_and_excludes(tmp_path):
     first = grid.specs[0].config
     # defaults < scale < base < axes: smoke uses the tiny preset on phantoms
     assert first["model"]["size"] == "tiny" and first["data"]["sources"]["mri_sr"] == "phantom-mri"
-    assert first["train"]["betas"] == [0.9, 0.999] and first["task"] == "mri_sr"
+    assert first["train"]["betas"] == [0.9, 0.99] and first["train"]["grad_clip"] == 0.5 and first["task"] == "mri_sr"
+    assert cfg.resolve("paper")["train"]["betas"] == [0.9, 0.999] and cfg.resolve("paper")["train"]["grad_clip"] is None
     assert cfg.model_name(first) == "restore_rwkv_tiny"
 
 
@@ -94,6 +95,9 @@ def test_describe_lists_every_run(tmp_path):
     ("base: {train: {lr: .nan}}\n", "train.lr must be a finite number"),
     ("base: {train: {lr_min: 0.1}}\n", "train.lr_min (0.1) must not exceed train.lr"),
     ("base: {train: {betas: [0.9, 1.5]}}\n", "train.betas must be two numbers in [0, 1)"),
+    ("base: {train: {grad_clip: 0}}\n", "train.grad_clip must be a positive number (the largest gradient norm) or null"),
+    ("base: {train: {grad_clip: big}}\n", "train.grad_clip must be a positive number (the largest gradient norm) or null"),
+    ("base: {train: {min_gain: .inf}}\n", "train.min_gain must be a finite number"),
     ("base: {seed: -1}\n", "seed must be a non-negative integer; got -1"),
     ("base: {data: {sources: {mri_sr: 5}}}\n", "data.sources.mri_sr must be a prepared folder or phantom-<modality>; got 5"),
     ("base: {model: {name: restore_rwkv, options: {reparam: 'no'}}}\n", "option reparam = 'no': expected true or false"),
