@@ -6,9 +6,9 @@ records the verdict, and status, the console and the renderer show it.
   (``TrainingDiverged``: "diverged at iteration 249: loss nan").
 - **Loss spike**: an iteration whose loss exceeds ``SPIKE_FACTOR`` times the median of the
   ``SPIKE_WINDOW`` losses before it (checked once that many exist). Batch-1 losses on random crops
-  vary from crop to crop, but in healthy smoke runs no loss exceeded 2.0x that median (24 runs,
-  docs/calibration.md), while a run that blew up at the top of its warm-up jumped to 10-50x it:
-  10x separates the two. Spikes are logged in ``train.json`` with their iteration; they do not
+  vary from crop to crop, but in the 105 runs of the smoke calibration the largest was 4.1x that
+  median (docs/calibration.md), while a run that blew up at the top of its warm-up jumped to
+  10-50x it: 10x separates the two. Spikes are logged in ``train.json`` with their iteration; they do not
   stop a run.
 - **Did not learn**: a finished run whose best validation PSNR beats the validation inputs' PSNR
   by less than ``train.min_gain`` dB (a model that ends near "output = input", or worse).

@@ -65,11 +65,15 @@ def restore(model: torch.nn.Module, lq: torch.Tensor, task_ids: torch.Tensor,
     return model(lq, task=task_ids)
 
 
+def physical(image: torch.Tensor, modality: str) -> np.ndarray:
+    """An (H, W) image in the network's range as a float64 array in physical units."""
+    return dataset.denormalize(image.double().cpu().numpy(), modality)
+
+
 @torch.no_grad()
 def restore_physical(model: torch.nn.Module, sample: dict, task_id: int, modality: str,
                      device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(output, ground truth, input) of one sample as float64 arrays in physical units."""
     regions = sample["regions"][None].to(device) if "regions" in sample else None
     pred = restore(model, sample["lq"][None].to(device), torch.tensor([task_id], device=device), regions)
-    as_physical = lambda image: dataset.denormalize(image.double().cpu().numpy(), modality)  # noqa: E731
-    return as_physical(pred[0, 0]), as_physical(sample["hq"][0]), as_physical(sample["lq"][0])
+    return physical(pred[0, 0], modality), physical(sample["hq"][0], modality), physical(sample["lq"][0], modality)

@@ -124,7 +124,7 @@ def not_learned(grid, grid_dir: Path) -> list[str]:
 
 
 def health_line(unlearned: list[str], runs: int, curves: str | None) -> str:
-    """"1 of 8 runs did not learn: k=5 (seed 0), +0.0 dB; see tables/token_shift_curves.png"."""
+    """"1 of 12 runs did not learn: k=5 (seed 0), +0.0 dB; see tables/token_shift_curves.png"."""
     where = f"; see {curves}" if curves else ""
     return f"{len(unlearned)} of {runs} runs {health.DID_NOT_LEARN}: {'; '.join(unlearned)}{where}"
 

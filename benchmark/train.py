@@ -28,8 +28,7 @@ from tqdm import tqdm
 from models.ops import precision
 
 from . import health, metrics, store
-from .data import dataset
-from .inference import TaskData, restore, restore_physical
+from .inference import TaskData, physical, restore, restore_physical
 
 
 LOG_COLUMNS = ["iteration", "loss", "grad_norm", "lr", "val_psnr", "seconds"]   # train_log.csv
@@ -54,9 +53,8 @@ def validation_input_psnr(data: TaskData, limit: int) -> float:
     for part, size in zip(data.parts, data.sizes):
         for index in range(min(limit, size)):
             _, sample = data.item(start + index)
-            as_physical = lambda image: dataset.denormalize(image.double().numpy(), part.modality)  # noqa: E731
-            scores.append(metrics.evaluate(as_physical(sample["lq"][0]), as_physical(sample["hq"][0]),
-                                           part.modality)["psnr"])
+            scores.append(metrics.evaluate(physical(sample["lq"][0], part.modality),
+                                           physical(sample["hq"][0], part.modality), part.modality)["psnr"])
         start += size
     return float(np.mean(scores))
 

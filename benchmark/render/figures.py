@@ -77,7 +77,7 @@ def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "
     fig, axes = plt.subplots(lines, 2 * pairs, figsize=(4.6 * 2 * pairs, 2.6 * lines + 0.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    colours = plt.get_cmap("tab10")
+    colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]   # red (3) marks "did not learn"
     for number, (label, runs) in enumerate(rows):
         loss_ax, psnr_ax = axes[number // pairs, 2 * (number % pairs)], axes[number // pairs, 2 * (number % pairs) + 1]
         for ax in (loss_ax, psnr_ax):
@@ -87,7 +87,7 @@ def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "
         inputs = [r["val_input_psnr"] for r in runs if r["val_input_psnr"] is not None]
         for k, run in enumerate(runs):
             log = run["log"]
-            colour = "tab:red" if not run["learned"] else colours(k % 10)
+            colour = "tab:red" if not run["learned"] else colours[k % len(colours)]
             name = f"seed {run['seed']}" + ("" if run["learned"] else " ✗ did not learn")
             loss_ax.plot(log["iteration"], smooth(log["loss"]), color=colour, lw=1, label=name)
             spikes = log[log["iteration"].isin(run["spikes"])]

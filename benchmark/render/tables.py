@@ -149,6 +149,9 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
     return "\n".join(lines), notes, not_learned_note(entries, min_gain)
 
 
+FEW_SEEDS = 5          # fewer seeds per row: the bootstrap's spread between training runs is understated
+
+
 def _interval(c: stats.Comparison, digits: int) -> str:
     text = f"{c.difference:+.{digits}f} [{c.low:+.{digits}f}, {c.high:+.{digits}f}]"
     return text if c.resolved else f"{text} ≈"
@@ -199,9 +202,15 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
              "input's."]
     if others:
         half = sorted((c.high - c.low) / 2 for c in others)[len(others) // 2]
-        if seeds >= 2:
+        if seeds >= FEW_SEEDS:
             notes.append(f"What this scale resolves: the median 95% interval is ±{half:.2f} dB; PSNR differences "
                          "smaller than that are not shown to be real.")
+        elif seeds >= 2:
+            notes.append(f"What this scale resolves: the median 95% interval is ±{half:.2f} dB; PSNR differences "
+                         f"smaller than that are not shown to be real. With {seeds} seeds per row the bootstrap sees "
+                         f"only {seeds} training runs of each row and understates their spread: an interval near 0 "
+                         f"may not hold with more seeds (run {FEW_SEEDS} or more to be confident; "
+                         "docs/calibration.md compares 2 and 5 seeds).")
         else:
             notes.append(f"What this scale resolves: the median 95% interval over the images is ±{half:.2f} dB, but "
                          "with one seed per row the spread between training runs (seeds) is not in it and adds to "
@@ -269,8 +278,10 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
         train = config["train"]
         models = ", ".join(dict.fromkeys(r["model"] for r in runs))
         warmup = f" ({train['warmup']} of warm-up)" if train.get("warmup") else ""
+        clip = f", gradient norm clipped at {train['grad_clip']:g}" if train.get("grad_clip") else ""
+        betas = ", ".join(f"{b:g}" for b in train["betas"])
         lines += [f"Scale `{metadata['scale']}`: {models}; {train['iters']} iterations{warmup} of batch {train['batch']} "
-                  f"on {train['crop']}x{train['crop']} crops at lr {train['lr']:g}; data " +
+                  f"on {train['crop']}x{train['crop']} crops at lr {train['lr']:g} (Adam {betas}{clip}); data " +
                   ", ".join(f"`{config['data']['sources'][t]}`" for t in TASKS[config["task"]]) + ". "
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
                   f"1x1x{runs[0]['config']['profile']['size']}x{runs[0]['config']['profile']['size']}, "
