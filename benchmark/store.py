@@ -291,24 +291,33 @@ def read_train_summary(folder) -> dict | None:
     return summary
 
 
-def read_train_log(folder):
-    """``train_log.csv`` as a pandas DataFrame (iteration, loss, val_psnr (NaN between validations),
-    ...), or None before the first checkpoint."""
+def _read_csv(path: Path, columns, numeric, expected: str):
+    """The CSV at ``path`` as a pandas DataFrame with its ``numeric`` columns made numbers (others:
+    NaN), or None when there is no file; ``StoreError`` naming the file when it cannot be read, is
+    empty or lacks one of ``columns`` (``expected``: what one row is)."""
     import pandas as pd
-    path = Path(folder) / "train_log.csv"
     if not path.is_file():
         return None
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise StoreError(f"{path}: unreadable CSV ({type(err).__name__}: {err})") from None
-    needed = ("iteration", "loss", "val_psnr")
-    _expect(all(c in frame.columns for c in needed) and len(frame), path,
-            f"one row per iteration with columns {list(needed)}", f"{len(frame)} rows, columns {list(frame.columns)}")
-    numeric = frame[list(needed)].apply(pd.to_numeric, errors="coerce")
-    _expect(numeric[["iteration", "loss"]].notna().all().all(), path, "numbers in iteration and loss",
-            "empty or non-numeric cells")
-    return frame.assign(**{c: numeric[c] for c in needed})
+    missing = [c for c in columns if c not in frame.columns]
+    _expect(not missing and len(frame), path, f"one row per {expected} with columns {list(columns)}",
+            f"{len(frame)} rows, missing {missing}")
+    return frame.assign(**frame[list(numeric)].apply(pd.to_numeric, errors="coerce"))
+
+
+def read_train_log(folder):
+    """``train_log.csv`` as a pandas DataFrame (iteration, loss, val_psnr (NaN between validations),
+    ...), or None before the first checkpoint."""
+    path = Path(folder) / "train_log.csv"
+    columns = ("iteration", "loss", "val_psnr")
+    frame = _read_csv(path, columns, columns, "iteration")
+    if frame is not None:
+        _expect(frame[["iteration", "loss"]].notna().all().all(), path, "numbers in iteration and loss",
+                "empty or non-numeric cells")
+    return frame
 
 
 IMAGE_COLUMNS = ("task", "index", "psnr", "ssim", "rmse", "input_psnr", "input_ssim", "input_rmse")
@@ -316,19 +325,11 @@ IMAGE_COLUMNS = ("task", "index", "psnr", "ssim", "rmse", "input_psnr", "input_s
 
 def read_image_scores(folder):
     """The run's per-image scores (a pandas DataFrame), or None before the test stage."""
-    import pandas as pd
     path = Path(folder) / "test_images.csv"
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path}: unreadable CSV ({type(err).__name__}: {err})") from None
-    missing = [c for c in IMAGE_COLUMNS if c not in frame.columns]
-    _expect(not missing and len(frame), path, f"one row per image with columns {list(IMAGE_COLUMNS)}",
-            f"{len(frame)} rows, missing {missing}")
-    numeric = frame[list(IMAGE_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
-    _expect(numeric.notna().all().all(), path, "numbers in every score column", "empty or non-numeric cells")
+    frame = _read_csv(path, IMAGE_COLUMNS, IMAGE_COLUMNS[1:], "image")
+    if frame is not None:
+        _expect(frame[list(IMAGE_COLUMNS[1:])].notna().all().all(), path, "numbers in every score column",
+                "empty or non-numeric cells")
     return frame
 
 

@@ -43,11 +43,18 @@ def erf_figure(maps: list[tuple[str, np.ndarray]], path: Path, title: str = "") 
     for ax, (label, erf) in zip(axes.ravel(), maps):
         ax.imshow(rescale(erf), cmap="RdYlGn", vmin=0, vmax=1)
         ax.set_title(label, fontsize=10)
+    _save(fig, path, title, dpi=100)
+
+
+def _save(fig, path: Path, title: str, dpi: int) -> None:
+    """Title, lay out and write ``fig`` atomically as a PNG without a timestamp (the same store gives
+    the same bytes), then close it."""
+    import matplotlib.pyplot as plt
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     try:
-        store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=100, metadata={"Software": None}))
+        store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None}))
     finally:
         plt.close(fig)
 
@@ -102,10 +109,4 @@ def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "
         loss_ax.set_xlabel("iteration", fontsize=7)
         psnr_ax.set_xlabel("iteration", fontsize=7)
         psnr_ax.legend(fontsize=6, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    try:
-        store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=80, metadata={"Software": None}))
-    finally:
-        plt.close(fig)
+    _save(fig, path, title, dpi=80)
