@@ -45,18 +45,20 @@ def learning_rate(iteration: int, config: dict) -> float:
     return train["lr_min"] + 0.5 * (train["lr"] - train["lr_min"]) * (1 + math.cos(math.pi * progress))
 
 
+def _validation_slices(data: TaskData, limit: int):
+    """(task id, modality, sample) of the first ``limit`` slices of each task: what validation scores."""
+    start = 0
+    for task_id, (part, size) in enumerate(zip(data.parts, data.sizes)):
+        for index in range(min(limit, size)):
+            yield task_id, part.modality, data.item(start + index)[1]
+        start += size
+
+
 def validation_input_psnr(data: TaskData, limit: int) -> float:
     """Mean PSNR of the degraded inputs themselves over the slices ``validate`` scores: the level a
     model that returns its input would reach."""
-    scores = []
-    start = 0
-    for part, size in zip(data.parts, data.sizes):
-        for index in range(min(limit, size)):
-            _, sample = data.item(start + index)
-            scores.append(metrics.evaluate(physical(sample["lq"][0], part.modality),
-                                           physical(sample["hq"][0], part.modality), part.modality)["psnr"])
-        start += size
-    return float(np.mean(scores))
+    return float(np.mean([metrics.evaluate(physical(sample["lq"][0], modality), physical(sample["hq"][0], modality),
+                                           modality)["psnr"] for _, modality, sample in _validation_slices(data, limit)]))
 
 
 @torch.no_grad()
@@ -65,13 +67,9 @@ def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.d
     was_training = model.training
     model.eval()
     scores = []
-    start = 0
-    for task_id, (part, size) in enumerate(zip(data.parts, data.sizes)):
-        for index in range(min(limit, size)):
-            _, sample = data.item(start + index)
-            out, gt, _ = restore_physical(model, sample, task_id, part.modality, device)
-            scores.append(metrics.evaluate(out, gt, part.modality)["psnr"])
-        start += size
+    for task_id, modality, sample in _validation_slices(data, limit):
+        out, gt, _ = restore_physical(model, sample, task_id, modality, device)
+        scores.append(metrics.evaluate(out, gt, modality)["psnr"])
     model.train(was_training)
     return float(np.mean(scores))
 
@@ -133,7 +131,6 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             if extra is not None:
                 loss = loss + settings["aux_weight"] * extra
         loss_value = loss.float().item()
-        health.check_finite(iteration + 1, optimizer.param_groups[0]["lr"], loss_value)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm).item()      # the norm before clipping

@@ -26,8 +26,9 @@ def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
 def report(spec: RunSpec, status: dict) -> None:
     """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
-    if status["state"] == "done" and health.describe(status):
-        detail += f", {health.describe(status)}"
+    verdict = health.describe(status) if status["state"] == "done" else ""
+    if verdict:
+        detail += f", {verdict}"
     if status["state"] == "failed":
         detail = f"{status['reason']} (see {status.get('log', '-')})"
     elif status["state"] == "busy":

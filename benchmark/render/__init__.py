@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store
+from .. import health, store
 from .figures import CURVE_SMOOTHING, curves_figure, erf_figure
 from .tables import erf_table, render_markdown
 
@@ -24,7 +24,7 @@ def _curve(folder: Path, spec: dict, status: dict) -> dict | None:
         return None
     summary = store.read_train_summary(folder) or {}
     return {"seed": spec["config"].get("seed"), "log": log, "val_input_psnr": summary.get("val_input_psnr"),
-            "learned": (status.get("health") or {}).get("learned", True),
+            "learned": health.learned(status),
             "spikes": [s["iteration"] for s in summary.get("loss_spikes", [])]}
 
 
