@@ -376,3 +376,41 @@ def test_region_masks_are_prepared_with_their_pairs_and_cropped_with_them(tmp_pa
     np.save(tmp_path / "raw" / "regions" / names[4], np.full((12, 12), 0.5))
     assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p3")]) == 2
     assert "a region mask must hold non-negative integer labels" in capsys.readouterr().err
+
+
+def test_phantom_pairs_are_cached_by_code_version_and_remade_when_unreadable(tmp_path, monkeypatch):
+    from benchmark.data import cache
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    made = []
+
+    def make():
+        made.append(1)
+        return np.zeros((2, 4, 4), np.float32), np.ones((2, 4, 4), np.float32)
+    lq, hq = cache.arrays("mri-test", make)
+    again = cache.arrays("mri-test", make)
+    assert len(made) == 1 and np.array_equal(again[0], lq) and np.array_equal(again[1], hq)
+    (path,) = tmp_path.glob("mri-test-*.npz")
+    assert path.name == f"mri-test-{cache.code_version()}.npz" and not list(tmp_path.glob("*.partial*"))
+    path.write_bytes(b"not a zip")                                            # corrupt: made again, said
+    with pytest.warns(UserWarning, match="unreadable cached phantom file"):
+        cache.arrays("mri-test", make)
+    assert len(made) == 2 and np.array_equal(cache.arrays("mri-test", make)[1], hq) and len(made) == 2
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    cache.arrays("mri-test", make)
+    assert len(made) == 3
+    # what a run reads is what the generator makes
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "runs"))
+    dataset.phantom_split.cache_clear()
+    lq, hq = dataset.phantom_split("mri", "val", 32, 0)
+    expected = [sources.phantom_pair("mri", 32, seed) for seed in range(100_000, 100_004)]   # the val split
+    assert np.array_equal(lq, np.stack([e[0] for e in expected])) and np.array_equal(hq, np.stack([e[1] for e in expected]))
+    dataset.phantom_split.cache_clear()
+
+
+def test_noise_scaling_prints_measured_against_physics(capsys, monkeypatch):
+    from benchmark.data import noise_scaling
+    monkeypatch.setattr(noise_scaling, "rows", lambda: [("CT noise, dose 0.5 / dose 0.25", 0.72, 0.7071),
+                                                        ("CT level (HU)", 15.9, float("nan"))])
+    assert cli.main(["noise-scaling"]) == 0
+    out = capsys.readouterr().out
+    assert "| CT noise, dose 0.5 / dose 0.25 | 0.720 | 0.707 | 1.018 |" in out and "| CT level (HU) | 15.900 | - | - |" in out

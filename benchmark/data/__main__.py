@@ -1,4 +1,5 @@
-"""``python -m benchmark.data prepare <task> ...``, ``info <dir>`` and ``score-inputs <source>``."""
+"""``python -m benchmark.data prepare <task> ...``, ``info <dir>``, ``score-inputs <source>`` and
+``noise-scaling`` (the simulators' noise against a scanner's physics)."""
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("source", help="a prepared folder or phantom-ct / phantom-mri / phantom-pet")
     score.add_argument("--split", default="test", choices=sources.SPLITS)
     score.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
+    commands.add_parser("noise-scaling", help="measure the CT and PET simulators' noise against dose, pixel "
+                                              "size, body size and counts (about a minute)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "noise-scaling":
+            from . import noise_scaling
+            print(noise_scaling.table())
+            return 0
         if args.command == "score-inputs":
             print(_score_inputs(args.source, args.split, args.size))
             return 0

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import ALL_IN_ONE
-from . import prepared, sources
+from . import cache, prepared, sources
 from .io import DataError
 from .modalities import RANGES
 
@@ -78,10 +78,12 @@ class PairedSlices(torch.utils.data.Dataset):
 
 @functools.lru_cache(maxsize=6)
 def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The phantom pairs of a split, generated once per process."""
-    cases = sources.phantom_cases(modality, size=size, seed=seed)[split]
-    pairs = [case.load() for case in cases]
-    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    """The phantom pairs of a split, generated once per machine (``cache``) and kept per process."""
+    def make():
+        pairs = [case.load() for case in sources.phantom_cases(modality, size=size, seed=seed)[split]]
+        return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+    counts = "-".join(map(str, sources.PHANTOM_COUNTS))
+    return cache.arrays(f"{modality}-{split}-size{size}-seed{seed}-counts{counts}", make)
 
 
 def open_dataset(source: str, split: str, crop: int | None = None, augment: bool = False, seed: int = 0,

@@ -9,11 +9,20 @@ MRI super-resolution (``mri_kspace_crop``)
 
 Low-dose CT: phantom pairs (``ct_pair``) and noise insertion into real slices (``ct_low_dose``)
     Attenuation ``mu = mu_water (1 + HU / 1000)`` (air and below: 0), line integrals ``p = A mu``
-    through a parallel-beam projector (``pixel_mm`` per pixel), transmission counts ``N`` with mean
-    ``I0 exp(-p)``, ``I0 = dose x flux`` photons per ray, plus Gaussian electronic noise (std
-    ``electronic_noise`` counts), floored at 1 count; ``p' = log(I0 / N)`` is reconstructed by
-    filtered back-projection and converted back to HU. The noise variance of ``p'`` is about
-    ``1 / (I0 exp(-p))``: a quarter of the dose doubles the noise std.
+    through a parallel-beam projector (``pixel_mm`` per pixel, one detector bin per pixel), transmission
+    counts ``N`` with mean ``I0 exp(-p)`` plus Gaussian electronic noise, floored at 1 count;
+    ``p' = log(I0 / N)`` is reconstructed by filtered back-projection and converted back to HU. The
+    noise variance of ``p'`` is about ``1 / (I0 exp(-p))``: a quarter of the dose doubles the noise std.
+
+    The photons scale like a scanner's: ``flux`` is given per reading of a 1 mm x 1 mm detector
+    element at one of ``REFERENCE_VIEWS`` views, and a simulated ray stands for
+    ``pixel_mm x slice_mm x REFERENCE_VIEWS / views`` such readings (``readings_per_ray``), so
+    ``I0 = dose x flux x readings``. The noise std then goes as dose^(-1/2), slice^(-1/2) and, at one
+    field of view, pixel^(-3/2) (Brooks & Di Chiro 1976), grows with the body's size, and does not
+    depend on how many views simulate the scan (``python -m benchmark.data noise-scaling`` measures
+    each; docs/ct-noise.md). The level is set on AAPM's measured quarter-dose data, not on a tube
+    current: the reconstruction is a plain Ram-Lak FBP without a scanner's smoothing kernel, bowtie
+    filter or z-interpolation, all of which lower the noise, so ``CT_FLUX`` is an effective flux.
 
     ``ct_pair`` scans a phantom the way AAPM's pairs were made: the high-quality image is the FBP
     of a full-dose acquisition, the low-quality one the FBP of the quarter-dose acquisition of the
@@ -45,7 +54,12 @@ from .projector import projector
 
 MU_WATER = 0.0192          # linear attenuation of water at ~70 keV, 1/mm
 FIELD_OF_VIEW_MM = 350.0   # a body scan's field of view: the pixel size when none is given
-CT_FLUX = 3.5e5            # full-dose photons per ray (calibrated: see ct_pair)
+SLICE_MM = 1.0             # slice thickness (AAPM released 1 mm and 3 mm series)
+REFERENCE_VIEWS = 1000     # views per rotation of the scanner that CT_FLUX describes
+CT_FLUX = 1.0e7            # full-dose photons per reading of a 1 mm x 1 mm detector element (calibrated: see ct_pair)
+CT_ELECTRONIC_NOISE = 10.0  # std of one such reading's electronic noise, in photons
+PET_FIELD_OF_VIEW_MM = 600.0  # a whole-body coronal slice's field of view: the pixel size when none is given
+PET_SENSITIVITY = 6.0      # full-count coincidences per unit of activity per mm^2 of slice (~10^6 per phantom)
 
 
 def _image(image, name: str) -> np.ndarray:
@@ -93,10 +107,21 @@ def _ct_geometry(array: np.ndarray, name: str, pixel_mm: float | None, angles: i
     return _beam(size, angles), pixel_mm
 
 
-def _check_dose(name: str, dose: float, flux: float, electronic_noise: float) -> None:
-    if not 0 < dose <= 1 or not flux > 0 or electronic_noise < 0:
-        raise ValueError(f"{name}: needs 0 < dose <= 1, flux > 0 and electronic_noise >= 0; got {dose}, {flux}, "
-                         f"{electronic_noise}")
+def _check_dose(name: str, dose: float, flux: float, electronic_noise: float, slice_mm: float) -> None:
+    if not 0 < dose <= 1 or not flux > 0 or electronic_noise < 0 or not slice_mm > 0:
+        raise ValueError(f"{name}: needs 0 < dose <= 1, flux > 0, electronic_noise >= 0 and slice_mm > 0; got "
+                         f"{dose}, {flux}, {electronic_noise}, {slice_mm}")
+
+
+def readings_per_ray(pixel_mm: float, slice_mm: float, views: int) -> float:
+    """How many readings of the reference scanner (1 mm x 1 mm elements, ``REFERENCE_VIEWS`` views)
+    one simulated ray stands for: its detector bin is one pixel wide and ``slice_mm`` thick, and
+    each of its ``views`` views gathers the photons of ``REFERENCE_VIEWS / views`` real ones. Photons
+    and electronic noise variance both add over readings, so a ray's mean photons are
+    ``flux x readings`` and its electronic noise std ``electronic_noise x sqrt(readings)``: the
+    noise a slice gets does not depend on how many views simulate it, and at a fixed slice
+    thickness it goes as pixel^(-3/2) (Brooks & Di Chiro, Phys. Med. Biol. 21, 1976)."""
+    return pixel_mm * slice_mm * REFERENCE_VIEWS / views
 
 
 def _line_integrals(beam, image_hu: np.ndarray, pixel_mm: float) -> np.ndarray:
@@ -109,66 +134,83 @@ def _fbp_hu(beam, line_integrals: np.ndarray, pixel_mm: float) -> np.ndarray:
     return 1000.0 * beam.fbp(line_integrals) / pixel_mm / MU_WATER
 
 
-def ct_pair(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX, electronic_noise: float = 10.0,
-            pixel_mm: float | None = None, angles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ct_pair(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX,
+            electronic_noise: float = CT_ELECTRONIC_NOISE, pixel_mm: float | None = None,
+            slice_mm: float = SLICE_MM, angles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(low-dose FBP, full-dose FBP) of one phantom ``image_hu`` (HU), both in HU.
 
-    ``flux``: photons per ray at full dose (the default gives the 128x128 body phantoms a
-    quarter-dose input of 28.2 dB PSNR in the paper's [-160, 240] HU window over the 16 test
-    phantoms; AAPM's real quarter-dose scans measure about 29 dB); ``dose``: the low-dose fraction
-    (0.25 = quarter dose);
-    ``pixel_mm``: pixel size (default: a 350 mm field of view); ``angles``: views (default:
-    min(size, 180))."""
+    ``flux``: full-dose photons per reading of a 1 mm x 1 mm detector element at one of
+    ``REFERENCE_VIEWS`` views (``readings_per_ray`` scales it to the simulated geometry); the
+    default gives the quarter dose 16 HU of noise in the centre of a 300 mm water cylinder at
+    0.7 mm pixels, and the 128x128 phantom windows an input of 27.8 dB PSNR in the paper's
+    [-160, 240] HU window (AAPM's real quarter-dose inputs: about 29 dB; docs/ct-noise.md says
+    what it matches and what not); ``electronic_noise``: std of one such reading's electronic
+    noise (photons); ``dose``: the low-dose fraction (0.25 = quarter dose); ``pixel_mm``: pixel
+    size (default: a 350 mm field of view); ``slice_mm``: slice thickness; ``angles``: views
+    (default: min(size, 180))."""
     array = _image(image_hu, "ct_pair")
-    _check_dose("ct_pair", dose, flux, electronic_noise)
+    _check_dose("ct_pair", dose, flux, electronic_noise, slice_mm)
     beam, pixel_mm = _ct_geometry(array, "ct_pair", pixel_mm, angles)
+    readings = readings_per_ray(pixel_mm, slice_mm, beam.angles)
+    per_ray, electronic = flux * readings, electronic_noise * np.sqrt(readings)
     rng = np.random.default_rng(seed)
-    photons = rng.poisson(flux * np.exp(-_line_integrals(beam, array, pixel_mm)))      # full dose
+    photons = rng.poisson(per_ray * np.exp(-_line_integrals(beam, array, pixel_mm)))      # full dose
     scans = []
     for fraction, detected in ((1.0, photons), (dose, rng.binomial(photons, dose))):
-        counts = measured_counts(detected, electronic_noise, rng)
-        scans.append(_fbp_hu(beam, np.log(fraction * flux / counts), pixel_mm) - 1000.0)
+        counts = measured_counts(detected, electronic, rng)
+        scans.append(_fbp_hu(beam, np.log(fraction * per_ray / counts), pixel_mm) - 1000.0)
     full, low = scans
     return low, full
 
 
-def ct_low_dose(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX, electronic_noise: float = 10.0,
-                pixel_mm: float | None = None, angles: int | None = None) -> np.ndarray:
+def ct_low_dose(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX,
+                electronic_noise: float = CT_ELECTRONIC_NOISE, pixel_mm: float | None = None,
+                slice_mm: float = SLICE_MM, angles: int | None = None) -> np.ndarray:
     """``image_hu``, a full-dose reconstruction (HU), with the extra noise of ``dose`` inserted in
     the projection domain (see the module docstring), in HU. ``pixel_mm``: the slice's pixel size
     (``benchmark.data.io.pixel_spacing_mm`` reads it from a file's header; default a 350 mm field
-    of view); ``flux``, ``electronic_noise``, ``angles`` as for ``ct_pair``."""
+    of view); ``slice_mm``: its thickness; ``flux``, ``electronic_noise``, ``angles`` as for
+    ``ct_pair``. The line integrals are those of the image itself: a slice cropped from a larger
+    body misses the attenuation of what lies outside it, and gets less noise than its scan had."""
     array = _image(image_hu, "ct_low_dose")
-    _check_dose("ct_low_dose", dose, flux, electronic_noise)
+    _check_dose("ct_low_dose", dose, flux, electronic_noise, slice_mm)
     beam, pixel_mm = _ct_geometry(array, "ct_low_dose", pixel_mm, angles)
+    readings = readings_per_ray(pixel_mm, slice_mm, beam.angles)
+    per_ray, electronic = flux * readings, electronic_noise * np.sqrt(readings)
     rng = np.random.default_rng(seed)
-    mean = flux * np.exp(-_line_integrals(beam, array, pixel_mm))           # full-dose counts of the slice
-    spread = np.sqrt(dose * (1.0 - dose) * mean + (1.0 - dose ** 2) * electronic_noise ** 2)
+    mean = per_ray * np.exp(-_line_integrals(beam, array, pixel_mm))        # full-dose counts of the slice
+    spread = np.sqrt(dose * (1.0 - dose) * mean + (1.0 - dose ** 2) * electronic ** 2)
     low = np.maximum(dose * mean + spread * rng.standard_normal(mean.shape), 1.0)
     change = np.log(dose * mean / low)                                      # low-dose minus full-dose p
     return array + _fbp_hu(beam, change, pixel_mm)
 
 
-def pet_pair(image, dose_reduction: float = 12, seed=None, *, counts: float = 1e6, iterations: int = 20,
+def pet_pair(image, dose_reduction: float = 12, seed=None, *, sensitivity: float = PET_SENSITIVITY,
+             pixel_mm: float | None = None, iterations: int = 20,
              angles: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(low-count MLEM, full-count MLEM) of the activity ``image``, both in its units.
 
-    ``counts``: coincidences of the full-count acquisition of this slice; ``dose_reduction``: the
-    factor by which the low-count one has fewer; ``iterations``: MLEM iterations of both;
+    ``sensitivity``: coincidences the full-count acquisition records per unit of activity per mm^2
+    of the slice, so that a slice's counts follow its activity and its area as a scanner's do
+    (``pixel_mm``: pixel size, default a ``PET_FIELD_OF_VIEW_MM`` field of view; the default
+    sensitivity gives the 128x128 phantoms about 10^6 coincidences); ``dose_reduction``: the factor
+    by which the low-count acquisition has fewer; ``iterations``: MLEM iterations of both;
     ``angles``: views (default: min(size, 180))."""
     array = _image(image, "pet_pair")
     size = _square(array, "pet_pair")
+    pixel_mm = PET_FIELD_OF_VIEW_MM / size if pixel_mm is None else float(pixel_mm)
     if (array < 0).any():
         raise ValueError("pet_pair: activity must be non-negative")
-    if not dose_reduction >= 1 or not counts > 0 or iterations < 1:
-        raise ValueError(f"pet_pair: dose_reduction >= 1, counts > 0 and iterations >= 1 are required; got "
-                         f"{dose_reduction}, {counts}, {iterations}")
+    if not dose_reduction >= 1 or not sensitivity > 0 or not pixel_mm > 0 or iterations < 1:
+        raise ValueError(f"pet_pair: dose_reduction >= 1, sensitivity > 0, pixel_mm > 0 and iterations >= 1 are "
+                         f"required; got {dose_reduction}, {sensitivity}, {pixel_mm}, {iterations}")
     beam = _beam(size, angles)
     expected = beam.forward(array)
     total = expected.sum()
     if total <= 0:
         return np.zeros_like(array), np.zeros_like(array)
     rng = np.random.default_rng(seed)
+    counts = sensitivity * array.sum() * pixel_mm ** 2                      # coincidences of the full count
     scale = counts / total                                                  # activity -> full-count counts
     full = rng.poisson(expected * scale)
     low = rng.binomial(full, 1.0 / dose_reduction)

@@ -6,10 +6,17 @@ flat regions and fine structure to recover:
 
 - ``head_mri``: T2-weighted head in scanner units [0, 4095]: scalp/fat ~900, skull ~150, grey
   matter ~1700, white matter ~1200, CSF (ventricles, sulci) ~3200, small lesions ~2500.
-- ``body_ct``: abdomen/thorax slice in HU: air -1000, fat -100, muscle 50, liver 60, kidneys 30,
-  lungs -850, vertebra 700 with a cortical rim 1200, contrast-filled vessels 200.
+- ``body_ct``: an abdomen slice in HU, as AAPM's liver scans are: air -1000, fat -100, muscle 50,
+  liver 60, kidneys 30, vertebra 700 with a cortical rim 1200, contrast-filled vessels 200, and in
+  3 of 10 (upper slices) the lung bases -850.
 - ``whole_body_pet``: activity in SUV-like units [0, 20]: background tissue 1, liver 2.5, brain
   8, heart 5, bladder 15, lesions 4-12.
+
+Geometry in mm (the image spans the field of view, whatever its size in pixels): the CT field is
+350 mm (``degradations.FIELD_OF_VIEW_MM``; 512 pixels of 0.68 mm, as AAPM's), the body an ellipse
+about 315 x 217 mm (semi-axes 0.9 and 0.62 of the half-field, +-5% and +-8%): an adult abdomen.
+The MRI head fills 0.78 x 0.92 of a 240 mm field (IXI's 256 pixels of 0.94 mm): about 187 x 221 mm.
+The PET field is 600 mm (``degradations.PET_FIELD_OF_VIEW_MM``), the coronal body about 210 x 570 mm.
 """
 from __future__ import annotations
 
@@ -70,13 +77,12 @@ def body_ct(size: int, rng: np.random.Generator) -> np.ndarray:
     body = _ellipse(xx, yy, 0, 0, a, b, 0)
     image[body] = -100.0                                               # subcutaneous fat
     image[_ellipse(xx, yy, 0, 0, a - 0.06, b - 0.06, 0)] = 50.0          # muscle / soft tissue
-    if rng.uniform() < 0.5:                                             # thorax: lungs
+    image[_ellipse(xx, yy, -0.35 * j(0.1), 0.1, 0.38 * j(0.1), 0.3 * j(0.1), rng.uniform(-0.3, 0.3))] = 60.0  # liver
+    for side in (-1, 1):                                                # kidneys
+        image[_ellipse(xx, yy, side * 0.3, -0.2, 0.08 * j(0.2), 0.13 * j(0.2), side * 0.4)] = 30.0
+    if rng.uniform() < 0.3:                                             # an upper slice: the lung bases
         for side in (-1, 1):
-            image[_ellipse(xx, yy, side * 0.4 * j(0.1), 0.05, 0.3 * j(0.1), 0.42 * j(0.1), side * 0.1)] = -850.0
-    else:                                                               # abdomen: liver, kidneys
-        image[_ellipse(xx, yy, -0.35 * j(0.1), 0.1, 0.38 * j(0.1), 0.3 * j(0.1), rng.uniform(-0.3, 0.3))] = 60.0
-        for side in (-1, 1):
-            image[_ellipse(xx, yy, side * 0.3, -0.2, 0.08 * j(0.2), 0.13 * j(0.2), side * 0.4)] = 30.0
+            image[_ellipse(xx, yy, side * 0.55 * j(0.05), -0.2, 0.14 * j(0.15), 0.2 * j(0.15), side * 0.3)] = -850.0
     image[_ellipse(xx, yy, 0, -0.38, 0.13, 0.11, 0)] = 1200.0          # vertebra: cortical rim
     image[_ellipse(xx, yy, 0, -0.38, 0.1, 0.08, 0)] = 700.0            # and cancellous bone
     for _ in range(rng.integers(2, 5)):                                  # contrast-filled vessels

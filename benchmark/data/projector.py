@@ -25,27 +25,34 @@ class ParallelBeam:
         centre = (size - 1) / 2
         x = np.arange(size) - centre                                   # columns, left to right
         y = centre - np.arange(size)                                   # rows, top to bottom
-        xx, yy = np.meshgrid(x, y)                                     # (size, size) pixel centres
+        xx, yy = (a.ravel() for a in np.meshgrid(x, y))                # pixel centres, row-major
         theta = np.arange(angles) * np.pi / angles
-        s = np.cos(theta)[:, None] * xx.ravel() + np.sin(theta)[:, None] * yy.ravel()  # (angles, pixels)
-        # Each unit pixel's footprint on the detector is approximated by a box of its projected
-        # width |cos| + |sin| (in [1, sqrt 2]), whose mass is split by overlap over at most 3 bins.
-        width = (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))[:, None]
-        low = s - width / 2 + self.bins / 2                            # bin b spans [b, b + 1)
-        first = np.floor(low).astype(np.int64)
-        view = np.arange(angles, dtype=np.int64)[:, None] * self.bins
-        pixel = np.broadcast_to(np.arange(size * size, dtype=np.int64), s.shape)
+        pixel = np.arange(size * size, dtype=np.int32)
+        # Built a few views at a time in int32 / float32, so that a 512x512 projector (10^8
+        # weights) peaks near the size of the matrix itself rather than several times it.
         rows, cols, data = [], [], []
-        for offset in range(3):
-            edge = first + offset
-            overlap = np.minimum(low + width, edge + 1) - np.maximum(low, edge)
-            keep = overlap > 0
-            rows.append((view + edge)[keep])
-            cols.append(pixel[keep])
-            data.append((overlap / width)[keep].astype(np.float32))
-        rows, cols, data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
+        step = max(1, 2 ** 22 // (size * size))
+        for start in range(0, angles, step):
+            t = theta[start:start + step, None]
+            s = np.cos(t) * xx + np.sin(t) * yy                          # (views, pixels)
+            # Each unit pixel's footprint on the detector is approximated by a box of its projected
+            # width |cos| + |sin| (in [1, sqrt 2]), whose mass is split by overlap over at most 3 bins.
+            width = np.abs(np.cos(t)) + np.abs(np.sin(t))
+            low = s - width / 2 + self.bins / 2                        # bin b spans [b, b + 1)
+            first = np.floor(low).astype(np.int32)
+            view = (np.arange(start, start + len(t), dtype=np.int32) * self.bins)[:, None]
+            for offset in range(3):
+                edge = first + offset
+                overlap = np.minimum(low + width, edge + 1) - np.maximum(low, edge)
+                keep = overlap > 0
+                rows.append((view + edge)[keep])
+                cols.append(np.broadcast_to(pixel, s.shape)[keep])
+                data.append((overlap / width)[keep].astype(np.float32))
         shape = (angles * self.bins, size * size)
-        self.matrix = scipy.sparse.csr_matrix((data, (rows, cols)), shape=shape, dtype=np.float32)
+        coo = scipy.sparse.coo_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+        del rows, cols, data
+        self.matrix = coo.tocsr()
+        del coo
         self.adjoint = self.matrix.T.tocsr()
 
     def _check(self, image: np.ndarray) -> np.ndarray:

@@ -17,14 +17,16 @@ to paired (low-quality, high-quality) 2D slices in physical units.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.ndimage
 
 from . import degradations, phantoms
-from .io import DataError, kind_of, pixel_spacing_mm, read_dicom, read_image
+from .io import DataError, kind_of, pixel_spacing_mm, read_dicom, read_image, shows_whole_field
 
 SPLITS = ("train", "val", "test")
 IXI_SPLIT = (405, 59, 114)
@@ -247,19 +249,56 @@ def paired_cases(src) -> dict[str, list[Case]]:
 
 # --- phantoms --------------------------------------------------------------------------------------
 
-# modality -> (phantom, seed) -> (lq, hq): MRI degrades the phantom itself (the high-quality image
-# is the fully sampled one); CT and PET scan it twice, at full and at low dose, like the real pairs
+CT_SCAN_SIZE = 512   # CT phantoms are scanned whole at 512x512 over a 350 mm field of view (0.68 mm pixels)
+
+
+def _window(body: np.ndarray, size: int, rng: np.random.Generator) -> tuple[slice, slice]:
+    """A ``size`` x ``size`` window of an image whose body mask is ``body``, drawn from ``rng``: its
+    centre is a body pixel at least half the body's greatest depth (its semi-minor axis) inside it,
+    the central region whose noise is like a scanner's (the simulation has no bowtie filter, so its
+    periphery gets less noise than a scanner's would); the whole image when ``size`` is its size."""
+    n = body.shape[0]
+    if size >= n:
+        return slice(0, n), slice(0, n)
+    depth = scipy.ndimage.distance_transform_edt(body)
+    half = size // 2
+    inner = depth >= depth.max() / 2
+    inner[:half] = inner[n - (size - half):] = False                     # the window must fit
+    inner[:, :half] = inner[:, n - (size - half):] = False
+    rows, cols = np.nonzero(inner)
+    k = rng.integers(len(rows))
+    return slice(rows[k] - half, rows[k] - half + size), slice(cols[k] - half, cols[k] - half + size)
+
+
+def _ct_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(quarter-dose, full-dose) FBPs of a body phantom, ``size`` x ``size``: the whole slice is
+    scanned at AAPM's geometry (512x512 over 350 mm: 0.68 mm pixels, adult-size body; see
+    ``degradations.ct_pair``), and a window of both reconstructions is kept, placed by the seed
+    (``_window``). Scanning the whole body keeps the attenuation, hence the noise, of a real body:
+    a 128x128 phantom of the whole body would have 2.7 mm pixels and 8 times less noise."""
+    if size > CT_SCAN_SIZE:
+        raise ValueError(f"CT phantoms are {CT_SCAN_SIZE}x{CT_SCAN_SIZE} slices; a size of {size} does not fit "
+                         f"(data.phantom_size must be at most {CT_SCAN_SIZE})")
+    image = phantoms.phantom("ct", CT_SCAN_SIZE, seed).astype(np.float64)
+    low, full = degradations.ct_pair(image, seed=seed)
+    rows, cols = _window(image > -950, size, np.random.default_rng((seed, size)))
+    return low[rows, cols], full[rows, cols]
+
+
+# modality -> (size, seed) -> (lq, hq): MRI degrades the phantom itself (the high-quality image is
+# the fully sampled one); CT and PET scan it twice, at full and at low dose, like the real pairs
 SCAN = {
-    "mri": lambda image, seed: (degradations.mri_kspace_crop(image), image),
-    "ct": lambda image, seed: degradations.ct_pair(image, seed=seed),
-    "pet": lambda image, seed: degradations.pet_pair(image, seed=seed),
+    "mri": lambda size, seed: (lambda image: (degradations.mri_kspace_crop(image), image))(
+        phantoms.phantom("mri", size, seed)),
+    "ct": _ct_phantom_scan,
+    "pet": lambda size, seed: degradations.pet_pair(phantoms.phantom("pet", size, seed), seed=seed),
 }
 
 
 def phantom_pair(modality: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One (lq, hq) phantom pair, deterministic from ``seed``, float32 in the modality's range."""
     low, high = phantoms.MODALITY_RANGES[modality]
-    lq, hq = SCAN[modality](phantoms.phantom(modality, size, seed), seed)
+    lq, hq = SCAN[modality](size, seed)
     return tuple(np.clip(a, low, high).astype(np.float32) for a in (lq, hq))
 
 
@@ -272,6 +311,10 @@ def simulated_ct_pair(path, dose: float = 0.25, seed=None) -> tuple[np.ndarray, 
     pixel_mm = pixel_spacing_mm(path)
     if pixel_mm is None:
         raise DataError(f"{path}: no pixel spacing in the header; call degradations.ct_low_dose with pixel_mm")
+    if not shows_whole_field(hq):
+        warnings.warn(f"{path}: the slice cuts through tissue at its border (a crop of its reconstruction): the "
+                      f"inserted noise misses the attenuation of the body outside it, so it is lower than the "
+                      f"scan's own low dose would give", stacklevel=2)
     return degradations.ct_low_dose(hq, dose, seed, pixel_mm=pixel_mm), hq
 
 
