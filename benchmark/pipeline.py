@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -24,7 +23,7 @@ import models
 from models.ops import wkv
 
 from . import config as cfg
-from . import erf, evaluate, profile, store, train
+from . import erf, evaluate, profile, provenance, store, train
 from .grid import RunSpec
 
 
@@ -35,22 +34,12 @@ def _device(config: dict) -> torch.device:
     return torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(config: dict, device: torch.device) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "seed": config["seed"], "git_commit": _git_commit(),
-            "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device),
-            "imports": models.imported_modules()}       # model modules from outside the package
+            "seed": config["seed"], "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device),
+            "imports": models.imported_modules(),      # model modules from outside the package
+            **provenance.record(device)}               # code hash and files, git commit, CPU, threads, GPU
 
 
 def build_model(config: dict) -> torch.nn.Module:
@@ -161,9 +150,15 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
         print(f"{status['reason']}; the run's status starts afresh", file=sys.stderr, flush=True)
     for leftover in store.clean_leftovers(folder):
         print(f"{leftover}: removed (a temporary file of an interrupted write)", file=sys.stderr, flush=True)
+    if status.get("code_hash") not in (None, provenance.code_hash()):
+        # its checkpoint and partial results came from other code: never finish them with this code
+        print(f"{folder}: began with code {status['code_hash']}, now {provenance.code_hash()}; it starts over",
+              file=sys.stderr, flush=True)
+        store.clear_results(folder)
     started = time.time()
     running = {"state": "running", "id": spec.id, "label": spec.label, "pid": os.getpid(),
-               "host": socket.gethostname(), "started": started, "attempts": status.get("attempts", 0) + 1}
+               "host": socket.gethostname(), "started": started, "attempts": status.get("attempts", 0) + 1,
+               "code_hash": provenance.code_hash()}
     try:
         store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
                                                "model": cfg.model_name(spec.config), "config": spec.config})

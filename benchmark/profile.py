@@ -48,7 +48,7 @@ import models
 from models._contract import RestorationModel
 from models.ops import selective_scan, wkv
 
-from . import timing
+from . import provenance, timing
 from .executors import processes
 from .cli import add_import_option, import_or_exit
 
@@ -291,12 +291,7 @@ def table_backbones() -> list[str]:
 def _machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0] if names else platform.processor() or 'CPU'} ({os.cpu_count()} logical cores)"
+    return f"{provenance.cpu_model()} ({os.cpu_count()} logical cores)"
 
 
 def measure(names: list[str], sizes: list[int], *, repeat: int = 3, max_seconds: float = 10.0,
@@ -315,7 +310,8 @@ def measure(names: list[str], sizes: list[int], *, repeat: int = 3, max_seconds:
     training = sweep(names, [train_size], "train", repeat, train_batch, worker)
     return {"environment": {"machine": _machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                             "device": "cuda" if torch.cuda.is_available() else "cpu", "platform": platform.platform(),
-                            "date": time.strftime("%Y-%m-%d")},
+                            "date": time.strftime("%Y-%m-%d"), "code_hash": provenance.code_hash(),
+                            **{f"git_{k}": v for k, v in provenance.git_state().items()}},
             "settings": {"sizes": sorted(sizes), "repeat": repeat, "max_seconds": max_seconds, "train_size": train_size,
                          "train_batch": train_batch, "macs_size": macs_size},
             "models": rows, "inference": inference, "training": training}

@@ -8,7 +8,10 @@
     python -m benchmark.run --grid my_grid.yaml --import my_model.py         # a model from your own file
 
 Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.store``); finished runs are
-skipped and interrupted ones resumed when the same command is run again. The table and the ERF
+skipped and interrupted ones resumed when the same command is run again. A finished run made with
+other code than the current (``benchmark.provenance``: models, ops, kernels, data, training,
+scoring; not rendering) is stale and runs again, unless ``--keep-stale`` keeps it (its table then
+says so). The table and the ERF
 figures go to ``<tables>/<grid name>.md``, ``<tables>/<grid name>_curves.png`` (training curves)
 and ``<tables>/<grid name>_erf.png``; the console ends with the table's headline (best row, the
 reference, the rows whose interval excludes 0) and the runs that did not learn. Exit status: 0 when
@@ -21,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import health, store
+from . import health, provenance, store
 from .cli import add_import_option
 from .config import SCALES, ConfigError
 from .grid import describe, load_grid
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true",
                         help="slurm: submit and return (monitor with python -m benchmark.status, rerun to render)")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
+    parser.add_argument("--keep-stale", action="store_true",
+                        help="keep finished runs made with other code than the current (default: run them again); "
+                             "the table says which are kept")
     parser.add_argument("--no-render", action="store_true", help="do not render the table at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -68,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stale = [s for s in grid.specs if provenance.is_stale(store.run_state(grid_dir / s.folder_name))]
+    if stale:
+        print(stale_line(stale, grid_dir, args.keep_stale), file=sys.stderr, flush=True)
+        if not args.keep_stale:
+            reset_stale(stale, grid_dir)
     todo = [s for s in grid.specs if store.run_state(grid_dir / s.folder_name)["state"] != "done"
             or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
     print(f"grid {grid.name}: {len(grid.specs)} runs at scale {grid.scale}, {len(grid.specs) - len(todo)} already "
@@ -111,6 +122,33 @@ def main(argv: list[str] | None = None) -> int:
     elif unlearned:
         print(health_line(unlearned, len(grid.specs), None), file=sys.stderr)
     return 1 if failed or busy else 0
+
+
+def stale_line(stale: list, grid_dir: Path, keep: bool) -> str:
+    """What the console says of the grid's stale runs, and why they are stale."""
+    reasons = []
+    for spec in stale:
+        folder = grid_dir / spec.folder_name
+        try:
+            environment = store.read_environment(folder)
+        except store.StoreError:
+            environment = None
+        reasons.append(provenance.stale_reason(store.run_state(folder), environment))
+    why = "; ".join(dict.fromkeys(reasons))
+    action = "kept (--keep-stale); the table says so" if keep else "running them again (--keep-stale keeps them)"
+    return f"{len(stale)} finished run(s) are stale: {why}; {action}"
+
+
+def reset_stale(stale: list, grid_dir: Path) -> None:
+    """Clear the results of stale runs so that they run again from scratch (a run that another
+    process holds is left to it)."""
+    for spec in stale:
+        folder = grid_dir / spec.folder_name
+        try:
+            with store.run_lock(folder):
+                store.clear_results(folder)
+        except store.RunBusy:
+            pass
 
 
 def not_learned(grid, grid_dir: Path) -> list[str]:

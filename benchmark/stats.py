@@ -2,12 +2,13 @@
 
 Input: the per-image scores of every finished run (``store.load_image_scores``): one row per
 (label, seed, image) of one task. Every run of a grid is tested on the same images, so rows are
-compared image by image.
+compared image by image, paired by the image's id (its ``index``); rows scored on different
+images are an error naming both.
 
 - ``compare``: for each row, the mean difference to the reference row (ours minus reference) with
   a 95% bootstrap confidence interval, the Wilcoxon signed-rank p-value of the per-image
   differences, the share of bootstrap resamples in which the row ranks first (challengeR's rank
-  stability) and the standard deviation over seeds of the row's mean.
+  stability; rows tied for first share a resample's credit, so the shares add up to 100%) and the standard deviation over seeds of the row's mean.
 - The bootstrap is hierarchical (Davison & Hinkley, Sec. 3.8): each resample draws every row's
   seeds with replacement, then one set of images with replacement shared by all rows (the
   pairing), and takes each row's mean over the drawn seeds and images. With one seed per row it
@@ -49,13 +50,30 @@ class Comparison:
         return self.low > 0 or self.high < 0
 
 
-def seed_image_matrix(scores, label: str, metric: str) -> np.ndarray:
-    """(seeds, images) scores of one row, images in index order."""
+def seed_image_matrix(scores, label: str, metric: str) -> tuple[np.ndarray, list]:
+    """(seeds, images) scores of one row and the images' ids (their ``index``), in id order."""
     rows = scores[scores["label"] == label]
-    table = rows.pivot_table(index="seed", columns="index", values=metric, aggfunc="mean")
+    table = rows.pivot_table(index="seed", columns="index", values=metric, aggfunc="mean").sort_index(axis=1)
     if table.isna().any().any():
         raise ValueError(f"{label}: its seeds were not all tested on the same images")
-    return table.to_numpy(dtype=np.float64)
+    return table.to_numpy(dtype=np.float64), list(table.columns)
+
+
+def _paired(labels: list[str], ids: list[list]) -> None:
+    """Every row must have been scored on the same images (by id), or no pairing holds."""
+    for label, row_ids in zip(labels[1:], ids[1:]):
+        if row_ids != ids[0]:
+            only = sorted(set(ids[0]) ^ set(row_ids))
+            raise ValueError(f"rows {labels[0]!r} and {label!r} were scored on different images ({len(ids[0])} and "
+                             f"{len(row_ids)} images; ids in one but not the other: {only[:8]}); cannot pair them")
+
+
+def first_shares(means: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Each row's share of resamples in which it ranks first; rows tied for first in a resample
+    share its credit equally, so the shares add up to 1."""
+    best = means.max(axis=1, keepdims=True) if higher_is_better else means.min(axis=1, keepdims=True)
+    top = means == best
+    return (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
 
 
 def wilcoxon_p(differences: np.ndarray) -> float:
@@ -86,14 +104,11 @@ def compare(scores, labels: list[str], reference: str, metric: str, resamples: i
     """One ``Comparison`` per label (in order), the reference included (difference 0)."""
     if reference not in labels:
         raise ValueError(f"reference row {reference!r} has no finished run; rows: {', '.join(labels)}")
-    matrices = [seed_image_matrix(scores, label, metric) for label in labels]
-    widths = {m.shape[1] for m in matrices}
-    if len(widths) != 1:
-        raise ValueError(f"rows were tested on different numbers of images ({sorted(widths)}); cannot pair them")
+    matrices, ids = zip(*(seed_image_matrix(scores, label, metric) for label in labels))
+    _paired(list(labels), list(ids))
     ref = labels.index(reference)
-    means = _bootstrap_means(matrices, resamples, np.random.default_rng(seed))
-    best = means.max(axis=1, keepdims=True) if HIGHER_IS_BETTER[metric] else means.min(axis=1, keepdims=True)
-    first = (means == best).mean(axis=0)
+    means = _bootstrap_means(list(matrices), resamples, np.random.default_rng(seed))
+    first = first_shares(means, HIGHER_IS_BETTER[metric])
     alpha = (1 - CONFIDENCE) / 2
     out = []
     for r, (label, matrix) in enumerate(zip(labels, matrices)):

@@ -1,10 +1,12 @@
 """``python -m benchmark.status <grid store>``: the state of every run of a grid.
 
 Reads the store (pending, submitted, running, done, ``did not learn`` for a finished run whose best
-validation PSNR stayed under ``train.min_gain`` dB above its inputs', failed with reason and log; ``stopped`` for a
-run whose process is gone, ``broken`` for one with an unreadable file, named) and, for runs sent
-to SLURM, the job's state from ``sacct``. Rerunning the grid's command resubmits only what is not
-done (and not still queued or running).
+validation PSNR stayed under ``train.min_gain`` dB above its inputs', ``stale`` for a finished run
+made with other code than the current (``benchmark.provenance``: the files that changed are named),
+failed with reason and log; ``stopped`` for a run whose process is gone, ``broken`` for one with an
+unreadable file, named) and, for runs sent to SLURM, the job's state from ``sacct``. Rerunning the
+grid's command resubmits only what is not done (and not still queued or running), and runs the
+stale ones again unless ``--keep-stale``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,16 @@ import socket
 import sys
 from pathlib import Path
 
-from . import health, store
+from . import health, provenance, store
+
+STALE = "stale"
+
+
+def _environment(folder: Path) -> dict | None:
+    try:
+        return store.read_environment(folder)
+    except store.StoreError:
+        return None
 
 
 def rows(grid_dir) -> list[dict]:
@@ -52,6 +63,9 @@ def rows(grid_dir) -> list[dict]:
         if state == "done":
             detail = health.describe(status)
             state = "done" if health.learned(status) else health.DID_NOT_LEARN
+            if provenance.is_stale(status):
+                detail = f"{provenance.stale_reason(status, _environment(grid_dir / run['folder']))}; {detail}"
+                state = STALE
         out.append({"index": run["index"], "label": run["label"], "state": state,
                     "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
                     "folder": run["folder"], "detail": detail})

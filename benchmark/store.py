@@ -3,9 +3,12 @@
     <out>/<grid>/grid.json            the grid's name, table, title, scale and its runs in order
     <out>/<grid>/<slug>-<id>/
         spec.json                     the resolved configuration (and the spec's id, label)
-        environment.json              versions, device, threads, WKV backend, seed, git commit
-        status.json                   state (running / done / failed), reason, times, pid, host; a done
-                                      run's health verdict (learned or "did not learn", its gain)
+        environment.json              versions, device, threads, WKV backend, seed; the code it ran
+                                      (``benchmark.provenance``: hash, per-file hashes, git commit,
+                                      dirty), the CPU model and GPU
+        status.json                   state (running / done / failed), reason, times, pid, host, the
+                                      code hash; a done run's health verdict (learned or "did not
+                                      learn", its gain)
         checkpoint.pt                 the resumable training state (model, optimizer, iteration)
         best.pt                       the weights with the best validation PSNR
         train.json, train_log.csv     the training summary (with its health: loss spikes, whether it
@@ -138,6 +141,21 @@ def run_lock(folder):
         yield
     finally:
         handle.close()                                   # closing releases the lock
+
+
+RUN_RESULTS = ("status.json", "environment.json", "checkpoint.pt", "best.pt", "train.json", "train_log.csv",
+               "test.json", "test_images.csv", "profile.json", "erf.npy", "error.log")
+
+
+def clear_results(folder) -> None:
+    """Remove everything a run has computed (its spec and lock stay): it starts from scratch."""
+    for name in RUN_RESULTS:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
+def read_environment(folder) -> dict | None:
+    """``environment.json`` (None before the run started)."""
+    return read_json(Path(folder) / "environment.json", default=None)
 
 
 def is_live(folder) -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark import config as cfg
-from benchmark import store
+from benchmark import provenance, store
 from benchmark.render import render_grid
 from benchmark.render.figures import high_contribution_area, rescale
 from benchmark.render.tables import _marks, paper_numbers
@@ -24,7 +24,9 @@ def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psn
                                    "model": {"name": "restore_rwkv", "options": options}})
     store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
                                                        "model": "restore_rwkv_tiny", "config": config})
-    status = {"state": state, "id": folder}
+    status = {"state": state, "id": folder, "code_hash": provenance.code_hash(), "finished": 1796212800.0 + seed * 86400}
+    store.write_json(grid_dir / folder / "environment.json", {"git_commit": "0123456789abcdef", "git_dirty": False,
+                                                              "cpu": "Test CPU 9000", "threads": 1})
     if reason:
         status["reason"] = reason
     if health:

@@ -101,5 +101,38 @@ def test_compare_refuses_rows_it_cannot_pair():
     with pytest.raises(ValueError, match="reference row 'missing'"):
         stats.compare(scores, list(ROWS), "missing", "psnr")
     short = scores[~((scores["label"] == "good") & (scores["index"] == 9))]
-    with pytest.raises(ValueError, match="different numbers of images"):
+    with pytest.raises(ValueError, match=r"rows 'ref' and 'good' were scored on different images \(10 and 9 "
+                                         r"images; ids in one but not the other: \[9\]\)"):
         stats.compare(short, list(ROWS), "ref", "psnr")
+    # the same number of images, but other ones: not paired by position
+    moved = scores.assign(index=np.where(scores["label"] == "close", scores["index"] + 100, scores["index"]))
+    with pytest.raises(ValueError, match="rows 'ref' and 'close' were scored on different images"):
+        stats.compare(moved, list(ROWS), "ref", "psnr")
+
+
+def test_rows_are_paired_by_image_id_not_by_position():
+    """The same scores listed in another order (one row's images reversed in the table) give the
+    same comparison: image 3 of one row is paired with image 3 of the other."""
+    scores = table(seeds=(0,))
+    shuffled = pd.concat([scores[scores["label"] != "good"], scores[scores["label"] == "good"].iloc[::-1]])
+    a = stats.compare(scores, list(ROWS), "ref", "psnr", resamples=500)
+    b = stats.compare(shuffled, list(ROWS), "ref", "psnr", resamples=500)
+    assert a == b
+    d = ROWS["good"][0] - ROWS["ref"][0]
+    assert b[1].p_value == pytest.approx(exact_wilcoxon(d), abs=1e-12)
+
+
+def test_rows_tied_for_first_share_the_credit():
+    """Hand-computed: resample 1 has rows a and b tied for first (1/2 each); resample 2 has a alone
+    first; resample 3 all three tied (1/3 each). Shares: a (1/2 + 1 + 1/3) / 3, b (1/2 + 1/3) / 3,
+    c (1/3) / 3; they add up to 1."""
+    means = np.array([[2.0, 2.0, 1.0], [3.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    shares = stats.first_shares(means, higher_is_better=True)
+    np.testing.assert_allclose(shares, [(0.5 + 1 + 1 / 3) / 3, (0.5 + 1 / 3) / 3, (1 / 3) / 3], atol=1e-15)
+    assert shares.sum() == pytest.approx(1.0, abs=1e-15)
+    np.testing.assert_allclose(stats.first_shares(-means, higher_is_better=False), shares, atol=1e-15)
+    # identical rows: every resample is a tie, each gets half
+    scores = table(seeds=(0,))
+    twin = pd.concat([scores[scores["label"] == "ref"], scores[scores["label"] == "ref"].assign(label="twin")])
+    result = stats.compare(twin, ["ref", "twin"], "ref", "psnr", resamples=200)
+    assert [c.first for c in result] == [0.5, 0.5]

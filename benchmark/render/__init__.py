@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import health, store
+from .. import health, provenance, store
 from .figures import CURVE_SMOOTHING, curves_figure, erf_figure
-from .tables import erf_table, render_markdown
+from .tables import erf_table, provenance_notes, render_markdown
 
 __all__ = ["render_grid"]
 
@@ -38,12 +38,16 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     index = store.load_index(grid_dir)
     problems: list[str] = []
     runs, stacks, curves = [], {}, {}       # stacks: label -> per-image maps of all its seeds; curves: label -> runs
+    records = []                            # what each run ran with, for the provenance line
     for run in metadata["runs"]:
         folder = grid_dir / run["folder"]
         try:
             spec = store.read_spec(folder)
             maps = store.read_erf(folder)
-            curve = _curve(folder, spec, store.read_status(folder)) if spec else None
+            status = store.read_status(folder)
+            curve = _curve(folder, spec, status) if spec else None
+            records.append({"label": run["label"], "seed": (spec or {}).get("config", {}).get("seed"),
+                            "status": status, "environment": store.read_environment(folder)})
         except store.StoreError as err:
             problems.append(str(err))
             continue
@@ -53,7 +57,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             stacks.setdefault(run["label"], []).extend(maps)
         if curve is not None:
             curves.setdefault(run["label"], []).append(curve)
-    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems), headline)
+    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems), headline,
+                               provenance_notes(records, provenance.code_hash()))
     written = []
     if curves:
         figure = out_dir / f"{metadata['name']}_curves.png"

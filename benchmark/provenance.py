@@ -1,0 +1,124 @@
+"""What a run's numbers depend on: the code that can change them, the commit, the machine.
+
+``code_files()`` hashes every source file that can change a run's results (``RESULT_CODE``: the
+models, their ops and C++/CUDA kernels, the data, training, scoring, profiling and the ERF), and
+``code_hash()`` combines them. Rendering, the store, the CLI, the schedulers, docs and tests are not
+in it: changing them changes no number. A finished run records the hash (and the files' hashes) it
+ran with; when the current code's hash differs the run is *stale* (``benchmark.status``), and
+``benchmark.run`` runs it again unless ``--keep-stale``.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# paths under ROOT whose files can change a run's results
+RESULT_CODE = ("models", "csrc", "benchmark/data", "benchmark/config.py", "benchmark/erf.py",
+               "benchmark/evaluate.py", "benchmark/health.py", "benchmark/inference.py", "benchmark/metrics.py",
+               "benchmark/pipeline.py", "benchmark/profile.py", "benchmark/timing.py", "benchmark/train.py")
+SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".cuh", ".h", ".c")
+
+
+def code_files(root: Path = ROOT, paths=RESULT_CODE) -> dict[str, str]:
+    """{path relative to ``root``: sha256 of its bytes (16 hex digits)} of every source file in
+    ``paths``, in path order."""
+    files = []
+    for entry in paths:
+        path = Path(root) / entry
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files += [f for f in path.rglob("*") if f.is_file() and f.suffix in SOURCE_SUFFIXES
+                      and "__pycache__" not in f.parts]
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+            for f in sorted(files)}
+
+
+def combined(files: dict[str, str]) -> str:
+    """One hash (12 hex digits) of a ``code_files`` mapping."""
+    return hashlib.sha256("".join(f"{p}\0{h}\n" for p, h in sorted(files.items())).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def _current() -> tuple[str, dict[str, str]]:
+    files = code_files()
+    return combined(files), files
+
+
+def code_hash() -> str:
+    """The current code's hash (computed once per process)."""
+    return _current()[0]
+
+
+def current_files() -> dict[str, str]:
+    return dict(_current()[1])
+
+
+def changed_files(recorded: dict[str, str] | None) -> list[str]:
+    """The files whose current hash differs from ``recorded`` (added, removed or changed)."""
+    now = current_files()
+    if not recorded:
+        return []
+    return sorted(p for p in set(now) | set(recorded) if now.get(p) != recorded.get(p))
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """The checkout's commit and whether result code differs from it (None outside a git checkout)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    dirty = _git("status", "--porcelain", "--untracked-files=all", "--", *RESULT_CODE)
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def record(device) -> dict:
+    """What a run records of its code and machine (in environment.json; the hash also in status.json)
+    on the torch ``device`` it runs on."""
+    import torch                                    # (benchmark.status reads provenance without torch)
+    return {"code_hash": code_hash(), "code_files": current_files(), **{f"git_{k}": v for k, v in git_state().items()},
+            "cpu": cpu_model(), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
+def is_stale(status: dict) -> bool:
+    """A finished run made with other code than the current (or with unrecorded code)."""
+    return status.get("state") == "done" and status.get("code_hash") != code_hash()
+
+
+def stale_reason(status: dict, environment: dict | None) -> str:
+    """Why a stale run is stale: its code hash against the current one and, where the run recorded
+    its files' hashes, which files differ (at most 4 named)."""
+    if not status.get("code_hash"):
+        return f"made before runs recorded their code; the current code is {code_hash()}"
+    changed = changed_files((environment or {}).get("code_files"))
+    named = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return f"made with code {status['code_hash']}, now {code_hash()}" + (f" ({named} changed)" if changed else "")
+
+
+def day(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")

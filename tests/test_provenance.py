@@ -1,0 +1,105 @@
+"""Provenance: the code a run ran with, stale runs found and rerun (or kept and footnoted), and the
+provenance line of a table."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmark import provenance, run, status, store
+from benchmark.grid import load_grid
+
+from .test_harness import TINY, TWO_CELLS, grid_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_code_hash_follows_result_code_and_ignores_rendering(tmp_path):
+    for path in ("models/net.py", "csrc/wkv.cpp", "benchmark/train.py", "benchmark/render/tables.py", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x = 1\n")
+    before = provenance.code_files(tmp_path)
+    assert set(before) == {"models/net.py", "csrc/wkv.cpp", "benchmark/train.py"}
+    (tmp_path / "benchmark/render/tables.py").write_text("x = 2\n")          # the renderer: no change
+    (tmp_path / "README.md").write_text("more docs\n")
+    assert provenance.combined(provenance.code_files(tmp_path)) == provenance.combined(before)
+    (tmp_path / "models/net.py").write_text("x = 2\n")                       # a model: a new hash
+    after = provenance.code_files(tmp_path)
+    assert provenance.combined(after) != provenance.combined(before)
+    assert [p for p in after if after[p] != before[p]] == ["models/net.py"]
+
+
+def test_every_module_a_run_imports_is_result_code_or_declared_not():
+    """A new module that the pipeline imports must be hashed (or be declared as changing no number)."""
+    code = ("import sys, benchmark.pipeline; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+            "if n.split('.')[0] in ('benchmark', 'models') and getattr(m, '__file__', None)))")
+    files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    hashed = set(provenance.code_files())
+    not_results = {"benchmark/__init__.py", "benchmark/cli.py", "benchmark/grid.py", "benchmark/store.py",
+                   "benchmark/provenance.py", "benchmark/executors/__init__.py", "benchmark/executors/processes.py"}
+    imported = {Path(f).resolve().relative_to(ROOT).as_posix() for f in files}
+    assert imported - hashed - not_results == set()
+
+
+def _stale_by_a_model_change(folder: Path) -> None:
+    """What a run looks like after models/restore_rwkv.py changed since it ran: its recorded code
+    differs from the current code in that file."""
+    status_ = store.read_json(folder / "status.json")
+    environment = store.read_json(folder / "environment.json")
+    environment["code_files"]["models/restore_rwkv.py"] = "0" * 16
+    status_["code_hash"] = environment["code_hash"] = provenance.combined(environment["code_files"])
+    store.write_json(folder / "environment.json", environment)
+    store.write_json(folder / "status.json", status_)
+
+
+def test_a_stale_run_is_shown_rerun_alone_or_kept_with_a_footnote(tmp_path, capsys):
+    path = grid_file(tmp_path, TWO_CELLS, "prov")
+    argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet",
+            "--jobs", "1"] + [a for o in TINY for a in ("--set", o)]
+    assert run.main(argv) == 0
+    grid_dir = tmp_path / "runs" / "prov"
+    first, second = (grid_dir / s.folder_name for s in load_grid(path, "smoke", TINY).specs)
+    env = store.read_json(first / "environment.json")
+    assert env["code_hash"] == provenance.code_hash() == store.read_json(first / "status.json")["code_hash"]
+    assert env["cpu"] and env["threads"] >= 1 and "git_commit" in env and "git_dirty" in env
+    table = (tmp_path / "tables" / "prov.md").read_text()
+    assert "Provenance of the 2 finished runs: commit " in table and f"machine {provenance.cpu_model()}" in table
+    assert "kept with `--keep-stale`" not in table
+
+    _stale_by_a_model_change(first)
+    untouched = store.read_json(second / "status.json")
+    capsys.readouterr()
+    assert status.main([str(grid_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | k=3 | stale |" in out and "models/restore_rwkv.py changed" in out
+    assert "| 2 | Q-Shift | stale |" not in out                            # tiny runs: done or did not learn
+
+    # --keep-stale: nothing runs, and the table names the kept run
+    assert run.main(argv + ["--keep-stale"]) == 0
+    err = capsys.readouterr().err
+    assert "1 finished run(s) are stale" in err and "kept (--keep-stale)" in err and "0 to run" in err
+    table = (tmp_path / "tables" / "prov.md").read_text()
+    assert "**1 of these runs were made with other code" in table and "kept with `--keep-stale`: k=3 (seed 0)" in table
+
+    # by default: exactly the stale run runs again, with the current code
+    assert run.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "running them again" in err and "1 already done, 1 to run" in err
+    assert store.read_json(first / "status.json")["code_hash"] == provenance.code_hash()
+    assert store.read_json(second / "status.json") == untouched
+    assert "kept with `--keep-stale`" not in (tmp_path / "tables" / "prov.md").read_text()
+
+
+def test_a_run_resumed_with_other_code_starts_over(tmp_path, capsys):
+    path = grid_file(tmp_path, "  label: [k=3]\n  model.options: [{shift_kernel: 3}]\n", "resume")
+    spec = load_grid(path, "smoke", TINY).specs[0]
+    folder = tmp_path / "runs" / "resume" / spec.folder_name
+    folder.mkdir(parents=True)
+    # an interrupted run that began with other code, with a checkpoint of that code
+    store.write_json(folder / "status.json", {"state": "running", "pid": 1, "host": "elsewhere", "code_hash": "0" * 12})
+    (folder / "checkpoint.pt").write_bytes(b"from other code")
+    from benchmark.pipeline import run_spec
+    result = run_spec(spec, tmp_path / "runs" / "resume", progress=False)
+    assert result["state"] == "done" and result["code_hash"] == provenance.code_hash()
+    assert "it starts over" in capsys.readouterr().err
+    assert store.read_json(folder / "train.json").get("resumed_from") in (None, 0)
+    shutil.rmtree(tmp_path / "runs")
