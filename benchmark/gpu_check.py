@@ -1,8 +1,11 @@
 """The GPU check: the first thing to run on a machine with a GPU (in under 8 minutes).
 
-    pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[test]"   # the README's install
-    python -m benchmark.gpu_check                      # writes tables/gpu_check.md
+    python -m benchmark.gpu_check --out tables/gpu_check.md   # from the repository root, nothing to install
     python -m benchmark.gpu_check --quick              # one size each, for a first look
+
+It needs only PyTorch (>= 2.11), Triton, NumPy, SciPy, scikit-image, matplotlib, pandas, PyYAML,
+tqdm, timm, einops, ninja and pytest (a bare GPU machine's image); nibabel, pydicom, fvcore,
+submitit and thop are optional.
 
 1. runs every ``gpu``-marked test (``pytest -m gpu``: the Triton WKV kernel compiled against the
    float64 oracle, the selective scan against mamba_ssm when it is installed, a model on each backend);
@@ -16,13 +19,15 @@
 
 and writes one markdown report. Every section stops early, saying so, when the time budget runs
 out; an out-of-memory point is reported as such. ``--device cpu`` exercises the script itself on a
-machine without a GPU (Triton's interpreter, tiny sizes; set TRITON_INTERPRET=1): its numbers mean
-nothing.
+machine without a GPU (Triton's interpreter, tiny sizes and the ``_tiny`` presets by default; set
+it restarts itself with TRITON_INTERPRET=1 when that is unset): its numbers mean nothing, and a point that would not fit in the available
+memory is skipped, saying so (on a CPU, running out is the OOM killer, not an error).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import subprocess
 import sys
@@ -34,13 +39,18 @@ import torch
 import models
 from models.ops import wkv
 
-from . import profile, timing
+from . import profile, provenance, timing
 
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
 MODELS = ("restore_rwkv", "restormer", "mambair")
+# --device cpu checks the script, not a machine: tiny sizes and the tiny presets, in seconds
+CPU_SIDES, CPU_CHANNELS, CPU_MODELS, CPU_BATCH, CPU_SIZE = (16, 32), (8, 16), tuple(f"{m}_tiny" for m in MODELS), 1, 32
 PRECISIONS = ("fp32", "bf16")
 ROOT = Path(__file__).resolve().parent.parent
+# Memory a WKV forward + backward holds at its peak, in tensors of T x C floats: an upper bound
+# (the glue around the kernels moves about 80 tensor-sized arrays, fewer are alive at once).
+WKV_TENSORS = 100
 
 
 class Budget:
@@ -116,6 +126,29 @@ def _attempt(measure, device: torch.device) -> dict | str:
         return f"failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free now: the GPU's, or the machine's available memory on a CPU (None if unknown). A
+    CPU that runs out is not an exception but the kernel's OOM killer, so CPU points are checked
+    against this before they run; a GPU's out-of-memory error is caught and reported instead."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def fits(device: torch.device, needed: int) -> str | None:
+    """None when ``needed`` bytes fit on a CPU (or the device is a GPU), else why the point is skipped."""
+    free = free_memory(device) if device.type == "cpu" else None
+    if free is not None and needed > 0.8 * free:
+        return f"skipped: needs about {needed / 2 ** 30:.1f} GiB, {free / 2 ** 30:.1f} GiB available"
+    return None
+
+
 def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budget, bandwidth: float) -> list[str]:
     lines = ["| T | C | fwd+bwd ms | bytes moved (MB) | floor ms | x floor | peak MB |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -124,6 +157,10 @@ def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budg
             label = f"| {side}^2 = {side * side} | {c} |"
             if budget.left() < 120:
                 lines.append(f"{label} skipped: time budget | | | | |")
+                continue
+            too_big = fits(device, WKV_TENSORS * side * side * c * 4)
+            if too_big:
+                lines.append(f"{label} {too_big} | | | | |")
                 continue
             row = _attempt(lambda: time_wkv(side, c, device, repeat), device)
             if isinstance(row, str):
@@ -162,15 +199,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to exercise the script")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for the whole check (default 470)")
     parser.add_argument("--quick", action="store_true", help="one WKV size per C and 2 timed repetitions")
-    parser.add_argument("--sides", type=int, nargs="+", default=list(SIDES))
-    parser.add_argument("--channels", type=int, nargs="+", default=list(CHANNELS))
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--sides", type=int, nargs="+", help=f"WKV image sides (default {SIDES}; --device cpu: {CPU_SIDES})")
+    parser.add_argument("--channels", type=int, nargs="+", help=f"WKV channels (default {CHANNELS}; cpu: {CPU_CHANNELS})")
+    parser.add_argument("--models", nargs="+", help=f"models of the training step (default {MODELS}; cpu: {CPU_MODELS})")
+    parser.add_argument("--batch", type=int, help="training-step batch (default 4; cpu: 1)")
+    parser.add_argument("--size", type=int, help="training-step image side (default 128; cpu: 32)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1" and argv is None:
+        # Triton's interpreter is chosen when Triton is imported (here, with the models): start again with it
+        print("gpu_check: --device cpu runs Triton's interpreter; restarting with TRITON_INTERPRET=1", file=sys.stderr)
+        os.execve(sys.executable, [sys.executable, "-m", "benchmark.gpu_check", *sys.argv[1:]],
+                  {**os.environ, "TRITON_INTERPRET": "1"})
+    defaults = ((SIDES, CHANNELS, MODELS, 4, 128) if device.type == "cuda"
+                else (CPU_SIDES, CPU_CHANNELS, CPU_MODELS, CPU_BATCH, CPU_SIZE))
+    for key, value in zip(("sides", "channels", "models", "batch", "size"), defaults):
+        if getattr(args, key) is None:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device is visible; this check needs a GPU (--device cpu only exercises the "
               "script, with meaningless numbers)", file=sys.stderr)
@@ -182,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     sides = args.sides[:1] if args.quick else args.sides
     repeat = 2 if args.quick else args.repeat
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'unknown'})"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({provenance.cpu_model()})"
     print(f"gpu_check on {name}", file=sys.stderr, flush=True)
 
     tests, outcome = ("not run (--skip-tests)", "skipped") if args.skip_tests else run_gpu_tests(budget, device)

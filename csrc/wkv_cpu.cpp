@@ -713,7 +713,7 @@ struct Kernel {
     // the chunks' shares summed in a fixed order (in double): the result does not depend on the
     // thread count
     auto shares = sums.narrow(3, 0, geo.C).to(at::kDouble);
-    return {shares.select(2, kGradW).sum({0, 1}), shares.select(2, kGradU).sum({0, 1}), gk, gv};
+    return {shares.select(2, kGradW).sum(at::IntArrayRef{0, 1}), shares.select(2, kGradU).sum(at::IntArrayRef{0, 1}), gk, gv};
   }
 };
 

@@ -4,6 +4,11 @@ Triton's interpreter (which runs the Triton WKV kernel on CPU tensors, tests/tes
 must be chosen before Triton is first imported: without a GPU the test session turns it on here.
 With a GPU the kernels are compiled and those tests run on CUDA tensors instead.
 
+Reduction orders: ``MEDIR_TEST_THREADS=n`` runs the session with n intra-op threads and
+``MEDIR_TEST_MKLDNN=0`` with oneDNN off, which change how floating-point reductions are ordered and
+blocked; every tolerance of the suite is derived from the computation (``tests/tolerances.py``), so
+the suite passes under each (checked with 1, 2 and 4 threads and oneDNN off).
+
 Generated phantom pairs are cached in a folder of this session (shared by the processes it starts),
 never in the user's cache.
 """
@@ -20,3 +25,8 @@ if not torch.cuda.is_available():
 if "MEDIR_BENCH_DATA_CACHE" not in os.environ:
     os.environ["MEDIR_BENCH_DATA_CACHE"] = tempfile.mkdtemp(prefix="medir-bench-phantoms-")
     atexit.register(shutil.rmtree, os.environ["MEDIR_BENCH_DATA_CACHE"], True)
+
+if os.environ.get("MEDIR_TEST_THREADS"):
+    torch.set_num_threads(int(os.environ["MEDIR_TEST_THREADS"]))
+if os.environ.get("MEDIR_TEST_MKLDNN") == "0":
+    torch.backends.mkldnn.enabled = False

@@ -1,18 +1,21 @@
 """Real-format sources built in the tests (NIfTI with nibabel, DICOM series with pydicom, in their
-real folder layouts), prepared datasets, the CLI, training samples and every bad-input case."""
+real folder layouts), prepared datasets, the CLI, training samples and every bad-input case.
+Without nibabel or pydicom (optional on a bare GPU machine) the module is skipped, never an error
+at collection."""
 import gzip
 import json
 import os
 import re
 import subprocess
 
-import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+nib = pytest.importorskip("nibabel", reason="the data tests need nibabel (pip install nibabel)")
+pydicom = pytest.importorskip("pydicom", reason="the data tests need pydicom (pip install pydicom)")
+from pydicom.dataset import FileMetaDataset  # noqa: E402
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from benchmark.data import __main__ as cli
 from benchmark.data import dataset, degradations, io, prepared, sources

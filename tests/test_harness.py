@@ -20,7 +20,9 @@ from benchmark import profile, run, store
 from benchmark.data import dataset
 from benchmark.grid import load_grid
 from benchmark.pipeline import run_spec
+from benchmark.data.modalities import RANGES as cfg_ranges
 from benchmark.train import learning_rate
+from tests.tolerances import float64_spread
 
 ROOT = Path(__file__).resolve().parent.parent
 # a few iterations on 32x32 phantoms: seconds per run on a 2-core CPU
@@ -95,13 +97,18 @@ def test_test_scores_match_an_independent_recomputation(smoke_store):
     with open(folder / "test_images.csv") as f:
         rows = list(csv.DictReader(f))
     data = dataset.open_dataset("phantom-mri", "test", phantom_size=32)
+    low, high = cfg_ranges["mri"]
     for row in rows:
         sample = data[int(row["index"])]
         with torch.no_grad():
             out = model(sample["lq"][None])[0, 0].double().numpy()
         pred, gt = dataset.denormalize(out, "mri"), dataset.denormalize(sample["hq"][0].double().numpy(), "mri")
         expected = peak_signal_noise_ratio(gt, pred, data_range=gt.max() - gt.min())
-        assert float(row["psnr"]) == pytest.approx(expected, abs=1e-6)
+        # the run's float32 output may differ from this one by the model's float32 error (another
+        # process, another thread count): PSNR moves by at most 20 / ln 10 x that error / RMSE
+        spread = float64_spread(model, sample["lq"][None]) * (high - low)
+        rmse = float(np.sqrt(np.mean((gt - pred) ** 2)))
+        assert float(row["psnr"]) == pytest.approx(expected, abs=20 / np.log(10) * spread / rmse + 1e-9)
         lq = dataset.denormalize(sample["lq"][0].double().numpy(), "mri")
         assert float(row["input_psnr"]) == pytest.approx(peak_signal_noise_ratio(gt, lq, data_range=gt.max() - gt.min()))
 

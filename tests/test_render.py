@@ -158,5 +158,6 @@ def test_rows_that_cannot_be_paired_get_a_note_not_a_crash(tmp_path):
     path = grid_dir / "k1-a" / "test_images.csv"
     path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")        # k=1 lost one image
     text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
-    assert "No statistics: rows were tested on different numbers of images ([3, 4]); cannot pair them." in text
+    assert ("No statistics: rows 'k=1' and 'k=5' were scored on different images (3 and 4 images; ids in one but "
+            "not the other: [3]); cannot pair them.") in text
     assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** |" in text

@@ -16,6 +16,7 @@ from models.ops import wkv, wkv_triton
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, uni_wkv
 from tests.test_wkv import oracle_with_grad, random_inputs
+from tests.tolerances import float64_spread
 
 HAS_CUDA = torch.cuda.is_available()
 # Without a GPU, tests/conftest.py turns Triton's interpreter on; with one, the compiled variants run.
@@ -125,11 +126,13 @@ def test_auto_runs_triton_on_cuda_and_a_model_agrees():
     torch.manual_seed(0)
     model = models.create_model("restore_rwkv_tiny").cuda()
     x = torch.randn(2, 1, 40, 56, device="cuda")
+    atol = float64_spread(model.set_backends(wkv="torch"), x)       # its float32 error on this GPU (TF32 too)
+    model.used_backends(reset=True)
     with torch.no_grad():
         reference = model.set_backends(wkv="torch")(x)
         ours = model.set_backends(wkv="auto")(x)
     assert model.used_backends() == {"wkv": ["torch", "triton"]}
-    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("capability", [80, 90], ids=["sm80", "sm90"])

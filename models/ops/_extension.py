@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,31 @@ _WHAT = {"cpu": "CPU WKV kernel", "scan_cpu": "CPU selective-scan kernel"}
 _loaded: dict[str, ModuleType | Exception] = {}
 
 
-_FIX_HINT = "a C++17 compiler (g++) and ninja (pip install ninja) are needed"
+def missing_tools() -> list[str]:
+    """The build tools that are not there: the C++ compiler (``$CXX``, else ``c++``) and ninja."""
+    missing = []
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        missing.append(f"no C++17 compiler ({compiler} is not on PATH; install g++ or set CXX)")
+    if shutil.which("ninja") is None:
+        try:
+            from torch.utils.cpp_extension import is_ninja_available
+            available = is_ninja_available()
+        except ImportError:
+            available = False
+        if not available:
+            missing.append("no ninja (pip install ninja)")
+    return missing
+
+
+def first_error(output: str) -> str:
+    """The compiler's first error line of a build log (the line naming the file, line and error), or
+    the log's last line when no line says 'error'."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if " error: " in line or line.startswith("error:") or ": fatal error:" in line:
+            return line
+    return lines[-1] if lines else "(the build printed nothing)"
 
 
 class KernelUnavailable(RuntimeError):
@@ -118,8 +143,8 @@ def build(kind: str, spec: dict | None = None) -> Path:
     done = subprocess.CompletedProcess(command, process.returncode, output)
     log.write_text(done.stdout)
     if done.returncode != 0:
-        tail = "\n".join(done.stdout.strip().splitlines()[-15:])
-        raise KernelUnavailable(f"building the {_WHAT[kind]} failed ({_FIX_HINT}); log: {log}\n{tail}")
+        raise KernelUnavailable(f"building the {_WHAT[kind]} failed (torch {torch.__version__}): "
+                                f"{first_error(done.stdout)}; log: {log}")
     return folder
 
 
@@ -131,12 +156,15 @@ def load(kind: str) -> ModuleType:
             spec = build_spec(kind)
             binary = Path(spec["build_directory"]) / f"{spec['name']}.so"
             if not binary.is_file():
+                missing = missing_tools()
+                if missing:
+                    raise KernelUnavailable(f"the {_WHAT[kind]} cannot be built: {'; '.join(missing)}")
                 build(kind, spec)                                 # in a subprocess, under the timeout
             _loaded[kind] = _import_binary(spec["name"], binary)
         except KernelUnavailable as err:
             _loaded[kind] = err
         except Exception as err:  # a load error from torch: keep its message
-            _loaded[kind] = KernelUnavailable(f"loading the {_WHAT[kind]} failed ({_FIX_HINT}): {err}")
+            _loaded[kind] = KernelUnavailable(f"loading the {_WHAT[kind]} failed: {type(err).__name__}: {err}")
     result = _loaded[kind]
     if isinstance(result, Exception):
         raise result

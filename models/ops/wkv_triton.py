@@ -118,7 +118,8 @@ def _build(kind: str):
         if PAST:
             state = tl.zeros([BC], dtype=wc.dtype)
             moment = tl.zeros([BC], dtype=wc.dtype)
-            for j in range(NC):
+            j = 0
+            while j < NC:    # (a while loop: Triton 3.6's interpreter cannot range() over an argument)
                 summary = tl.load(SP + base + j * C, mask=cmask, other=0.0)
                 tl.store(SP + base + j * C, state, mask=cmask)
                 if MOMENT:   # moments of older tokens grow by BT with the distance
@@ -126,11 +127,12 @@ def _build(kind: str):
                     tl.store(MP + base + j * C, moment, mask=cmask)
                     moment = decay * (moment + BT * state) + msum
                 state = decay * state + summary
+                j += 1
         if FUTURE:
             state = tl.zeros([BC], dtype=wc.dtype)
             moment = tl.zeros([BC], dtype=wc.dtype)
-            for jj in range(NC):
-                j = NC - 1 - jj
+            j = NC - 1
+            while j >= 0:
                 summary = tl.load(SF + base + j * C, mask=cmask, other=0.0)
                 tl.store(SF + base + j * C, state, mask=cmask)
                 if MOMENT:
@@ -138,6 +140,7 @@ def _build(kind: str):
                     tl.store(MF + base + j * C, moment, mask=cmask)
                     moment = decay * (moment + BT * state) + msum
                 state = decay * state + summary
+                j -= 1
 
     def chunk_finish(X, w, u, SP, SF, MP, MF, OUT, OUTM, T, C, NC,
                      PAST: tl.constexpr, FUTURE: tl.constexpr, MOMENT: tl.constexpr,
