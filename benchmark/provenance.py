@@ -9,7 +9,6 @@ ran with; when the current code's hash differs the run is *stale* (``benchmark.s
 """
 from __future__ import annotations
 
-import datetime
 import functools
 import hashlib
 import platform
@@ -118,7 +117,3 @@ def stale_reason(status: dict, environment: dict | None) -> str:
     changed = changed_files((environment or {}).get("code_files"))
     named = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
     return f"made with code {status['code_hash']}, now {code_hash()}" + (f" ({named} changed)" if changed else "")
-
-
-def day(timestamp: float | None) -> str | None:
-    return None if timestamp is None else datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
