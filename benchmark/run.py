@@ -28,6 +28,7 @@ from . import health, provenance, store
 from .cli import add_import_option
 from .config import SCALES, ConfigError
 from .grid import describe, load_grid
+from .status import environment_or_none
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,14 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def stale_line(stale: list, grid_dir: Path, keep: bool) -> str:
     """What the console says of the grid's stale runs, and why they are stale."""
-    reasons = []
-    for spec in stale:
-        folder = grid_dir / spec.folder_name
-        try:
-            environment = store.read_environment(folder)
-        except store.StoreError:
-            environment = None
-        reasons.append(provenance.stale_reason(store.run_state(folder), environment))
+    reasons = [provenance.stale_reason(store.run_state(grid_dir / s.folder_name), environment_or_none(grid_dir / s.folder_name))
+               for s in stale]
     why = "; ".join(dict.fromkeys(reasons))
     action = "kept (--keep-stale); the table says so" if keep else "running them again (--keep-stale keeps them)"
     return f"{len(stale)} finished run(s) are stale: {why}; {action}"

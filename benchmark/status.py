@@ -20,7 +20,9 @@ from . import health, provenance, store
 STALE = "stale"
 
 
-def _environment(folder: Path) -> dict | None:
+def environment_or_none(folder: Path) -> dict | None:
+    """A run's environment.json, or None when it is missing or unreadable (a stale run's reason then
+    names no files)."""
     try:
         return store.read_environment(folder)
     except store.StoreError:
@@ -64,7 +66,7 @@ def rows(grid_dir) -> list[dict]:
             detail = health.describe(status)
             state = "done" if health.learned(status) else health.DID_NOT_LEARN
             if provenance.is_stale(status):
-                detail = f"{provenance.stale_reason(status, _environment(grid_dir / run['folder']))}; {detail}"
+                detail = f"{provenance.stale_reason(status, environment_or_none(grid_dir / run['folder']))}; {detail}"
                 state = STALE
         out.append({"index": run["index"], "label": run["label"], "state": state,
                     "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
