@@ -53,3 +53,11 @@ def test_dev_cluster_scripts_are_there():
     for name in ("start.sh", "stop.sh"):
         text = (ROOT / "slurm" / "dev-cluster" / name).read_text()
         assert text.startswith("#!/usr/bin/env bash")
+
+
+def test_profiles_read_numbers_as_the_grids_do(tmp_path):
+    """One YAML loader for grids and profiles: 1.2e2 is a number (YAML 1.2), not the string that
+    PyYAML's 1.1 resolver makes of it."""
+    path = tmp_path / "profile.yaml"
+    path.write_text("partition: gpu\nmem_gb: 1.2e2\n")
+    assert slurm.load_profile(str(path))["mem_gb"] == 120.0

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .. import store
+from ..config import load_yaml
 from ..grid import RunSpec
 
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
@@ -51,7 +52,7 @@ def load_profile(name_or_path: str) -> dict:
         raise SlurmError(f"no cluster profile {name_or_path!r} (looked for {', '.join(map(str, candidates[1:]))}); "
                          f"shipped profiles: {', '.join(known) or 'none'}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}     # the grids' loader: 1e-3 is a number (YAML 1.2)
     except yaml.YAMLError as err:
         raise SlurmError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
