@@ -28,14 +28,8 @@ _Loader.add_implicit_resolver(
 def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
-# The one vocabulary of tasks and modalities (the data CLI, the data sets, the metrics and the
-# renderer use these names). task -> the single tasks its samples come from (all-in-one mixes the three)
-ALL_IN_ONE = "all_in_one"
-MODALITIES = ("mri", "ct", "pet")
-TASKS = {"mri_sr": ("mri_sr",), "ct_denoise": ("ct_denoise",), "pet_synthesis": ("pet_synthesis",),
-         "all_in_one": ("mri_sr", "ct_denoise", "pet_synthesis")}
-MODALITY = {"mri_sr": "mri", "ct_denoise": "ct", "pet_synthesis": "pet"}
-TASK_TITLES = {"mri_sr": "MRI super-resolution", "ct_denoise": "CT denoising", "pet_synthesis": "PET synthesis"}
+# The one vocabulary of tasks and modalities lives with the data (below everything that uses it)
+from .data.modalities import ALL_IN_ONE, MODALITIES, MODALITY, TASK_TITLES, TASKS  # noqa: E402,F401
 
 DEFAULTS: dict = {
     "task": "mri_sr",

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from ..config import ALL_IN_ONE, MODALITIES, MODALITY
 from . import dataset, prepared, sources
 from .io import DataError
+from .modalities import ALL_IN_ONE, MODALITIES, MODALITY
 
 # what to prepare -> (modality, reader of --src, source name for the manifest). The task names are
 # the run configuration's (benchmark.config.TASKS); ``paired`` is any LQ/HQ files of --modality.

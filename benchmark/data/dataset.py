@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ALL_IN_ONE
 from . import cache, prepared, sources
 from .io import DataError
-from .modalities import RANGES
+from .modalities import ALL_IN_ONE, RANGES
 
 
 

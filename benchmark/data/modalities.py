@@ -1,5 +1,15 @@
-"""The modalities and their normalisation ranges in physical units (Restore-RWKV, Sec. 4.1): CT in
-HU, MRI in scanner units (12 bit), PET in SUV. Training maps each range to [0, 1]."""
+"""The one vocabulary of tasks and modalities (the configuration, the data CLI, the data sets, the
+metrics and the renderer use these names; ``benchmark.config`` re-exports them), and the modalities'
+normalisation ranges in physical units (Restore-RWKV, Sec. 4.1): CT in HU, MRI in scanner units
+(12 bit), PET in SUV. Training maps each range to [0, 1]."""
+# task -> the single tasks its samples come from (all-in-one mixes the three)
+ALL_IN_ONE = "all_in_one"
+MODALITIES = ("mri", "ct", "pet")
+TASKS = {"mri_sr": ("mri_sr",), "ct_denoise": ("ct_denoise",), "pet_synthesis": ("pet_synthesis",),
+         "all_in_one": ("mri_sr", "ct_denoise", "pet_synthesis")}
+MODALITY = {"mri_sr": "mri", "ct_denoise": "ct", "pet_synthesis": "pet"}
+TASK_TITLES = {"mri_sr": "MRI super-resolution", "ct_denoise": "CT denoising", "pet_synthesis": "PET synthesis"}
+
 RANGES = {"ct": (-1024.0, 3072.0), "mri": (0.0, 4095.0), "pet": (0.0, 20.0)}
 
 # Values a prepared dataset may hold, in physical units: far wider than the training ranges (real
