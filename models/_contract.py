@@ -22,12 +22,21 @@
 
 A model with its own training loss implements ``auxiliary_loss`` in its own file; the harness never
 names a model. ``python -m benchmark.check_model NAME`` checks all of this for one model.
+
+A registered preset may return any ``nn.Module`` whose ``forward`` takes the image: ``adapt`` makes it
+a ``RestorationModel`` in place (its class, weights and state_dict keys unchanged), as timm's
+registry takes any module: ``task`` is passed only to a ``forward`` that accepts it, the input is
+checked (``check_image``), ``deploy()`` is the model itself when it has none, there is no auxiliary
+loss, and ``in_chans`` is the first convolution's or linear layer's input channels when not set.
 """
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn as nn
 
+from ._input import check_image
 from .ops import backends as backends_module
 
 
@@ -59,3 +68,32 @@ class RestorationModel(nn.Module):
     def kernel_dtypes(self, reset: bool = False) -> dict[str, list[str]]:
         """``{kind: dtypes}`` that this model's kernel ops have computed in (``models/ops/precision.py``)."""
         return backends_module.kernel_dtypes(self, reset)
+
+
+def _input_channels(module: nn.Module) -> int:
+    first = next((m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d):
+        return first.in_channels
+    return first.in_features if isinstance(first, nn.Linear) else 1
+
+
+def adapt(module: nn.Module) -> RestorationModel:
+    """``module`` as a ``RestorationModel`` (itself when it already is one); see the docstring above."""
+    if isinstance(module, RestorationModel):
+        return module
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"a registered preset must return an nn.Module; got {type(module).__name__}")
+    cls = type(module)
+    takes_task = "task" in inspect.signature(module.forward).parameters
+    in_chans = getattr(module, "in_chans", None) or _input_channels(module)
+
+    def forward(self, x, task=None, **kwargs):
+        dtype = next((p.dtype for p in self.parameters()), torch.float32)
+        check_image(cls.__name__, x, self.in_chans, dtype)
+        return cls.forward(self, x, task=task, **kwargs) if takes_task else cls.forward(self, x, **kwargs)
+
+    module.__class__ = type(cls.__name__, (cls, RestorationModel),
+                            {"forward": forward, "__module__": cls.__module__, "__doc__": cls.__doc__,
+                             "__qualname__": cls.__qualname__})
+    module.in_chans = in_chans
+    return module

@@ -16,6 +16,8 @@ from typing import Callable
 import torch.nn as nn
 from timm.models import register_model as _timm_register_model
 
+from ._contract import adapt
+
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _MODULE_OF: dict[str, str] = {}          # name -> the module that registered it
 _PAPER: dict[str, dict] = {}             # name -> its registration's paper metadata
@@ -90,13 +92,14 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | N
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """Build the registered model ``name``; keyword overrides that are ``None`` are ignored."""
+    """Build the registered model ``name``; keyword overrides that are ``None`` are ignored. A preset
+    that returns a plain ``nn.Module`` gets the contract's defaults (``models._contract.adapt``)."""
     if name not in _ENTRYPOINTS:
         close = difflib.get_close_matches(name, _ENTRYPOINTS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(list_models())}"
         raise ValueError(f"unknown model {name!r}{hint}")
     kwargs = {k: v for k, v in overrides.items() if v is not None}
-    return _ENTRYPOINTS[name](**kwargs)
+    return adapt(_ENTRYPOINTS[name](**kwargs))       # any module that takes the image keeps the contract
 
 
 def model_info(name: str) -> ModelInfo:

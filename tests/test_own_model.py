@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import models
 from benchmark import check_model, run, store
@@ -234,3 +235,59 @@ def test_the_readme_example_runs_as_printed(tmp_path, capsys):
     assert "| Restore-RWKV |" in table and "| Mine |" in table
     status = json.loads(next((tmp_path / "runs" / "my_grid").glob("mine-*/status.json")).read_text())
     assert status["state"] == "done"
+
+
+PLAIN = '''
+import torch
+import torch.nn as nn
+import models
+
+
+class PlainNet(nn.Module):                 # not a RestorationModel: forward(img), no deploy, no in_chans
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.out = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, img):
+        return img + self.out(torch.relu(self.conv(img)))
+
+
+class TaskNet(PlainNet):
+    def forward(self, img, task=None):
+        self.seen = task
+        return super().forward(img)
+
+
+@models.register_model
+def plain_net(**options):
+    return PlainNet()
+
+
+@models.register_model
+def plain_net_tiny(**options):
+    return PlainNet()
+
+
+@models.register_model
+def task_net(**options):
+    return TaskNet()
+'''
+
+
+def test_a_plain_module_is_adapted_to_the_contract_and_passes_every_check(tmp_path, capsys):
+    path = tmp_path / "plain.py"
+    path.write_text(PLAIN)
+    assert check_model.main(["plain_net", "--import", str(path), "--size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "9 of 9 checks passed" in out
+    model = models.create_model("plain_net")
+    assert isinstance(model, models.RestorationModel) and type(model).__name__ == "PlainNet"
+    assert model.in_chans == 2 and model.deploy() is model and model.auxiliary_loss(None) is None
+    assert list(model.state_dict()) == ["conv.weight", "conv.bias", "out.weight", "out.bias"]   # keys unchanged
+    with pytest.raises(ValueError, match=r"PlainNet expects 2 input channel\(s\)"):
+        model(torch.rand(1, 1, 8, 8))
+    task = torch.tensor([1])
+    with_task = models.create_model("task_net")
+    with_task(torch.rand(1, 2, 8, 8), task)
+    assert with_task.seen is task                               # passed on where forward accepts it
