@@ -124,6 +124,20 @@ def readings_per_ray(pixel_mm: float, slice_mm: float, views: int) -> float:
     return pixel_mm * slice_mm * REFERENCE_VIEWS / views
 
 
+def _full_dose_scan(name: str, image_hu, dose: float, flux: float, electronic_noise: float,
+                    pixel_mm: float | None, slice_mm: float, angles: int | None):
+    """What ``ct_pair`` and ``ct_low_dose`` share: the checked image (HU), its projector and pixel
+    size, the mean full-dose photons of every ray, the photons per ray in air and the electronic
+    noise std per ray (scaled by ``readings_per_ray``)."""
+    array = _image(image_hu, name)
+    _check_dose(name, dose, flux, electronic_noise, slice_mm)
+    beam, pixel_mm = _ct_geometry(array, name, pixel_mm, angles)
+    readings = readings_per_ray(pixel_mm, slice_mm, beam.angles)
+    per_ray, electronic = flux * readings, electronic_noise * np.sqrt(readings)
+    mean = per_ray * np.exp(-_line_integrals(beam, array, pixel_mm))
+    return array, beam, pixel_mm, mean, per_ray, electronic
+
+
 def _line_integrals(beam, image_hu: np.ndarray, pixel_mm: float) -> np.ndarray:
     """HU -> attenuation per pixel (air and below: 0) -> line integrals (unitless)."""
     return beam.forward(np.maximum(MU_WATER * (1.0 + image_hu / 1000.0), 0.0) * pixel_mm)
@@ -148,13 +162,10 @@ def ct_pair(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLUX,
     noise (photons); ``dose``: the low-dose fraction (0.25 = quarter dose); ``pixel_mm``: pixel
     size (default: a 350 mm field of view); ``slice_mm``: slice thickness; ``angles``: views
     (default: min(size, 180))."""
-    array = _image(image_hu, "ct_pair")
-    _check_dose("ct_pair", dose, flux, electronic_noise, slice_mm)
-    beam, pixel_mm = _ct_geometry(array, "ct_pair", pixel_mm, angles)
-    readings = readings_per_ray(pixel_mm, slice_mm, beam.angles)
-    per_ray, electronic = flux * readings, electronic_noise * np.sqrt(readings)
+    _, beam, pixel_mm, mean, per_ray, electronic = _full_dose_scan(
+        "ct_pair", image_hu, dose, flux, electronic_noise, pixel_mm, slice_mm, angles)
     rng = np.random.default_rng(seed)
-    photons = rng.poisson(per_ray * np.exp(-_line_integrals(beam, array, pixel_mm)))      # full dose
+    photons = rng.poisson(mean)                                             # full dose
     scans = []
     for fraction, detected in ((1.0, photons), (dose, rng.binomial(photons, dose))):
         counts = measured_counts(detected, electronic, rng)
@@ -172,13 +183,9 @@ def ct_low_dose(image_hu, dose: float = 0.25, seed=None, *, flux: float = CT_FLU
     of view); ``slice_mm``: its thickness; ``flux``, ``electronic_noise``, ``angles`` as for
     ``ct_pair``. The line integrals are those of the image itself: a slice cropped from a larger
     body misses the attenuation of what lies outside it, and gets less noise than its scan had."""
-    array = _image(image_hu, "ct_low_dose")
-    _check_dose("ct_low_dose", dose, flux, electronic_noise, slice_mm)
-    beam, pixel_mm = _ct_geometry(array, "ct_low_dose", pixel_mm, angles)
-    readings = readings_per_ray(pixel_mm, slice_mm, beam.angles)
-    per_ray, electronic = flux * readings, electronic_noise * np.sqrt(readings)
+    array, beam, pixel_mm, mean, _, electronic = _full_dose_scan(            # mean: full-dose counts of the slice
+        "ct_low_dose", image_hu, dose, flux, electronic_noise, pixel_mm, slice_mm, angles)
     rng = np.random.default_rng(seed)
-    mean = per_ray * np.exp(-_line_integrals(beam, array, pixel_mm))        # full-dose counts of the slice
     spread = np.sqrt(dose * (1.0 - dose) * mean + (1.0 - dose ** 2) * electronic ** 2)
     low = np.maximum(dose * mean + spread * rng.standard_normal(mean.shape), 1.0)
     change = np.log(dose * mean / low)                                      # low-dose minus full-dose p

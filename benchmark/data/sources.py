@@ -287,12 +287,16 @@ def _ct_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 # modality -> (size, seed) -> (lq, hq): MRI degrades the phantom itself (the high-quality image is
 # the fully sampled one); CT and PET scan it twice, at full and at low dose, like the real pairs
-SCAN = {
-    "mri": lambda size, seed: (lambda image: (degradations.mri_kspace_crop(image), image))(
-        phantoms.phantom("mri", size, seed)),
-    "ct": _ct_phantom_scan,
-    "pet": lambda size, seed: degradations.pet_pair(phantoms.phantom("pet", size, seed), seed=seed),
-}
+def _mri_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    image = phantoms.phantom("mri", size, seed)
+    return degradations.mri_kspace_crop(image), image
+
+
+def _pet_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return degradations.pet_pair(phantoms.phantom("pet", size, seed), seed=seed)
+
+
+SCAN = {"mri": _mri_phantom_scan, "ct": _ct_phantom_scan, "pet": _pet_phantom_scan}
 
 
 def phantom_pair(modality: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

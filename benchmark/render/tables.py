@@ -6,9 +6,8 @@ SSIM: higher is better; RMSE: lower). Deterministic: it reads only the store.
 """
 from __future__ import annotations
 
-import datetime
-
 import csv
+import datetime
 import math
 from importlib import resources
 
@@ -270,6 +269,14 @@ def _counted(values: list[str]) -> str:
     return next(iter(counts)) if len(counts) == 1 else ", ".join(f"{v} ({n})" for v, n in counts.items())
 
 
+def commit_text(env: dict) -> str:
+    """A run's (or a measurement's) commit as a table says it: 7 hex digits, and whether its result
+    code had uncommitted changes."""
+    commit = env.get("git_commit")
+    text = commit[:7] if commit else ("none (not a git checkout)" if "git_commit" in env else "unrecorded")
+    return text + (" with uncommitted changes" if env.get("git_dirty") else "")
+
+
 def provenance_notes(records: list[dict], current_code: str) -> tuple[str, str]:
     """(the provenance line under the title, the footnote on stale runs or "") of the finished runs;
     ``records`` hold each run's ``label``, ``seed``, ``environment`` (environment.json) and
@@ -280,8 +287,7 @@ def provenance_notes(records: list[dict], current_code: str) -> tuple[str, str]:
     commits, machines, days = [], [], []
     for r in done:
         env = r["environment"] or {}
-        commits.append((env.get("git_commit") or "none (not a git checkout)")[:7]
-                       + (" with uncommitted changes" if env.get("git_dirty") else ""))
+        commits.append(commit_text(env))
         threads = env.get("threads")
         machines.append(f"{env.get('cpu') or env.get('platform') or 'unrecorded machine'}"
                         + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
