@@ -1,1 +1,1 @@
-"""The medir-bench harness. Run ``python -m benchmark.ops`` for the WKV scaling benchmark."""
+"""The medir-bench harness. Run ``python -m benchmark.measure.ops`` for the WKV scaling benchmark."""

@@ -13,10 +13,10 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = {"run": "benchmark.run", "status": "benchmark.status", "render": "benchmark.render.__main__",
-            "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.ops",
-            "scan": "benchmark.scan", "train-step": "benchmark.train_step", "check-model": "benchmark.check_model",
-            "gpu-check": "benchmark.gpu_check"}
+COMMANDS = {"run": "benchmark.harness.run", "status": "benchmark.harness.status", "render": "benchmark.render.__main__",
+            "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.measure.ops",
+            "scan": "benchmark.measure.scan", "train-step": "benchmark.measure.train_step", "check-model": "benchmark.checks.check_model",
+            "gpu-check": "benchmark.measure.gpu_check"}
 
 
 USAGE = """usage: medir-bench <command> [options]   (the same as python -m benchmark.<command> [options])
@@ -27,22 +27,6 @@ USAGE = """usage: medir-bench <command> [options]   (the same as python -m bench
   medir-bench check-model my_net --import my_model.py
   medir-bench profile | data | ops | scan | train-step  (each with --help)
 """
-
-
-def add_import_option(parser: argparse.ArgumentParser) -> None:
-    """``--import``: the same option on every command that builds models."""
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
-                        help="import a module (a name, or a path to a .py file) that registers models with "
-                             "models.register_model, before anything else (repeatable)")
-
-
-def import_or_exit(parser: argparse.ArgumentParser, imports: list[str]) -> None:
-    """Import the ``--import`` items, or exit with the parser's error (status 2) naming the one that failed."""
-    import models
-    try:
-        models.import_models(imports, via="--import", reload=True)
-    except models.ModelImportError as err:
-        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 ratios; the training-step benchmark one row per backend."""
 import pytest
 
-from benchmark import ops
+from benchmark.measure import ops
 
 
 def test_benchmark_prints_a_table(capsys):
@@ -29,7 +29,7 @@ def test_benchmark_rejects_bad_arguments():
 
 
 def test_train_step_benchmark_prints_one_row_per_backend(capsys):
-    from benchmark import train_step
+    from benchmark.measure import train_step
     assert train_step.main(["--model", "restore_rwkv_tiny", "--size", "16", "--repeat", "1",
                             "--backends", "torch", "cpp"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| torch") or
@@ -43,7 +43,7 @@ def test_train_step_benchmark_prints_one_row_per_backend(capsys):
 def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(capsys):
     import torch
 
-    from benchmark import scan
+    from benchmark.measure import scan
     threads = torch.get_num_threads()
     calls = scan.scan_calls("mambair_tiny", 16)
     # mambair_tiny: 4 scans of 2 x dim channels at every level; level 1 sees all 256 tokens
@@ -59,7 +59,7 @@ def test_scan_benchmark_finds_the_models_scan_calls_and_times_every_backend(caps
 
 
 def test_gpu_check_needs_a_gpu_and_says_so(monkeypatch, capsys):
-    from benchmark import gpu_check
+    from benchmark.measure import gpu_check
     monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
     assert gpu_check.main([]) == 2
     assert "no CUDA device is visible; this check needs a GPU" in capsys.readouterr().err
@@ -68,7 +68,7 @@ def test_gpu_check_needs_a_gpu_and_says_so(monkeypatch, capsys):
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
     """--device cpu exercises every section (Triton's interpreter for the WKV, tests/conftest.py
     turns it on without a GPU); the report has each table and says its times mean nothing."""
-    from benchmark import gpu_check
+    from benchmark.measure import gpu_check
     out = tmp_path / "gpu_check.md"
     assert gpu_check.main(["--device", "cpu", "--skip-tests", "--sides", "8", "--channels", "4", "--models",
                            "restore_rwkv_tiny", "mambair_tiny", "--size", "16", "--batch", "1", "--repeat", "1",
@@ -84,7 +84,7 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path):
 
 
 def test_gpu_check_reports_a_failed_point_and_goes_on(monkeypatch):
-    from benchmark import gpu_check
+    from benchmark.measure import gpu_check
 
     def out_of_memory():
         raise RuntimeError("CUDA out of memory. Tried to allocate 12.00 GiB")
@@ -99,7 +99,7 @@ def test_gpu_check_reports_a_failed_point_and_goes_on(monkeypatch):
 
 def test_gpu_check_skips_a_cpu_point_that_would_not_fit_and_says_so(monkeypatch):
     """On a CPU running out of memory is the OOM killer, not an error: such a point is never run."""
-    from benchmark import gpu_check
+    from benchmark.measure import gpu_check
     cpu = gpu_check.torch.device("cpu")
     monkeypatch.setattr(gpu_check, "free_memory", lambda device: 2 ** 30)           # 1 GiB available
     monkeypatch.setattr(gpu_check, "time_wkv", lambda *a: pytest.fail("a point that does not fit was run"))

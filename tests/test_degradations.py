@@ -85,7 +85,7 @@ def test_ct_pair_is_two_reconstructions_of_one_scan_at_full_and_quarter_dose():
 def test_ct_phantom_quarter_dose_input_is_like_aapm():
     """AAPM's real quarter-dose inputs measure about 29 dB in the paper's [-160, 240] HU window; the
     phantoms are windows of whole 512x512 slices scanned at AAPM's 0.68 mm pixels."""
-    from benchmark import metrics
+    from benchmark.results import metrics
     from benchmark.data import sources
     pairs = [sources.phantom_pair("ct", 128, seed) for seed in range(100_000, 100_008)]
     psnr = [metrics.evaluate(lq.astype(np.float64), hq.astype(np.float64), "ct")["psnr"] for lq, hq in pairs]

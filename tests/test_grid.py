@@ -1,10 +1,10 @@
-"""Grid expansion (benchmark.grid) and configuration validation (benchmark.config)."""
+"""Grid expansion (benchmark.harness.grid) and configuration validation (benchmark.harness.config)."""
 from pathlib import Path
 
 import pytest
 
-from benchmark import config as cfg
-from benchmark.grid import describe, load_grid
+from benchmark.harness import config as cfg
+from benchmark.harness.grid import describe, load_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,15 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 import models
-from benchmark import config as cfg
-from benchmark import profile, run, store
+from benchmark.harness import config as cfg
+from benchmark.measure import profile
+from benchmark.harness import run
+from benchmark.results import store
 from benchmark.data import dataset
-from benchmark.grid import load_grid
-from benchmark.pipeline import run_spec
-from benchmark.data.modalities import RANGES as cfg_ranges
-from benchmark.train import learning_rate
+from benchmark.harness.grid import load_grid
+from benchmark.harness.pipeline import run_spec
+from benchmark.base.vocabulary import RANGES as cfg_ranges
+from benchmark.harness.train import learning_rate
 from tests.tolerances import float64_spread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +242,7 @@ def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
 def test_every_seed_of_a_grid_is_tested_on_the_same_phantoms():
     """The phantoms depend on data.seed only: two runs that differ by their seed are paired image by
     image; another data seed makes other images."""
-    from benchmark.train import TaskData
+    from benchmark.harness.train import TaskData
     base = cfg.resolve("smoke", {"data": {"phantom_size": 32}})
     images = {}
     for seed, data_seed in ((0, 0), (1, 0), (0, 1)):
@@ -260,7 +262,7 @@ def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
 
 
 def test_auto_jobs_use_every_core_without_a_gpu(monkeypatch):
-    from benchmark.executors import local
+    from benchmark.harness.executors import local
     monkeypatch.setattr(local.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(local.os, "cpu_count", lambda: 2)
     assert (local.auto_jobs(8), local.auto_jobs(1)) == (2, 1)
@@ -308,14 +310,14 @@ def test_a_bad_checkpoint_runs_no_code_and_the_run_starts_over(tmp_path, capsys,
 
 
 def test_a_run_held_by_another_live_process_is_skipped_untouched(tmp_path, capsys):
-    from benchmark import status as status_cli
+    from benchmark.harness import status as status_cli
     path = grid_file(tmp_path, "  seed: [0]\n", "locked")
     spec = load_grid(path, "smoke", TINY).specs[0]
     folder = tmp_path / "runs" / "locked" / spec.folder_name
     argv = ["--grid", str(path), "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables"), "--quiet"]
     argv += [a for o in TINY for a in ("--set", o)]
     # another process holds the run (a child that takes the lock and waits)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmark import store\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from benchmark.results import store\n"
                                f"with store.run_lock({str(folder)!r}):\n    print('held', flush=True); time.sleep(600)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -1,6 +1,6 @@
 """Training health: divergence ends a run naming its iteration (and the grid goes on), loss spikes
 are found by the stated rule, a run that stays below its inputs is ``did not learn`` in its status,
-in ``benchmark.status``, on the console and in its table, and the curves figure renders from a
+in ``benchmark.harness.status``, on the console and in its table, and the curves figure renders from a
 fixed store."""
 import json
 import math
@@ -10,10 +10,11 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from benchmark import config as cfg
-from benchmark import health, run, status, store, train
+from benchmark.harness import config as cfg
+from benchmark.results import health, store
+from benchmark.harness import run, status, train
 from benchmark.data import dataset
-from benchmark.grid import load_grid
+from benchmark.harness.grid import load_grid
 from benchmark.render import render_grid
 from tests.test_harness import TINY, grid_file
 
@@ -97,7 +98,7 @@ def test_a_run_that_does_not_learn_is_marked_in_status_console_and_table(tmp_pat
     # recorded to 4 decimals: half a unit of the 4th
     assert record["health"]["val_gain_db"] == pytest.approx(summary["best_val_psnr"] - np.mean(inputs), abs=5e-5 + 1e-9)
     assert store.read_json(lenient / "status.json")["health"]["learned"]
-    # benchmark.status, the console's closing lines, the table
+    # benchmark.harness.status, the console's closing lines, the table
     rows = {r["label"]: r for r in status.rows(tmp_path / "runs" / "frozen")}
     assert rows["frozen"]["state"] == "did not learn" and "under +2 dB" in rows["frozen"]["detail"]
     assert rows["lenient"]["state"] == "done"

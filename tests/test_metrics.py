@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from benchmark import metrics
+from benchmark.results import metrics
 
 
 def images(seed=0, shape=(40, 52)):

@@ -1,5 +1,5 @@
 """A researcher's own model, from their own file: imported by a grid's ``imports:``, by ``--import``
-and by an entry point; checked by ``benchmark.check_model``; recorded in the run's id and
+and by an entry point; checked by ``benchmark.checks.check_model``; recorded in the run's id and
 environment; refused when its name is taken. The README's example is run as the README prints it."""
 import json
 import os
@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import models
-from benchmark import check_model, run, store
-from benchmark.grid import load_grid
+from benchmark.checks import check_model
+from benchmark.harness import run
+from benchmark.results import store
+from benchmark.harness.grid import load_grid
 from models import _plugins, _registry
 from tests.test_harness import TINY
 

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 import models
-from benchmark import store
-from benchmark.grid import load_grid, spec_id
-from benchmark.pipeline import run_spec
+from benchmark.results import store
+from benchmark.harness.grid import load_grid, spec_id
+from benchmark.harness.pipeline import run_spec
 from models.ops import precision
 from models.ops.selective_scan import selective_scan
 from models.ops.wkv import bi_wkv, uni_wkv

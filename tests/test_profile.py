@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 import models
-from benchmark import profile, stats
+from benchmark.measure import profile
+from benchmark.results import stats
 from benchmark.render import __main__ as render_cli
 
 

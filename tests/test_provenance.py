@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmark import provenance, run, status, store
-from benchmark.grid import load_grid
+from benchmark.base import provenance
+from benchmark.harness import run, status
+from benchmark.results import store
+from benchmark.harness.grid import load_grid
 
 from .test_harness import TINY, TWO_CELLS, grid_file
 
@@ -14,11 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_code_hash_follows_result_code_and_ignores_rendering(tmp_path):
-    for path in ("models/net.py", "csrc/wkv.cpp", "benchmark/train.py", "benchmark/render/tables.py", "README.md"):
+    for path in ("models/net.py", "csrc/wkv.cpp", "benchmark/harness/train.py", "benchmark/render/tables.py", "README.md"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x = 1\n")
     before = provenance.code_files(tmp_path)
-    assert set(before) == {"models/net.py", "csrc/wkv.cpp", "benchmark/train.py"}
+    assert set(before) == {"models/net.py", "csrc/wkv.cpp", "benchmark/harness/train.py"}
     (tmp_path / "benchmark/render/tables.py").write_text("x = 2\n")          # the renderer: no change
     (tmp_path / "README.md").write_text("more docs\n")
     assert provenance.combined(provenance.code_files(tmp_path)) == provenance.combined(before)
@@ -30,12 +32,14 @@ def test_the_code_hash_follows_result_code_and_ignores_rendering(tmp_path):
 
 def test_every_module_a_run_imports_is_result_code_or_declared_not():
     """A new module that the pipeline imports must be hashed (or be declared as changing no number)."""
-    code = ("import sys, benchmark.pipeline; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+    code = ("import sys, benchmark.harness.pipeline; print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
             "if n.split('.')[0] in ('benchmark', 'models') and getattr(m, '__file__', None)))")
     files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
     hashed = set(provenance.code_files())
-    not_results = {"benchmark/__init__.py", "benchmark/cli.py", "benchmark/grid.py", "benchmark/store.py",
-                   "benchmark/provenance.py", "benchmark/executors/__init__.py", "benchmark/executors/processes.py"}
+    not_results = {"benchmark/__init__.py", "benchmark/harness/grid.py", "benchmark/results/store.py",
+                   "benchmark/base/provenance.py", "benchmark/base/processes.py",
+                   "benchmark/base/arguments.py"}
+    not_results |= {f"benchmark/{package}/__init__.py" for package in ("base", "harness", "measure", "results")}
     imported = {Path(f).resolve().relative_to(ROOT).as_posix() for f in files}
     assert imported - hashed - not_results == set()
 
@@ -97,7 +101,7 @@ def test_a_run_resumed_with_other_code_starts_over(tmp_path, capsys):
     # an interrupted run that began with other code, with a checkpoint of that code
     store.write_json(folder / "status.json", {"state": "running", "pid": 1, "host": "elsewhere", "code_hash": "0" * 12})
     (folder / "checkpoint.pt").write_bytes(b"from other code")
-    from benchmark.pipeline import run_spec
+    from benchmark.harness.pipeline import run_spec
     result = run_spec(spec, tmp_path / "runs" / "resume", progress=False)
     assert result["state"] == "done" and result["code_hash"] == provenance.code_hash()
     assert "it starts over" in capsys.readouterr().err

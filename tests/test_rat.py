@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from benchmark import profile
+from benchmark.measure import profile
 from models.rat import RAT, convert_official_state_dict, intensity_regions
 
 WIDTH, HEADS, WINDOW = 8, 8, 4                   # heads 8, window 4, MLP ratio 2, 3 layers a block: theirs
@@ -172,9 +172,10 @@ def test_sizes():
 
 def test_the_harness_passes_the_datas_region_masks_to_rat_and_to_no_other_model(tmp_path, monkeypatch):
     import numpy as np
-    from benchmark import run, store
+    from benchmark.harness import run
+    from benchmark.results import store
     from benchmark.data import __main__ as data_cli
-    from benchmark.grid import load_grid
+    from benchmark.harness.grid import load_grid
     from tests.test_harness import TINY
     raw = tmp_path / "raw"
     for sub in ("hq", "lq", "regions"):

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import models
-from benchmark import check_model
+from benchmark.checks import check_model
 from models import create_model, list_models, register_model
 from models._contract import RestorationModel
 from models.restore_rwkv import RestoreRWKV
@@ -72,7 +72,7 @@ FAMILIES = sorted({n.removesuffix("_tiny").removesuffix("_light") for n in model
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_registered_family_passes_check_model(name):
-    """``benchmark.check_model``'s checks (the contract: forward(x, task=None) at odd sizes, input
+    """``benchmark.checks.check_model``'s checks (the contract: forward(x, task=None) at odd sizes, input
     rules, a gradient for every parameter, deploy() keeps the outputs, a few training steps learn,
     MACs with no uncounted op) on the family's tiny preset; every preset is a RestorationModel."""
     assert all(isinstance(models.create_model(n), RestorationModel) for n in models.list_models(f"{name}*"))

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import config as cfg
-from benchmark import provenance, store
+from benchmark.harness import config as cfg
+from benchmark.base import provenance
+from benchmark.results import store
 from benchmark.render import render_grid
 from benchmark.render.figures import high_contribution_area, rescale
 from benchmark.render.tables import _marks, paper_numbers

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from benchmark import profile
+from benchmark.measure import profile
 from models.rwkv_ir import RWKVIR, convert_official_state_dict
 
 DIM, DEPTHS, HIDDEN = 8, (2, 1), 2

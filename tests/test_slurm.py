@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import run, status, store
-from benchmark.executors import slurm
-from benchmark.grid import load_grid
+from benchmark.harness import run, status
+from benchmark.results import store
+from benchmark.harness.executors import slurm
+from benchmark.harness.grid import load_grid
 from tests.test_harness import TINY
 
 

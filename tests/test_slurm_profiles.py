@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.executors import slurm
+from benchmark.harness.executors import slurm
 
 ROOT = Path(__file__).resolve().parent.parent
 

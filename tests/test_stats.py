@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmark import stats
+from benchmark.results import stats
 
 # A fixed table: 3 rows x 2 seeds x 10 images of PSNR (dB). "good" is ~0.5 dB above the reference
 # on every image, "close" within the noise.

@@ -14,8 +14,10 @@ from pathlib import Path
 import matplotlib.figure
 import pytest
 
-from benchmark import health, render, run, status, store
-from benchmark.grid import load_grid
+from benchmark.results import health, store
+from benchmark import render
+from benchmark.harness import run, status
+from benchmark.harness.grid import load_grid
 from tests.test_harness import ROOT, TINY, TWO_CELLS, grid_file
 
 
@@ -140,7 +142,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_earlier_version(tmp_path, e
 
 
 def _run_with_file_size_limit(argv: list[str], limit: int) -> subprocess.CompletedProcess:
-    """``benchmark.run`` in a process that cannot write files larger than ``limit`` bytes (the
+    """``benchmark.harness.run`` in a process that cannot write files larger than ``limit`` bytes (the
     kernel answers EFBIG, as a full disk answers ENOSPC)."""
     script = ("import resource, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"

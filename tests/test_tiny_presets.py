@@ -6,7 +6,7 @@ test."""
 import pytest
 
 import models
-from benchmark.profile import count_params
+from benchmark.measure.profile import count_params
 from tests.test_zoo import PAPER_MODELS, paper_size
 
 PAPER_SIZES = {name: paper_size(name)[0] for name in PAPER_MODELS}

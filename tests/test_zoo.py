@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import models
-from benchmark import check_model, profile
+from benchmark.checks import check_model
+from benchmark.measure import profile
 from benchmark.render.tables import paper_numbers
 
 PAPER_MODELS = [n for n in models.list_models() if models.model_info(n).paper]   # the paper's presets
@@ -25,7 +26,7 @@ def paper_size(name: str) -> tuple[float, float]:
 
 def assert_trains_at(name, size):
     """One L1 training step of ``name`` on a (2, 1, *size) batch plus the model's own auxiliary loss
-    (``benchmark.check_model.check_gradients``): same-shape finite output, and a finite gradient for
+    (``benchmark.checks.check_model.check_gradients``): same-shape finite output, and a finite gradient for
     every trainable parameter."""
     torch.manual_seed(0)
     check_model.check_gradients(models.create_model(name), size)     # raises CheckFailed with the reason

@@ -8,12 +8,12 @@ import sys
 
 import numpy as np
 
-from . import dataset, prepared, sources
-from .io import DataError
-from .modalities import ALL_IN_ONE, MODALITIES, MODALITY
+from benchmark.data import dataset, prepared, sources
+from benchmark.data.io import DataError
+from benchmark.base.vocabulary import ALL_IN_ONE, MODALITIES, MODALITY
 
 # what to prepare -> (modality, reader of --src, source name for the manifest). The task names are
-# the run configuration's (benchmark.config.TASKS); ``paired`` is any LQ/HQ files of --modality.
+# the run configuration's (benchmark.harness.config.TASKS); ``paired`` is any LQ/HQ files of --modality.
 READERS = {
     "mri_sr": ("mri", sources.ixi_cases, "IXI T2 (NIfTI)"),
     "ct_denoise": ("ct", sources.aapm_cases, "AAPM Low-Dose CT Grand Challenge (DICOM)"),
@@ -63,7 +63,7 @@ def _score_inputs(source: str, split: str, phantom_size: int) -> str:
     """Mean PSNR / SSIM / RMSE of the low-quality inputs against the high-quality images."""
     from tqdm import tqdm
 
-    from .. import metrics
+    from benchmark.results import metrics
     data = dataset.open_dataset(source, split, phantom_size=phantom_size)
     parts = data.datasets if hasattr(data, "datasets") else [data]
     lines = ["| task | split | images | PSNR | SSIM | RMSE |", "|---|---|---:|---:|---:|---:|"]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "noise-scaling":
-            from . import noise_scaling
+            from benchmark.data import noise_scaling
             print(noise_scaling.table())
             return 0
         if args.command == "score-inputs":

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 CACHE_ENV = "MEDIR_BENCH_DATA_CACHE"
-GENERATORS = ("degradations.py", "phantoms.py", "projector.py", "sources.py", "modalities.py")
+GENERATORS = ("degradations.py", "phantoms.py", "projector.py", "sources.py", "../base/vocabulary.py")
 
 
 def folder() -> Path | None:

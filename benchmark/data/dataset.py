@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cache, prepared, sources
-from .io import DataError
-from .modalities import ALL_IN_ONE, RANGES
+from benchmark.data import cache, prepared, sources
+from benchmark.data.io import DataError
+from benchmark.base.vocabulary import ALL_IN_ONE, RANGES
 
 
 

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .projector import projector
+from benchmark.data.projector import projector
 
 MU_WATER = 0.0192          # linear attenuation of water at ~70 keV, 1/mm
 FIELD_OF_VIEW_MM = 350.0   # a body scan's field of view: the pixel size when none is given

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import degradations, phantoms
+from benchmark.data import degradations, phantoms
 
 
 def water_cylinder(n: int, diameter_mm: float, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +34,7 @@ def pet_relative_noise(activity: np.ndarray, sensitivity: float, draws: int = 6)
 
 def whole_slice(seed: int) -> tuple[float, float]:
     """(PSNR in the paper's window, std of LQ - HQ inside the body) of a whole 512x512 phantom slice."""
-    from .. import metrics
+    from benchmark.results import metrics
     image = phantoms.phantom("ct", 512, seed).astype(np.float64)
     low, full = (np.clip(a, -1024, 3072) for a in degradations.ct_pair(image, seed=seed))
     return metrics.evaluate(low, full, "ct")["psnr"], float((low - full)[image > -950].std())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .modalities import RANGES as MODALITY_RANGES
+from benchmark.base.vocabulary import RANGES as MODALITY_RANGES
 
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .io import DataError
-from .modalities import PLAUSIBLE
-from .sources import SPLITS, Case
+from benchmark.data.io import DataError
+from benchmark.base.vocabulary import PLAUSIBLE
+from benchmark.data.sources import SPLITS, Case
 
 FORMAT = "medir-bench prepared dataset v1"
 MANIFEST = "manifest.json"
@@ -154,7 +154,7 @@ def _remove_stale_partials(out: Path) -> None:
 
 def write_manifest(folder, manifest: dict) -> None:
     """``folder/manifest.json``, written to a temporary name and renamed into place."""
-    from .. import store
+    from benchmark.results import store
     store.write_json(Path(folder) / MANIFEST, manifest)
 
 

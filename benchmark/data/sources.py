@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 import scipy.ndimage
 
-from . import degradations, phantoms
-from .io import DataError, kind_of, pixel_spacing_mm, read_dicom, read_image, shows_whole_field
+from benchmark.data import degradations, phantoms
+from benchmark.data.io import DataError, kind_of, pixel_spacing_mm, read_dicom, read_image, shows_whole_field
 
 SPLITS = ("train", "val", "test")
 IXI_SPLIT = (405, 59, 114)

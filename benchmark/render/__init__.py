@@ -1,5 +1,5 @@
 """Rendering: a grid's store -> ``tables/<grid>.md``, ``tables/<grid>_curves.png`` (training
-curves) and ``tables/<grid>_erf.png``. Reads only the store (``benchmark.store``), so the same store
+curves) and ``tables/<grid>_erf.png``. Reads only the store (``benchmark.results.store``), so the same store
 always gives the same files.
 
     python -m benchmark.render runs/token_shift     # writes tables/token_shift.md (+ _curves.png, _erf.png)
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import health, provenance, store
-from .figures import CURVE_SMOOTHING, curves_figure, erf_figure
-from .tables import erf_table, provenance_notes, render_markdown
+from benchmark.results import health, store
+from benchmark.base import provenance
+from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
+from benchmark.render.tables import erf_table, provenance_notes, render_markdown
 
 __all__ = ["render_grid"]
 

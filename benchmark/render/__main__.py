@@ -7,9 +7,9 @@ import sys
 
 from pathlib import Path
 
-from .. import store
-from . import render_grid
-from .efficiency import render_efficiency
+from benchmark.results import store
+from benchmark.render import render_grid
+from benchmark.render.efficiency import render_efficiency
 
 
 def main(argv: list[str] | None = None) -> int:

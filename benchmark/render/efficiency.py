@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .. import store
-from ..stats import growth_exponent
-from .tables import commit_text
+from benchmark.results import store
+from benchmark.results.stats import growth_exponent
+from benchmark.render.tables import commit_text
 
 FIT_FROM = 128            # growth exponents are fitted over the measured sizes from 128x128 up
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store
+from benchmark.results import store
 
 ERF_EXPONENT = 0.25
 

@@ -14,9 +14,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from .. import stats
-from ..config import TASK_TITLES, TASKS
-from .figures import high_contribution_area
+from benchmark.results import stats
+from benchmark.base.vocabulary import TASK_TITLES, TASKS
+from benchmark.render.figures import high_contribution_area
 
 HIGHER_IS_BETTER = stats.HIGHER_IS_BETTER                           # the metrics, in column order
 
@@ -337,7 +337,7 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
                   f"1x1x{runs[0]['config']['profile']['size']}x{runs[0]['config']['profile']['size']}, "
                   "module level as the paper counts them (`benchmark.profile`, convention `paper`). "
-                  "PSNR in dB, SSIM and RMSE in physical units with the paper's protocol (`benchmark.metrics`). "
+                  "PSNR in dB, SSIM and RMSE in physical units with the paper's protocol (`benchmark.results.metrics`). "
                   "The paper's numbers are Yang et al.'s, beside ours (ours − paper: the PSNR difference). Best of ours in bold, "
                   "second underlined.", ""]
         if metadata["scale"] == "smoke":

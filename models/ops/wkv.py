@@ -249,7 +249,7 @@ _single_ops = Switch()
 def as_single_ops():
     """Inside the block each ``bi_wkv`` / ``uni_wkv`` call is one node of a traced graph (the
     autograd Functions ``BiWKVOp`` / ``UniWKVOp``) whatever backend runs inside, so that op counters
-    such as ``benchmark.profile`` can count it. Forward only."""
+    such as ``benchmark.measure.profile`` can count it. Forward only."""
     return _single_ops.set(True)
 
 

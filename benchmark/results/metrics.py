@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.modalities import MODALITIES
+from benchmark.base.vocabulary import MODALITIES
 CT_EVAL_WINDOW = (-160.0, 240.0)  # HU
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 

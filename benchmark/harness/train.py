@@ -8,7 +8,7 @@ Sample order and crops are functions of (seed, iteration) only, and the checkpoi
 model, the optimizer, the RNG state and the log, so a resumed run computes what an uninterrupted
 one would have: on a CPU the final weights are identical.
 
-Every step is watched (``benchmark.health``): a non-finite loss or gradient norm ends the run
+Every step is watched (``benchmark.results.health``): a non-finite loss or gradient norm ends the run
 (``TrainingDiverged``, naming the iteration); the global gradient norm is logged, and clipped to
 ``train.grad_clip`` when that is set; the summary records the loss spikes, the validation inputs'
 PSNR and whether the run learned (best validation PSNR at least ``train.min_gain`` dB above it).
@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from models.ops import precision
 
-from . import health, metrics, store
-from .inference import TaskData, physical, restore, restore_physical
+from benchmark.results import health, metrics, store
+from benchmark.harness.inference import TaskData, physical, restore, restore_physical
 
 
 LOG_COLUMNS = ["iteration", "loss", "grad_norm", "lr", "val_psnr", "seconds"]   # train_log.csv

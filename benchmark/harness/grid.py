@@ -11,7 +11,7 @@ A grid file (see ``ablations/``)::
     note: ...                    # printed under the table's title (what a reader must know)
     scales:                      # settings of one scale for this grid only (applied after the scale,
       smoke: {train.iters: 3000} # before base): e.g. a longer smoke budget for slow-learning baselines
-    base:                        # a partial run configuration (keys of benchmark.config.DEFAULTS)
+    base:                        # a partial run configuration (keys of benchmark.harness.config.DEFAULTS)
       task: mri_sr
       model: {name: restore_rwkv}
     axes:                        # every key a list of values: the cartesian product ...
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config as cfg
+from benchmark.harness import config as cfg
 
 GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
 
@@ -275,3 +275,16 @@ def describe(grid: Grid) -> str:
         lines.append(f"  {spec.index:>3}  {spec.folder_name:<40} {cfg.model_name(config)} ({options}), "
                      f"task {config['task']}, seed {config['seed']}, {config['train']['iters']} iters")
     return "\n".join(lines)
+
+
+def table_backbones() -> list[str]:
+    """The models of the paper's Tables 1-4: every model of the shipped grids (``ablations/``) of
+    those tables, at the paper's size, in grid order."""
+    grids = {}
+    for path in (Path(__file__).resolve().parents[2] / "ablations").glob("*.yaml"):
+        table = cfg.load_yaml(path.read_text()).get("table")
+        if table in (1, 2, 3, 4):
+            grids[table] = path
+    names = [cfg.model_name(s.config) for table in sorted(grids)
+             for s in load_grid(grids[table], "paper", check_models=False).specs]
+    return list(dict.fromkeys(names))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .inference import TaskData, restore
+from benchmark.harness.inference import TaskData, restore
 
 
 def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:

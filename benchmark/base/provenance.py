@@ -4,8 +4,8 @@
 models, their ops and C++/CUDA kernels, the data, training, scoring, profiling and the ERF), and
 ``code_hash()`` combines them. Rendering, the store, the CLI, the schedulers, docs and tests are not
 in it: changing them changes no number. A finished run records the hash (and the files' hashes) it
-ran with; when the current code's hash differs the run is *stale* (``benchmark.status``), and
-``benchmark.run`` runs it again unless ``--keep-stale``.
+ran with; when the current code's hash differs the run is *stale* (``benchmark.harness.status``), and
+``benchmark.harness.run`` runs it again unless ``--keep-stale``.
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import platform
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # paths under ROOT whose files can change a run's results
-RESULT_CODE = ("models", "csrc", "benchmark/data", "benchmark/config.py", "benchmark/erf.py",
-               "benchmark/evaluate.py", "benchmark/health.py", "benchmark/inference.py", "benchmark/metrics.py",
-               "benchmark/pipeline.py", "benchmark/profile.py", "benchmark/timing.py", "benchmark/train.py")
+RESULT_CODE = ("models", "csrc", "benchmark/data", "benchmark/base/vocabulary.py", "benchmark/harness/config.py",
+               "benchmark/harness/erf.py", "benchmark/harness/evaluate.py", "benchmark/harness/inference.py",
+               "benchmark/harness/pipeline.py", "benchmark/harness/train.py", "benchmark/results/health.py",
+               "benchmark/results/metrics.py", "benchmark/measure/profile.py", "benchmark/measure/timing.py")
 SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".cuh", ".h", ".c")
 
 
@@ -98,7 +99,7 @@ def cpu_model() -> str:
 def record(device) -> dict:
     """What a run records of its code and machine (in environment.json; the hash also in status.json)
     on the torch ``device`` it runs on."""
-    import torch                                    # (benchmark.status reads provenance without torch)
+    import torch                                    # (benchmark.harness.status reads provenance without torch)
     return {"code_hash": code_hash(), "code_files": current_files(), **{f"git_{k}": v for k, v in git_state().items()},
             "cpu": cpu_model(), "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}

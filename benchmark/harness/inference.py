@@ -8,19 +8,19 @@ import functools
 import numpy as np
 import torch
 
-from . import config as cfg
-from .data import dataset
+from benchmark.base import vocabulary
+from benchmark.data import dataset
 
 
 class TaskData:
     """The samples of a run's task(s) for one split: one dataset per task, indexed as one."""
 
     def __init__(self, config: dict, split: str, crop: int | None):
-        self.tasks = cfg.TASKS[config["task"]]
+        self.tasks = vocabulary.TASKS[config["task"]]
         sources = config["data"]["sources"]
         self.parts = [dataset.open_dataset(sources[task], split, crop=crop, seed=config["seed"],
                                            phantom_size=config["data"]["phantom_size"],
-                                           phantom_seed=config["data"]["seed"], modality=cfg.MODALITY[task])
+                                           phantom_seed=config["data"]["seed"], modality=vocabulary.MODALITY[task])
                       for task in self.tasks]
         self.sizes = [len(p) for p in self.parts]
         self.seed = config["seed"]

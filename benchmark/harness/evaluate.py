@@ -1,13 +1,13 @@
 """Testing: per-image PSNR / SSIM / RMSE of a model's outputs (and of the inputs, for reference) in
-physical units with the paper's protocol (``benchmark.metrics.evaluate``), averaged per task."""
+physical units with the paper's protocol (``benchmark.results.metrics.evaluate``), averaged per task."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import metrics
-from .inference import TaskData, restore_physical
+from benchmark.results import metrics
+from benchmark.harness.inference import TaskData, restore_physical
 
 METRICS = ("psnr", "ssim", "rmse")
 

@@ -1,7 +1,7 @@
 """WKV scaling benchmark: forward and forward+backward time against the number of tokens.
 
-    python -m benchmark.ops                       # T = 64^2 ... 512^2, C = 48, B = 1
-    python -m benchmark.ops --sizes 64 128 --channels 48 96 --backends torch cpp --repeat 3
+    python -m benchmark.measure.ops                       # T = 64^2 ... 512^2, C = 48, B = 1
+    python -m benchmark.measure.ops --sizes 64 128 --channels 48 96 --backends torch cpp --repeat 3
 
 Prints a markdown table; the ``x4`` columns are the time ratio to the previous row of the same op,
 backend and C, i.e. the growth per 4x tokens (4.0 = linear). ``GB/s`` is the effective bandwidth of
@@ -23,7 +23,7 @@ from models.ops import wkv_triton
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
 
-from . import timing
+from benchmark.measure import timing
 
 OPS = {"bi": bi_wkv, "uni": uni_wkv}
 BACKENDS = ("torch", "cpp", "triton")
@@ -114,7 +114,7 @@ def environment(device: torch.device) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.ops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.measure.ops", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512],
                         help="image sides; T = side^2 tokens (default: 64 128 256 512)")
     parser.add_argument("--channels", type=int, nargs="+", default=[48], help="C values (default: 48)")

@@ -1,5 +1,5 @@
 """The one vocabulary of tasks and modalities (the configuration, the data CLI, the data sets, the
-metrics and the renderer use these names; ``benchmark.config`` re-exports them), and the modalities'
+metrics and the renderer use these names; and the harness), and the modalities'
 normalisation ranges in physical units (Restore-RWKV, Sec. 4.1): CT in HU, MRI in scanner units
 (12 bit), PET in SUV. Training maps each range to [0, 1]."""
 # task -> the single tasks its samples come from (all-in-one mixes the three)

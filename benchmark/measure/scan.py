@@ -1,8 +1,8 @@
 """Selective-scan benchmark: the scan at the shapes a MambaIR model calls it with, per backend, and
 the training step of MambaIR beside other backbones, all in one run.
 
-    python -m benchmark.scan                          # mambair at 128x128; steps at 64x64, batch 4, 1 thread
-    python -m benchmark.scan --model mambair_tiny --size 64 --steps-models mambair_tiny restormer_tiny
+    python -m benchmark.measure.scan                          # mambair at 128x128; steps at 64x64, batch 4, 1 thread
+    python -m benchmark.measure.scan --model mambair_tiny --size 64 --steps-models mambair_tiny restormer_tiny
 
 Prints two markdown tables. The first gives, per distinct scan call of one forward of ``--model``
 at ``--size`` (batch 1), the forward and forward+backward times of each backend and the speedup of
@@ -22,8 +22,8 @@ import models
 import models.mambair as mambair_module
 from models.ops import selective_scan as scan
 
-from . import timing, train_step
-from .cli import add_import_option, import_or_exit
+from benchmark.measure import timing, train_step
+from benchmark.base.arguments import add_import_option, import_or_exit
 
 STEP_MODELS = ["mambair_tiny", "restormer_tiny", "restore_rwkv_tiny", "swinir_tiny", "xformer_tiny", "amir_tiny",
                "airnet_tiny"]
@@ -75,14 +75,14 @@ def time_scan(shape: dict, backend: str, repeat: int) -> tuple[float, float]:
 
 
 def step_seconds(model_name: str, scan_backend: str, size: int, batch: int, repeat: int) -> float:
-    """Median seconds of one training step (``benchmark.train_step``'s) with ``scan_backend``."""
+    """Median seconds of one training step (``benchmark.measure.train_step``'s) with ``scan_backend``."""
     torch.manual_seed(0)
     model = models.create_model(model_name).set_backends(scan=scan_backend)
     return train_step.step_seconds(model, "auto", (batch, 1, size, size), repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.scan", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.measure.scan", description=__doc__.split("\n")[0])
     add_import_option(parser)
     parser.add_argument("--model", default="mambair", help="the MambaIR preset whose scan calls are timed")
     parser.add_argument("--size", type=int, default=128, help="its image side (default 128)")

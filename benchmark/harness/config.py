@@ -28,8 +28,8 @@ _Loader.add_implicit_resolver(
 def load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
-# The one vocabulary of tasks and modalities lives with the data (below everything that uses it)
-from .data.modalities import ALL_IN_ONE, MODALITIES, MODALITY, TASK_TITLES, TASKS  # noqa: E402,F401
+# the one vocabulary of tasks and modalities (benchmark.base.vocabulary)
+from benchmark.base.vocabulary import MODALITY, TASKS  # noqa: E402
 
 DEFAULTS: dict = {
     "task": "mri_sr",

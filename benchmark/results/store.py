@@ -4,7 +4,7 @@
     <out>/<grid>/<slug>-<id>/
         spec.json                     the resolved configuration (and the spec's id, label)
         environment.json              versions, device, threads, WKV backend, seed; the code it ran
-                                      (``benchmark.provenance``: hash, per-file hashes, git commit,
+                                      (``benchmark.base.provenance``: hash, per-file hashes, git commit,
                                       dirty), the CPU model and GPU
         status.json                   state (running / done / failed), reason, times, pid, host, the
                                       code hash; a done run's health verdict (learned or "did not

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .. import health, store
-from . import processes
-from ..grid import RunSpec
-from ..pipeline import run_spec
+from benchmark.results import health, store
+from benchmark.base import processes
+from benchmark.harness.grid import RunSpec
+from benchmark.harness.pipeline import run_spec
 
 
 def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:

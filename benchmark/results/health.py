@@ -1,5 +1,5 @@
 """Training health: the rules that tell a run that learned from one that diverged, spiked or did
-not learn. Compute only (no I/O): ``benchmark.train`` applies them while training, the pipeline
+not learn. Compute only (no I/O): ``benchmark.harness.train`` applies them while training, the pipeline
 records the verdict, and status, the console and the renderer show it.
 
 - **Diverged**: a non-finite loss or gradient norm ends the run as failed, naming the iteration

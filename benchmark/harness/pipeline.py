@@ -22,9 +22,12 @@ import torch
 import models
 from models.ops import wkv
 
-from . import config as cfg
-from . import erf, evaluate, profile, provenance, store, train
-from .grid import RunSpec
+from benchmark.harness import config as cfg
+from benchmark.harness import erf, evaluate, train
+from benchmark.measure import profile
+from benchmark.base import provenance
+from benchmark.results import store
+from benchmark.harness.grid import RunSpec
 
 
 def _device(config: dict) -> torch.device:

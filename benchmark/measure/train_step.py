@@ -1,8 +1,8 @@
 """Model-level effect of the WKV backend: the time of one training step (forward, L1 loss, backward,
-Adam; ``benchmark.timing``) of a registered model, per backend.
+Adam; ``benchmark.measure.timing``) of a registered model, per backend.
 
-    python -m benchmark.train_step                                   # restore_rwkv, 128x128, B=1
-    python -m benchmark.train_step --model restore_rwkv_light --size 256 --batch 2 --repeat 5
+    python -m benchmark.measure.train_step                                   # restore_rwkv, 128x128, B=1
+    python -m benchmark.measure.train_step --model restore_rwkv_light --size 256 --batch 2 --repeat 5
 
 Prints a markdown table; ``speedup`` is the ``torch`` backend's step time over the row's. Timings
 are medians after one warm-up step; inputs are random (the cost does not depend on the values).
@@ -17,12 +17,12 @@ import torch
 import models
 from models.ops import wkv
 
-from . import timing
-from .cli import add_import_option, import_or_exit
+from benchmark.measure import timing
+from benchmark.base.arguments import add_import_option, import_or_exit
 
 
 def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], repeat: int) -> float:
-    """Median seconds of ``benchmark.timing.training_step`` (forward, L1, backward, Adam) with the
+    """Median seconds of ``benchmark.measure.timing.training_step`` (forward, L1, backward, Adam) with the
     WKV ``backend``, after one warm-up step (which also builds the kernel)."""
     gen = torch.Generator().manual_seed(0)
     x, target = torch.randn(*shape, generator=gen), torch.randn(*shape, generator=gen)
@@ -31,7 +31,7 @@ def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], r
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.train_step", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.measure.train_step", description=__doc__.split("\n")[0])
     add_import_option(parser)
     parser.add_argument("--model", default="restore_rwkv", help="a registered model (default: restore_rwkv)")
     parser.add_argument("--size", type=int, default=128, help="image side (default: 128)")

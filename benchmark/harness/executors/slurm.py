@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import store
-from ..config import load_yaml
-from ..grid import RunSpec
+from benchmark.results import store
+from benchmark.harness.config import load_yaml
+from benchmark.harness.grid import RunSpec
 
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -45,10 +45,10 @@ def load_profile(name_or_path: str) -> dict:
     """A cluster profile: ``slurm/<name>.yaml`` (from the working directory, then the project) or a
     path; unknown keys are errors."""
     candidates = [Path(name_or_path), Path("slurm") / f"{name_or_path}.yaml",
-                  Path(__file__).resolve().parents[2] / "slurm" / f"{name_or_path}.yaml"]
+                  Path(__file__).resolve().parents[3] / "slurm" / f"{name_or_path}.yaml"]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        known = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "slurm").glob("*.yaml"))
+        known = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "slurm").glob("*.yaml"))
         raise SlurmError(f"no cluster profile {name_or_path!r} (looked for {', '.join(map(str, candidates[1:]))}); "
                          f"shipped profiles: {', '.join(known) or 'none'}")
     try:
@@ -148,7 +148,7 @@ class SpecJob:
     def __call__(self, spec: RunSpec, grid_dir: str) -> dict:
         import torch
 
-        from ..pipeline import run_spec                        # here: torch and the models only in the job
+        from benchmark.harness.pipeline import run_spec                        # here: torch and the models only in the job
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))

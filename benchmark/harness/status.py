@@ -1,0 +1,98 @@
+"""``python -m benchmark.status <grid store>``: the state of every run of a grid.
+
+Reads the store (pending, submitted, running, done, ``did not learn`` for a finished run whose best
+validation PSNR stayed under ``train.min_gain`` dB above its inputs', ``stale`` for a finished run
+made with other code than the current (``benchmark.base.provenance``: the files that changed are named),
+failed with reason and log; ``stopped`` for a run whose process is gone, ``broken`` for one with an
+unreadable file, named) and, for runs sent to SLURM, the job's state from ``sacct``. Rerunning the
+grid's command resubmits only what is not done (and not still queued or running), and runs the
+stale ones again unless ``--keep-stale``.
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+
+from benchmark.results import health, store
+from benchmark.base import provenance
+
+STALE = "stale"
+
+
+def environment_or_none(folder: Path) -> dict | None:
+    """A run's environment.json, or None when it is missing or unreadable (a stale run's reason then
+    names no files)."""
+    try:
+        return store.read_environment(folder)
+    except store.StoreError:
+        return None
+
+
+def rows(grid_dir) -> list[dict]:
+    grid_dir = Path(grid_dir)
+    metadata = store.read_grid(grid_dir)
+    records, problems = {}, {}
+    for r in metadata["runs"]:
+        try:
+            records[r["id"]] = store.read_json(grid_dir / r["folder"] / "slurm.json")
+        except store.StoreError as err:
+            records[r["id"]], problems[r["id"]] = None, str(err)
+    slurm_states = {}
+    jobs = [r["job_id"] for r in records.values() if r]
+    if jobs:
+        from benchmark.harness.executors import slurm
+        try:
+            slurm_states = slurm.job_states(jobs)
+        except (slurm.SlurmError, OSError) as err:
+            print(f"warning: no SLURM job states ({err})", file=sys.stderr)
+    out = []
+    for run in metadata["runs"]:
+        status = store.run_state(grid_dir / run["folder"])
+        record = records[run["id"]] or {}
+        problem = store.unreadable(grid_dir / run["folder"]) if status["state"] == "done" else problems.get(run["id"])
+        if problem:
+            status = {**status, "state": store.BROKEN, "reason": problem}
+        detail = status.get("reason", "")
+        if status["state"] == "running" and status.get("host") == socket.gethostname() \
+                and not store.is_live(grid_dir / run["folder"]):
+            # (a run on another host keeps "running": file locks need not be visible across hosts)
+            status = {**status, "state": "stopped"}
+            detail = f"pid {status.get('pid')} is gone; rerun the grid's command to resume it"
+        if status["state"] == "failed":
+            detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
+        state = status["state"]
+        if state == "done":
+            detail = health.describe(status)
+            state = "done" if health.learned(status) else health.DID_NOT_LEARN
+            if provenance.is_stale(status):
+                detail = f"{provenance.stale_reason(status, environment_or_none(grid_dir / run['folder']))}; {detail}"
+                state = STALE
+        out.append({"index": run["index"], "label": run["label"], "state": state,
+                    "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
+                    "folder": run["folder"], "detail": detail})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.status", description=__doc__.split("\n")[0])
+    parser.add_argument("store", help="a grid store folder, e.g. runs/token_shift")
+    args = parser.parse_args(argv)
+    try:
+        table = rows(args.store)
+    except (FileNotFoundError, store.StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("| # | run | state | SLURM job | SLURM state | folder | detail |\n|---:|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['index'] + 1} | {r['label']} | {r['state']} | {r['job']} | {r['slurm']} | {r['folder']} | {r['detail']} |")
+    counts = {}
+    for r in table:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The house's layering, read from every module's imports (top-level and inside functions).
+
+``benchmark/`` is in rooms by job; a room imports only itself and the rooms below it:
+
+    base      what every room uses: arguments, files, the vocabulary, markdown, the machine,
+              the process runner, provenance, the configuration schema's YAML
+    results   the store, the metrics, statistics and training health
+    data      phantoms, real formats, degradations            (imports neither harness nor measurement)
+    render    tables and figures from the store                (never imports the harness)
+    measure   profiling, timing, the op / scan / step benchmarks, the GPU check
+    checks    check_model
+    harness   configuration, grids, training, evaluation, ERF, executors, run, status
+
+The entry points (``python -m benchmark.run`` and the like, the ``medir-bench`` console script)
+sit above every room. ``models`` never imports ``benchmark``.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOMS = ("base", "results", "data", "render", "measure", "checks", "harness")
+MAY_IMPORT = {
+    "base": set(),
+    "results": {"base"},
+    "data": {"base", "results"},
+    "render": {"base", "results"},
+    "measure": {"base", "results", "render"},
+    "checks": {"base", "results", "render", "measure"},
+    "harness": {"base", "results", "data", "render", "measure"},
+}
+ENTRY_POINTS = {"__init__", "cli", "run", "status", "profile", "gpu_check", "check_model"}
+
+
+def modules(package: str) -> dict[str, Path]:
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imported(name: str, path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports (relative imports resolved)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1] + [node.module or ""]).strip(".") \
+                if node.level else node.module
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def room(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ROOMS) else None
+
+
+def test_every_module_of_benchmark_is_in_a_room_or_is_an_entry_point():
+    loose = [n for n in modules("benchmark") if n != "benchmark" and room(n) is None
+             and n.split(".")[1] not in ENTRY_POINTS]
+    assert loose == []
+
+
+def test_rooms_import_only_downward():
+    climbing = []
+    for name, path in modules("benchmark").items():
+        here = room(name)
+        if here is None:
+            continue                                           # an entry point: may use every room
+        for target in imported(name, path):
+            there = room(target) if target.startswith("benchmark.") else None
+            if target.startswith("benchmark.") and there is None and target.split(".")[1] in ENTRY_POINTS:
+                climbing.append(f"{name} -> {target} (an entry point)")
+            elif there is not None and there != here and there not in MAY_IMPORT[here]:
+                climbing.append(f"{name} -> {target}")
+    assert climbing == []
+
+
+def test_models_never_import_the_benchmark():
+    assert [f"{n} -> {t}" for n, p in modules("models").items() for t in imported(n, p)
+            if t == "benchmark" or t.startswith("benchmark.")] == []
+
+
+def test_the_layering_test_sees_a_climbing_import(tmp_path):
+    """The scanner itself: a render module importing the harness, inside a function, is found."""
+    path = tmp_path / "tables.py"
+    path.write_text("def f():\n    from ..harness import grid\n    import benchmark.measure.timing\n")
+    targets = imported("benchmark.render.tables", path)
+    assert {"benchmark.harness.grid", "benchmark.measure.timing"} <= targets
+    assert room("benchmark.harness.grid") not in MAY_IMPORT["render"]
