@@ -9,7 +9,6 @@ points (which stay as they are).
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 

@@ -20,7 +20,7 @@ from ._contract import adapt
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _MODULE_OF: dict[str, str] = {}          # name -> the module that registered it
-_PAPER: dict[str, dict] = {}             # name -> its registration's paper metadata
+_PAPER: dict[str, dict] = {}             # name -> its registration's metadata (ModelInfo's fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,11 @@ class ModelInfo:
     the paper's numbers: the tests and the renderer read it there); None for presets the paper does
     not list. ``paper_input``: the input shape of its MAC count; ``paper_tolerance``: 0 where our
     model reproduces the count exactly, the allowed relative difference where no official code
-    exists (the model's file says how it was sized)."""
+    exists (the model's file says how it was sized). ``ops``: the kernel ops the model calls, which
+    the op benchmarks and the GPU check select models by (``check_model`` checks the declaration
+    against the built model). ``converter``: maps a checkpoint of the authors' code to this
+    suite's ``state_dict`` keys (``load_checkpoint``), as timm registers a ``pretrained_filter_fn``
+    with its builder."""
     name: str
     family: str                          # the name without _tiny / _light
     tiny: str | None                     # the family's <family>_tiny preset, when registered
@@ -40,6 +44,8 @@ class ModelInfo:
     paper: str | None = None
     paper_input: tuple[int, ...] = (1, 1, 128, 128)
     paper_tolerance: float = 0.0
+    ops: tuple[str, ...] = ()            # the kernel ops it calls ("wkv", "scan"): models.ops.backends
+    converter: Callable[[dict], dict] | None = None   # the authors' checkpoint -> this suite's keys
 
 
 def module_file(module: str) -> str | None:
@@ -58,13 +64,14 @@ TINY_DIVISOR = 150
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | None = None,
-                   paper_input: tuple[int, ...] = (1, 1, 128, 128), paper_tolerance: float = 0.0):
+                   paper_input: tuple[int, ...] = (1, 1, 128, 128), paper_tolerance: float = 0.0,
+                   ops: tuple[str, ...] = (), converter: Callable[[dict], dict] | None = None):
     """Register a preset function under its ``__name__`` (here and in timm's registry); as
-    ``@register_model`` or, with the paper's metadata (see ``ModelInfo``),
-    ``@register_model(paper="SwinIR")``."""
+    ``@register_model`` or, with metadata (see ``ModelInfo``),
+    ``@register_model(paper="MambaIR", ops=("scan",), converter=convert_official_state_dict)``."""
     if fn is None:
         return functools.partial(register_model, paper=paper, paper_input=tuple(paper_input),
-                                 paper_tolerance=paper_tolerance)
+                                 paper_tolerance=paper_tolerance, ops=tuple(ops), converter=converter)
     name = fn.__name__
     previous = _MODULE_OF.get(name)
     reimport = previous is not None and module_file(previous) == module_file(fn.__module__) is not None
@@ -73,7 +80,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | N
                          f"{fn.__module__} ({module_file(fn.__module__)}); rename one of them")
     _ENTRYPOINTS[name] = fn
     _MODULE_OF[name] = fn.__module__
-    _PAPER[name] = {"paper": paper, "paper_input": tuple(paper_input), "paper_tolerance": paper_tolerance}
+    _PAPER[name] = {"paper": paper, "paper_input": tuple(paper_input), "paper_tolerance": paper_tolerance,
+                    "ops": tuple(ops), "converter": converter}
 
     @functools.wraps(fn)
     def timm_entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,
@@ -81,7 +89,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | N
         # timm passes its own loading options; this suite ships no pretrained weights.
         if pretrained:
             raise ValueError(f"{name}: no pretrained weights are shipped; load a checkpoint with "
-                             "model.load_state_dict(...) (see models.restore_rwkv.convert_official_state_dict)")
+                             f"models.load_checkpoint({name!r}, path) (the authors' checkpoints through the "
+                             "converter registered with the model)")
         return create_model(name, **kwargs)
 
     with warnings.catch_warnings():
@@ -117,3 +126,50 @@ def list_models(pattern: str | None = None) -> list[str]:
     if pattern is not None:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     return names
+
+
+def models_using(op: str) -> list[str]:
+    """Sorted registered names whose registration declares the kernel op ``op`` (``ModelInfo.ops``)."""
+    return [name for name in list_models() if op in _PAPER[name]["ops"]]
+
+
+def load_checkpoint(name: str, checkpoint, official: bool = False, **overrides) -> nn.Module:
+    """Build ``name`` and load ``checkpoint`` (a path, read with ``torch.load(weights_only=True)``
+    so that nothing in the file can run code, or a state dict) strictly. ``official``: the
+    checkpoint comes from the authors' code, and the converter registered with the model maps its
+    keys first (a ``ValueError`` names the model when none is registered)."""
+    import torch
+    state = checkpoint
+    if not isinstance(checkpoint, dict):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]                      # a training checkpoint wraps its weights
+    model = create_model(name, **overrides)
+    if official:
+        converter = model_info(name).converter
+        if converter is None:
+            raise ValueError(f"{name}: no checkpoint converter is registered with this model; register one with "
+                             "@register_model(converter=...) or load a state dict in this suite's keys")
+        state = converter(state)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def check_options(name: str, options: dict) -> None:
+    """Raise a ``ValueError`` naming what is wrong with constructor ``options`` for the registered
+    ``name``: an unknown option (against the constructor's parameters), a value of the wrong type
+    (its annotation, ``models.schema``) or one the constructor refuses. Builds the family's tiny
+    preset (cheap; the full preset takes the same options)."""
+    import inspect
+    from .schema import check_option_types
+    probe = name if name.endswith("_tiny") or f"{name}_tiny" not in _ENTRYPOINTS else f"{name}_tiny"
+    model_class = type(create_model(probe))
+    valid = [p for p in inspect.signature(model_class.__init__).parameters if p not in ("self", "kwargs")]
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; expected options among {', '.join(valid)}")
+    try:
+        check_option_types(model_class.__init__, options)
+        create_model(probe, **options)
+    except TypeError as err:
+        raise ValueError(str(err)) from None

@@ -121,11 +121,11 @@ class MambaIRUNet(RestormerUNet):
         super().__init__("MambaIRUNet", in_chans, out_chans, dim, num_blocks, num_refinement_blocks, stage)
 
 
-@register_model(paper="MambaIR")
+@register_model(paper="MambaIR", ops=("scan",))
 def mambair(**kwargs) -> MambaIRUNet:
     return MambaIRUNet(**kwargs)
 
 
-@register_model
+@register_model(ops=("scan",))
 def mambair_tiny(**kwargs) -> MambaIRUNet:
     return MambaIRUNet(**{"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, "state_divisor": 4, **kwargs})

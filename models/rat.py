@@ -264,13 +264,13 @@ def convert_official_state_dict(state: dict) -> dict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-@register_model
+@register_model(converter=convert_official_state_dict)
 def rat(**kwargs) -> RAT:
     """The authors' default configuration (15,945,025 parameters)."""
     return RAT(**kwargs)
 
 
-@register_model
+@register_model(converter=convert_official_state_dict)
 def rat_tiny(**kwargs) -> RAT:
     """``rat``'s parameters / ``TINY_DIVISOR``: width 10, one NAFBlock per level, one block of 3 layers,
     4 heads."""

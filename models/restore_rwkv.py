@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ._options import check_choice
+from .schema import check_choice
 from ._registry import register_model
 from ._unet import RestormerUNet
 from .layers.block import RRWKVBlock
@@ -148,14 +148,14 @@ def _create(defaults: dict, overrides: dict) -> RestoreRWKV:
     return RestoreRWKV(**{**defaults, **overrides})
 
 
-@register_model(paper="Restore-RWKV")
+@register_model(paper="Restore-RWKV", ops=("wkv",), converter=convert_official_state_dict)
 def restore_rwkv(**kwargs) -> RestoreRWKV:
     """The paper's model: dim 48, blocks [4, 6, 6, 8], 4 refinement, Re-WKV M=2, Omni-Shift k=5.
     27,846,625 parameters in deploy form (27,996,737 in the multi-branch training form)."""
     return _create({}, kwargs)
 
 
-@register_model
+@register_model(ops=("wkv",), converter=convert_official_state_dict)
 def restore_rwkv_light(**kwargs) -> RestoreRWKV:
     """The abstract's 1.16M variant; its configuration is unpublished. Our choice: dim 12 and a
     channel-mix ratio of 1, i.e. 1,144,129 parameters in deploy form, or 1,160,977 (1.16M) in the
@@ -163,7 +163,7 @@ def restore_rwkv_light(**kwargs) -> RestoreRWKV:
     return _create(dict(dim=12, hidden_ratio=1), kwargs)
 
 
-@register_model
+@register_model(ops=("wkv",), converter=convert_official_state_dict)
 def restore_rwkv_tiny(**kwargs) -> RestoreRWKV:
     """For CPU smoke runs and tests: dim 8, one block per level, one refinement block."""
     return _create(dict(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, hidden_ratio=2), kwargs)

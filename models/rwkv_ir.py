@@ -216,13 +216,13 @@ def convert_official_state_dict(state: dict) -> dict:
     return converted
 
 
-@register_model
+@register_model(ops=("wkv",), converter=convert_official_state_dict)
 def rwkv_ir(**kwargs) -> RWKVIR:
     """The authors' SR x2 configuration (embed 192, 6 groups of 6 blocks, hidden rate 3)."""
     return RWKVIR(**kwargs)
 
 
-@register_model
+@register_model(ops=("wkv",), converter=convert_official_state_dict)
 def rwkv_ir_tiny(**kwargs) -> RWKVIR:
     """``rwkv_ir``'s parameters / ``TINY_DIVISOR``: embed 32, 3 groups of 2 blocks."""
     return RWKVIR(**{"embed_dim": 32, "depths": (2, 2, 2), **kwargs})

@@ -24,24 +24,9 @@ from benchmark.harness.grid import load_grid
 from benchmark.harness.pipeline import run_spec
 from benchmark.base.vocabulary import RANGES as cfg_ranges
 from benchmark.harness.train import learning_rate
-from tests.tolerances import float64_spread
+from tests.helpers import ROOT, TINY, TWO_CELLS, float64_spread, grid_file
 
-ROOT = Path(__file__).resolve().parent.parent
 # a few iterations on 32x32 phantoms: seconds per run on a 2-core CPU
-TINY = ["train.iters=6", "train.val_every=3", "train.checkpoint_every=2", "train.crop=16", "train.val_images=2",
-        "data.phantom_size=32", "test.images=2", "profile.size=32", "profile.latency_repeat=1", "erf.images=2",
-        "erf.size=24"]
-
-
-def grid_file(tmp_path, cells: str, name: str = "two") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\ntable: 8\nbase:\n  task: mri_sr\n  model: {{name: restore_rwkv}}\naxes:\n{cells}")
-    return path
-
-
-TWO_CELLS = "  zip:\n    label: [k=3, Q-Shift]\n    model.options: [{shift_kernel: 3}, {shift: quad}]\n"
-
-
 @pytest.fixture(scope="module")
 def smoke_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
@@ -64,8 +49,9 @@ def test_a_smoke_grid_writes_every_artifact(smoke_store):
         assert store.run_state(folder)["state"] == "done"
         assert store.read_json(folder / "spec.json")["config"] == spec.config
         env = store.read_json(folder / "environment.json")
-        assert env["wkv_backend"] in ("cpp", "torch") and env["seed"] == 0 and "git_commit" in env
-        assert store.read_json(folder / "train.json")["wkv_backends"] == [env["wkv_backend"]]   # from the model
+        assert env["backends"]["wkv"] in ("cpp", "torch") and env["seed"] == 0 and "git_commit" in env
+        assert list(env["backends"]) == ["wkv"]                   # the ops this model calls, none other
+        assert store.read_json(folder / "train.json")["wkv_backends"] == [env["backends"]["wkv"]]   # from the model
         with open(folder / "train_log.csv") as f:
             log = list(csv.DictReader(f))
         assert [int(r["iteration"]) for r in log] == list(range(1, 7))

@@ -2,12 +2,10 @@
 are found by the stated rule, a run that stays below its inputs is ``did not learn`` in its status,
 in ``benchmark.harness.status``, on the console and in its table, and the curves figure renders from a
 fixed store."""
-import json
 import math
 
 import numpy as np
 import pytest
-import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from benchmark.harness import config as cfg
@@ -16,7 +14,7 @@ from benchmark.harness import run, status, train
 from benchmark.data import dataset
 from benchmark.harness.grid import load_grid
 from benchmark.render import render_grid
-from tests.test_harness import TINY, grid_file
+from tests.helpers import TINY, grid_file
 
 
 def test_spikes_are_losses_far_above_the_median_of_the_window_before_them():

@@ -17,7 +17,7 @@ from benchmark.harness import run
 from benchmark.results import store
 from benchmark.harness.grid import load_grid
 from models import _plugins, _registry
-from tests.test_harness import TINY
+from tests.helpers import OWN_MODEL, TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 # timm keeps the registrations of earlier tests (ours are reset per test) and warns on the second
@@ -46,40 +46,9 @@ def readme_block(language: str, first_line: str) -> str:
     return matching[0]
 
 
-MODEL = '''
-import torch
-import torch.nn as nn
-import models
-
-
-class Net(models.RestorationModel):
-    def __init__(self, width: int = 4, unused: bool = False, crop: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(1, width, 3, padding=1)
-        self.out = nn.Conv2d(width, 1, 3, padding=1)
-        self.spare = nn.Conv2d(width, 1, 1) if unused else None     # a weight forward never uses
-        self.crop = crop
-
-    def forward(self, x, task=None):
-        models.check_image("Net", x, 1, self.conv.weight.dtype)
-        y = x + self.out(torch.relu(self.conv(x)))
-        return y[:, :, 1:, :] if self.crop else y                    # crop: the shape changes
-
-
-@models.register_model
-def {name}(**options):
-    return Net(**{{"width": 8, **options}})
-
-
-@models.register_model
-def {name}_tiny(**options):
-    return Net(**options)
-'''
-
-
 def model_file(folder: Path, name: str = "own_net", stem: str | None = None) -> Path:
     path = folder / f"{stem or name}.py"
-    path.write_text(MODEL.format(name=name))
+    path.write_text(OWN_MODEL.format(name=name))
     return path
 
 
@@ -209,7 +178,7 @@ def test_an_entry_point_registers_its_models(tmp_path, monkeypatch):
     package = tmp_path / "site"
     (package / "own_pkg").mkdir(parents=True)
     (package / "own_pkg" / "__init__.py").write_text("")
-    (package / "own_pkg" / "nets.py").write_text(MODEL.format(name="ep_net"))
+    (package / "own_pkg" / "nets.py").write_text(OWN_MODEL.format(name="ep_net"))
     info = package / "own_pkg-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: own-pkg\nVersion: 1.0\n")

@@ -11,8 +11,8 @@ from benchmark.harness.pipeline import run_spec
 from models.ops import precision
 from models.ops.selective_scan import selective_scan
 from models.ops.wkv import bi_wkv, uni_wkv
-from tests.test_harness import TINY, grid_file
-from tests.test_wkv import random_inputs
+from tests.helpers import TINY, grid_file
+from tests.helpers import random_inputs
 
 
 

@@ -5,12 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmark.base import provenance
+from benchmark.base import machine, provenance
 from benchmark.harness import run, status
 from benchmark.results import store
 from benchmark.harness.grid import load_grid
 
-from .test_harness import TINY, TWO_CELLS, grid_file
+from tests.helpers import TINY, TWO_CELLS, grid_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def test_a_stale_run_is_shown_rerun_alone_or_kept_with_a_footnote(tmp_path, caps
     assert env["code_hash"] == provenance.code_hash() == store.read_json(first / "status.json")["code_hash"]
     assert env["cpu"] and env["threads"] >= 1 and "git_commit" in env and "git_dirty" in env
     table = (tmp_path / "tables" / "prov.md").read_text()
-    assert "Provenance of the 2 finished runs: commit " in table and f"machine {provenance.cpu_model()}" in table
+    assert "Provenance of the 2 finished runs: commit " in table and f"machine {machine.cpu_model()}" in table
     assert "kept with `--keep-stale`" not in table
 
     _stale_by_a_model_change(first)

@@ -176,7 +176,7 @@ def test_the_harness_passes_the_datas_region_masks_to_rat_and_to_no_other_model(
     from benchmark.results import store
     from benchmark.data import __main__ as data_cli
     from benchmark.harness.grid import load_grid
-    from tests.test_harness import TINY
+    from tests.helpers import TINY
     raw = tmp_path / "raw"
     for sub in ("hq", "lq", "regions"):
         (raw / sub).mkdir(parents=True)

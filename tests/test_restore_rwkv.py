@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import models
 from models.layers import OmniShift, QuadShift, SpatialMix, UniShift, plan_scans
 from models.restore_rwkv import RestoreRWKV, convert_official_state_dict
-from tests.test_wkv import oracle
-from tests.tolerances import float64_spread
+from models.ops.wkv.reference import oracle
+from tests.helpers import float64_spread
 
 if not os.environ.get("MEDIR_TEST_THREADS"):      # (tests/conftest.py: a session's thread count)
     torch.set_num_threads(2)

@@ -12,7 +12,7 @@ from benchmark.harness import run, status
 from benchmark.results import store
 from benchmark.harness.executors import slurm
 from benchmark.harness.grid import load_grid
-from tests.test_harness import TINY
+from tests.helpers import TINY
 
 
 
@@ -150,7 +150,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
 
 def test_a_model_from_the_researchers_file_runs_in_the_job(tmp_path, monkeypatch):
     """The job imports the researcher's file (the grid's imports:) and records it."""
-    from tests.test_own_model import MODEL
+    from tests.helpers import OWN_MODEL as MODEL
     (tmp_path / "net.py").write_text(MODEL.format(name="slurm_net"))
     path = tmp_path / "own.yaml"
     path.write_text("name: own\nimports: [net.py]\nbase: {task: mri_sr}\naxes:\n  zip:\n    label: [Mine]\n"

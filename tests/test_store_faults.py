@@ -18,7 +18,7 @@ from benchmark.results import health, store
 from benchmark import render
 from benchmark.harness import run, status
 from benchmark.harness.grid import load_grid
-from tests.test_harness import ROOT, TINY, TWO_CELLS, grid_file
+from tests.helpers import ROOT, TINY, TWO_CELLS, grid_file
 
 
 @pytest.fixture(scope="module")

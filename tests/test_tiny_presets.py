@@ -7,7 +7,7 @@ import pytest
 
 import models
 from benchmark.measure.profile import count_params
-from tests.test_zoo import PAPER_MODELS, paper_size
+from tests.helpers import PAPER_MODELS, paper_size
 
 PAPER_SIZES = {name: paper_size(name)[0] for name in PAPER_MODELS}
 

@@ -3,45 +3,9 @@ import pytest
 import torch
 
 from models.ops.wkv import bi_wkv, uni_wkv
+from models.ops.wkv.reference import oracle, oracle_with_grad
 
-from .tolerances import eps, rounding_bound, wkv_depth
-
-
-def oracle(w, u, k, v, causal):
-    """Direct evaluation: an explicit (B, T, T, C) table of log-weights, normalised with softmax."""
-    w, u, k, v = (t.detach().double() for t in (w, u, k, v))
-    B, T, C = k.shape
-    pos = torch.arange(T, dtype=torch.float64)
-    diff = pos[:, None] - pos[None, :]                       # t - i
-    distance = (diff - 1) if causal else (diff.abs() - 1)
-    log_weight = -distance[None, :, :, None] * w + k[:, None, :, :]            # (B, t, i, C)
-    visible = (diff > 0) if causal else (diff != 0)
-    log_weight = log_weight.masked_fill(~visible[None, :, :, None], float("-inf"))
-    on_diagonal = torch.eye(T, dtype=torch.bool)[None, :, :, None]
-    log_weight = torch.where(on_diagonal, (u + k)[:, :, None, :], log_weight)  # bonus e^{u + k_t}
-    return (torch.softmax(log_weight, dim=2) * v[:, None, :, :]).sum(2)
-
-
-def oracle_with_grad(w, u, k, v, causal):
-    """Same formula, differentiable, evaluated without softmax tricks (float64 exp directly)."""
-    B, T, C = k.shape
-    pos = torch.arange(T, dtype=torch.float64)
-    diff = pos[:, None] - pos[None, :]
-    distance = (diff - 1) if causal else (diff.abs() - 1)
-    visible = ((diff > 0) if causal else (diff != 0)).double()[None, :, :, None]
-    eye = torch.eye(T, dtype=torch.float64)[None, :, :, None]
-    weight = visible * torch.exp(-distance[None, :, :, None] * w + k[:, None, :, :]) \
-        + eye * torch.exp(u + k)[:, None, :, :]
-    return (weight * v[:, None, :, :]).sum(2) / weight.sum(2)
-
-
-def random_inputs(B, T, C, k_scale=1.0, decay_span=20.0, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    k = (torch.rand(B, T, C, generator=g, dtype=torch.float64) * 2 - 1) * k_scale
-    v = torch.randn(B, T, C, generator=g, dtype=torch.float64)
-    w = (torch.rand(C, generator=g, dtype=torch.float64) * 2 - 1) * decay_span / T
-    u = (torch.rand(C, generator=g, dtype=torch.float64) * 2 - 1) * decay_span / T
-    return [t.to(dtype) for t in (w, u, k, v)]
+from tests.helpers import eps, random_inputs, rounding_bound, wkv_depth
 
 
 OPS = [(bi_wkv, False), (uni_wkv, True)]

@@ -1,7 +1,6 @@
 """Compiled WKV kernels: each backend against the float64 oracle and the PyTorch path (the CPU
 kernel here; the Triton kernel compiled, on a GPU, and in tests/test_wkv_triton.py under Triton's
 interpreter), backend selection and fallback, and the lazy build (name, cache, timeout)."""
-import os
 import warnings
 
 import pytest
@@ -10,8 +9,9 @@ import torch
 import models
 from models.ops import _extension, wkv
 from models.ops.wkv import bi_wkv, uni_wkv
-from tests.test_wkv import oracle, oracle_with_grad, random_inputs
-from tests.tolerances import eps, float64_spread, rounding_bound, wkv_depth
+from models.ops.wkv.reference import oracle, oracle_with_grad
+from tests.helpers import random_inputs
+from tests.helpers import eps, float64_spread, rounding_bound, wkv_depth
 
 HAS_CUDA = torch.cuda.is_available()
 BACKENDS = ["cpp", pytest.param("triton", marks=[pytest.mark.gpu,
@@ -190,9 +190,9 @@ def test_resolve_backend():
     assert wkv.resolve_backend("cpp", "cpu") == "cpp"
     assert wkv.resolve_backend("auto", "cpu") == "cpp"
     assert wkv.resolve_backend("auto", "meta") == "torch"
-    with pytest.raises(ValueError, match="unknown WKV backend 'gpu'; expected one of auto, torch, cpp, triton"):
+    with pytest.raises(ValueError, match="unknown wkv backend 'gpu'; expected one of auto, torch, cpp, triton"):
         wkv.resolve_backend("gpu", "cpu")
-    with pytest.raises(ValueError, match="unknown WKV backend 'cuda'"):   # retired: Triton replaced it
+    with pytest.raises(ValueError, match="unknown wkv backend 'cuda'"):   # retired: Triton replaced it
         wkv.resolve_backend("cuda", "cpu")
     with pytest.raises(ValueError, match="'cpp' runs on cpu tensors; got cuda tensors"):
         wkv.resolve_backend("cpp", "cuda")
@@ -213,14 +213,15 @@ def test_auto_falls_back_with_one_warning(monkeypatch):
         bi_wkv(w, u, k, v, backend="cpp")                   # forcing a kernel never falls back
 
 
-def test_use_backend_sets_the_default():
-    w, u, k, v = random_inputs(1, 5, 2)
-    with wkv.use_backend("torch"):
-        assert wkv.resolve_backend(None, "cpu") == "torch"
-    assert wkv.resolve_backend(None, "cpu") == wkv.resolve_backend(os.environ.get("MEDIR_WKV_BACKEND", "auto"), "cpu")
-    with pytest.raises(ValueError, match="unknown WKV backend"):
-        with wkv.use_backend("fast"):
-            pass
+def test_one_vocabulary_and_one_mechanism_choose_a_backend():
+    """Every op registers its backends once; a call's ``backend=`` (a model's layer passes its
+    ``KernelChoice``) is the only way to choose one: None means "auto", nothing process-wide."""
+    from models.ops import backends
+    assert backends.OPS["wkv"] == wkv.BACKENDS == ("auto", "torch", "cpp", "triton")
+    assert wkv.resolve_backend(None, "cpu") == wkv.resolve_backend("auto", "cpu")
+    assert not hasattr(wkv, "use_backend")
+    with pytest.raises(ValueError, match="unknown wkv backend 'fast'; expected one of auto, torch, cpp, triton"):
+        wkv.resolve_backend("fast", "cpu")
 
 
 # --- the build -------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import models
-from models.ops import wkv, wkv_triton
+from models.ops import wkv
+from models.ops.wkv import triton_kernel as wkv_triton
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, uni_wkv
-from tests.test_wkv import oracle_with_grad, random_inputs
-from tests.tolerances import float64_spread
+from models.ops.wkv.reference import oracle_with_grad
+from tests.helpers import random_inputs
+from tests.helpers import float64_spread
 
 HAS_CUDA = torch.cuda.is_available()
 # Without a GPU, tests/conftest.py turns Triton's interpreter on; with one, the compiled variants run.
@@ -141,7 +143,7 @@ def test_triton_kernels_compile_for_gpus_without_one(capability):
     ptxas) for A100 (sm80) and H100/H200 (sm90): a kernel that would not build on a GPU fails here.
     In a child process without the interpreter, which replaces the language's jit functions."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = f"import json; from models.ops import wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
+    code = f"import json; from models.ops.wkv import triton_kernel as wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,31 +5,12 @@ import pytest
 import torch
 
 import models
-from benchmark.checks import check_model
 from benchmark.measure import profile
-from benchmark.render.tables import paper_numbers
+from tests.helpers import PAPER_MODELS, assert_trains_at, paper_size
 
-PAPER_MODELS = [n for n in models.list_models() if models.model_info(n).paper]   # the paper's presets
 SLOW_MACS = {"mambair", "airnet"}            # a minute or more of MAC counting on 2 cores
 BASELINES = ["srcnn", "vdsr", "edsr", "redcnn", "restormer", "swinir", "xformer", "mambair"]
 TINY = [f"{name}_tiny" for name in BASELINES]
-
-
-def paper_size(name: str) -> tuple[float, float]:
-    """(parameters in M, MACs in G) of the paper's row named by the preset's registry entry: the
-    one transcription of the paper's tables (``benchmark/render/paper_tables.csv``)."""
-    method = models.model_info(name).paper
-    rows = [r for r in paper_numbers() if r["method"] == method and r["params_m"] is not None]
-    assert rows, f"{name}: no row of the paper's tables names {method!r}"
-    return rows[0]["params_m"], rows[0]["flops_g"]
-
-
-def assert_trains_at(name, size):
-    """One L1 training step of ``name`` on a (2, 1, *size) batch plus the model's own auxiliary loss
-    (``benchmark.checks.check_model.check_gradients``): same-shape finite output, and a finite gradient for
-    every trainable parameter."""
-    torch.manual_seed(0)
-    check_model.check_gradients(models.create_model(name), size)     # raises CheckFailed with the reason
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -5,7 +5,7 @@ import torch
 from scipy import ndimage
 
 import models
-from tests.test_zoo import assert_trains_at
+from tests.helpers import assert_trains_at
 
 PART2 = ["drmc", "amir", "ctformer", "airnet", "dcnn_pet", "eformer", "xiang_pet", "argan"]
 # (their parameters and MACs against the paper's rows: tests/test_zoo.py, over every paper preset)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import platform
 import subprocess
 from pathlib import Path
+
+from benchmark.base import machine
 
 ROOT = Path(__file__).resolve().parents[2]
 # paths under ROOT whose files can change a run's results
@@ -84,25 +85,11 @@ def git_state() -> dict:
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def record(device) -> dict:
-    """What a run records of its code and machine (in environment.json; the hash also in status.json)
-    on the torch ``device`` it runs on."""
-    import torch                                    # (benchmark.harness.status reads provenance without torch)
+    """What a run records of its code and machine (``machine.describe``; in environment.json, the hash
+    also in status.json) on the torch ``device`` it runs on."""
     return {"code_hash": code_hash(), "code_files": current_files(), **{f"git_{k}": v for k, v in git_state().items()},
-            "cpu": cpu_model(), "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+            **machine.describe(device)}
 
 
 def is_stale(status: dict) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import sys
 from typing import Callable
@@ -197,6 +198,21 @@ CHECKS: dict[str, Callable[[nn.Module], str]] = {
     "macs": check_macs}
 
 
+def check_metadata(name: str, model: nn.Module) -> str:
+    """The registration's declarations hold for the built model: the kernel ops it declares are the
+    ones its layers call (the op benchmarks and the GPU check select models by them)."""
+    from models.ops import backends
+    info = models.model_info(name)
+    calls = backends.kernel_ops(model)
+    if sorted(info.ops) != calls:
+        raise CheckFailed(f"registered with ops={tuple(info.ops)} but its layers call {tuple(calls)}; declare "
+                          f"@register_model(ops={tuple(calls)})")
+    converter = info.converter
+    weights = (f"checkpoint converter {converter.__module__}.{converter.__qualname__}" if converter is not None
+               else "no checkpoint converter (checkpoints load in this suite's keys)")
+    return f"kernel ops {', '.join(calls) or 'none'}; {weights}"
+
+
 def checked_preset(name: str) -> str:
     """The preset the checks run on: ``NAME_tiny`` where it exists, else NAME."""
     return name if name.endswith("_tiny") or f"{name}_tiny" not in models.list_models() else f"{name}_tiny"
@@ -211,7 +227,8 @@ def run_checks(name: str) -> list[Check]:
     results = [Check("tiny preset", has_tiny, f"{preset} is registered" if has_tiny else
                      f"no {name}_tiny is registered; smoke grids train <name>_tiny (register a small preset, about "
                      f"the full one's parameters / {models.TINY_DIVISOR})")]
-    for check, function in CHECKS.items():
+    checks = {**CHECKS, "metadata": functools.partial(check_metadata, preset)}
+    for check, function in checks.items():
         try:
             torch.manual_seed(0)
             model = models.create_model(preset)

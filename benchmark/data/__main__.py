@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from benchmark.base import markdown
 from benchmark.data import dataset, prepared, sources
 from benchmark.data.io import DataError
 from benchmark.base.vocabulary import ALL_IN_ONE, MODALITIES, MODALITY
@@ -66,16 +67,15 @@ def _score_inputs(source: str, split: str, phantom_size: int) -> str:
     from benchmark.results import metrics
     data = dataset.open_dataset(source, split, phantom_size=phantom_size)
     parts = data.datasets if hasattr(data, "datasets") else [data]
-    lines = ["| task | split | images | PSNR | SSIM | RMSE |", "|---|---|---:|---:|---:|---:|"]
+    rows = []
     for part in parts:
         scores = []
         for i in tqdm(range(len(part)), desc=f"score {part.task}", unit="image", leave=False):
             lq, hq = (np.asarray(a[i], dtype=np.float64) for a in (part.lq, part.hq))   # physical units
             scores.append(metrics.evaluate(lq, hq, part.modality))
         mean = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-        lines.append(f"| {part.task} | {split} | {len(scores)} | {mean['psnr']:.2f} | {mean['ssim']:.4f} | "
-                     f"{mean['rmse']:.4g} |")
-    return "\n".join(lines)
+        rows.append([part.task, split, len(scores), f"{mean['psnr']:.2f}", f"{mean['ssim']:.4f}", f"{mean['rmse']:.4g}"])
+    return markdown.table(["task", "split", "images", "PSNR", "SSIM", "RMSE"], rows, "llrrrr")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmark.base import markdown
 from benchmark.data import degradations, phantoms
 
 
@@ -67,9 +68,6 @@ def rows() -> list[tuple[str, float, float]]:
 
 
 def table() -> str:
-    lines = ["| check | measured | physics | ratio |", "|---|---:|---:|---:|"]
-    for what, measured, predicted in rows():
-        ratio = f"{measured / predicted:.3f}" if np.isfinite(predicted) else "-"
-        physics = f"{predicted:.3f}" if np.isfinite(predicted) else "-"
-        lines.append(f"| {what} | {measured:.3f} | {physics} | {ratio} |")
-    return "\n".join(lines)
+    cells = [[what, f"{measured:.3f}", f"{predicted:.3f}" if np.isfinite(predicted) else "-",
+              f"{measured / predicted:.3f}" if np.isfinite(predicted) else "-"] for what, measured, predicted in rows()]
+    return markdown.table(["check", "measured", "physics", "ratio"], cells)

@@ -1,42 +1,32 @@
 """Run configurations: the defaults, the two scales, dotted overrides and validation. Pure: no I/O.
 
-A resolved configuration is a plain nested dict; every key it may hold is in ``DEFAULTS`` (the
-free-form ``model.options`` excepted: those are checked by building the model). It is merged, in
+A resolved configuration is a plain nested dict; every key it may hold is in ``DEFAULTS`` and is
+declared in ``KEYS`` (its type and range, ``models.schema``: the same declarations as the SLURM
+profiles and the models' options; the free-form ``model.options`` are checked by the model). It is merged, in
 this order, from ``DEFAULTS``, the scale (``smoke`` or ``paper``), the grid's ``base``, the grid
 cell's axis values and the command line's ``--set key=value``.
 """
 from __future__ import annotations
 
 import copy
-import math
-import re
+import typing
+from typing import Annotated, Literal
 
-import yaml
+import models
+from models import schema
+from models.ops.precision import PRECISIONS
+from models.ops import backends       # importing models.ops registers every kernel op and its backends
+from models.schema import Range, Says
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2 floats: ``1e-3`` is a number (PyYAML's YAML 1.1 reads it as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-               r"|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
-
-
-def load_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
-
-# the one vocabulary of tasks and modalities (benchmark.base.vocabulary)
-from benchmark.base.vocabulary import MODALITY, TASKS  # noqa: E402
+from benchmark.base.vocabulary import MODALITY, TASKS   # the one vocabulary of tasks and modalities
+from benchmark.base.yamlfile import load_yaml
 
 DEFAULTS: dict = {
     "task": "mri_sr",
     "seed": 0,
     "device": "auto",                 # auto: cuda when available, else cpu
     "model": {
-        "name": "restore_rwkv",
+        "name": models.REFERENCE_MODEL,  # the paper's model, unless the grid names another
         "size": "full",               # full: the named preset; tiny: its <name>_tiny preset
         "options": {},                # constructor options (the ablations), checked by the model
     },
@@ -58,7 +48,7 @@ DEFAULTS: dict = {
         "val_every": 1000,
         "val_images": 32,
         "checkpoint_every": 1000,
-        "wkv_backend": "auto",
+        # <op>_backend for every kernel op (models.ops.backends): "auto", or one of the op's backends
         "precision": "fp32",          # bf16: the training step under bfloat16 autocast (kernel ops stay fp32)
         "grad_clip": None,            # the largest global gradient norm (scaled down above it); None: off, as in the paper
         "min_gain": 0.5,              # dB over the validation inputs below which a finished run "did not learn"
@@ -88,19 +78,31 @@ SCALES: dict[str, dict] = {
     },
 }
 
-CHOICES = {
-    "task": tuple(TASKS),
-    "device": ("auto", "cpu", "cuda"),
-    "model.size": ("full", "tiny"),
-    "train.loss": ("l1", "l2"),
-    "train.wkv_backend": ("auto", "torch", "cpp", "triton"),
-    "train.precision": ("fp32", "bf16"),             # models/ops/precision.py PRECISIONS
-}
-NON_NEGATIVE = {"train.warmup", "data.seed", "seed"}
+for _kind in backends.OPS:                                # train.wkv_backend, train.scan_backend
+    DEFAULTS["train"][f"{_kind}_backend"] = "auto"
 
-POSITIVE = {"train.iters", "train.batch", "train.crop", "train.val_every", "train.val_images",
-            "train.checkpoint_every", "data.phantom_size", "profile.size", "profile.latency_repeat",
-            "erf.images", "erf.size", "test.images"}
+# What each key may hold (models.schema: a type hint, with its range and words); model.options are
+# checked by the model's own annotations (models.check_options), data.sources below.
+PositiveInt = Annotated[int, Range(min=1)]
+NonNegativeInt = Annotated[int, Range(min=0)]
+KEYS = {
+    "task": Literal[tuple(TASKS)], "seed": NonNegativeInt, "device": Literal["auto", "cpu", "cuda"],
+    "model.name": str, "model.size": Literal["full", "tiny"], "model.options": Annotated[dict, Says("a mapping")],
+    "data.sources": dict, "data.phantom_size": PositiveInt, "data.seed": NonNegativeInt,
+    "train.iters": PositiveInt, "train.batch": PositiveInt, "train.crop": PositiveInt,
+    "train.lr": Annotated[float, Range(above=0)], "train.lr_min": Annotated[float, Range(min=0)],
+    "train.warmup": NonNegativeInt,
+    "train.betas": Annotated[tuple[float, float], Range(min=0, below=1), Says("two numbers in [0, 1)")],
+    "train.loss": Literal["l1", "l2"], "train.aux_weight": Annotated[float, Range(min=0)],
+    "train.val_every": PositiveInt, "train.val_images": PositiveInt, "train.checkpoint_every": PositiveInt,
+    "train.precision": Literal[PRECISIONS],
+    "train.grad_clip": Annotated[float | None, Range(above=0),
+                                 Says("a positive number (the largest gradient norm) or null (no clipping)")],
+    "train.min_gain": float,
+    **{f"train.{kind}_backend": Literal[names] for kind, names in backends.OPS.items()},
+    "test.images": PositiveInt | None, "profile.size": PositiveInt, "profile.latency_repeat": PositiveInt,
+    "erf.images": PositiveInt, "erf.size": PositiveInt,
+}
 FREE_FORM = {"model.options"}
 
 
@@ -166,62 +168,36 @@ def validate(config: dict, where: str = "config") -> dict:
             prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
             near = [k for k in known if k.startswith(prefix)] or list(known)
             raise ConfigError(f"{where}: unknown key {path!r}; expected one of {', '.join(near)}")
-        default = known[path]
-        if path in CHOICES and value not in CHOICES[path]:
-            raise ConfigError(f"{where}: {path} = {value!r}; expected one of {', '.join(CHOICES[path])}")
-        if path in FREE_FORM or path == "data.sources":
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: {path} must be a mapping; got {value!r}")
-            if path == "data.sources":
-                unknown = set(value) - set(MODALITY)
-                if unknown:
-                    raise ConfigError(f"{where}: data.sources has unknown task(s) {', '.join(sorted(unknown))}; "
-                                      f"expected {', '.join(MODALITY)}")
-                for task, source in value.items():
-                    if not isinstance(source, str) or not source.strip():
-                        raise ConfigError(f"{where}: data.sources.{task} must be a prepared folder or "
-                                          f"phantom-<modality>; got {source!r}")
+        if path == "data.sources":
+            _check_sources(value, where)
             continue
-        if path in NON_NEGATIVE:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{where}: {path} must be a non-negative integer; got {value!r}")
-        elif path in POSITIVE:
-            if not (value is None and default is None) and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{where}: {path} must be a positive integer; got {value!r}")
-        elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                             or not math.isfinite(value)):
-            raise ConfigError(f"{where}: {path} must be a finite number; got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool) and (
-                isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}: {path} must be an integer; got {value!r}")
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"{where}: {path} must be a string; got {value!r}")
-        elif isinstance(default, list) and (not isinstance(value, list) or len(value) != len(default)):
-            raise ConfigError(f"{where}: {path} must be a list of {len(default)}; got {value!r}")
+        wrong = schema.problem(value, KEYS[path])
+        if wrong is not None:
+            if typing.get_origin(KEYS[path]) is Literal:
+                raise ConfigError(f"{where}: {path} = {value!r}; expected {wrong}")
+            raise ConfigError(f"{where}: {path} must be {wrong}; got {value!r}")
     _check_numbers(config, where)
     return config
 
 
+def _check_sources(value, where: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: data.sources must be a mapping; got {value!r}")
+    unknown = set(value) - set(MODALITY)
+    if unknown:
+        raise ConfigError(f"{where}: data.sources has unknown task(s) {', '.join(sorted(unknown))}; "
+                          f"expected {', '.join(MODALITY)}")
+    for task, source in value.items():
+        if not isinstance(source, str) or not source.strip():
+            raise ConfigError(f"{where}: data.sources.{task} must be a prepared folder or "
+                              f"phantom-<modality>; got {source!r}")
+
+
 def _check_numbers(config: dict, where: str) -> None:
-    """The ranges of the numbers the key-by-key checks let through."""
+    """What no single key's declaration can say: how keys relate."""
     train = config.get("train", {})
-    if "lr" in train and train["lr"] <= 0:
-        raise ConfigError(f"{where}: train.lr must be > 0; got {train['lr']!r}")
-    clip = train.get("grad_clip")
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip)
-                             or clip <= 0):
-        raise ConfigError(f"{where}: train.grad_clip must be a positive number (the largest gradient norm) or null "
-                          f"(no clipping); got {clip!r}")
-    for key in ("lr_min", "aux_weight"):
-        if key in train and train[key] < 0:
-            raise ConfigError(f"{where}: train.{key} must be >= 0; got {train[key]!r}")
     if "lr" in train and "lr_min" in train and train["lr_min"] > train["lr"]:
         raise ConfigError(f"{where}: train.lr_min ({train['lr_min']!r}) must not exceed train.lr ({train['lr']!r})")
-    betas = train.get("betas")
-    if betas is not None and not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                     for b in betas):
-        raise ConfigError(f"{where}: train.betas must be two numbers in [0, 1); got {betas!r}")
 
 
 def resolve(scale: str, *layers: dict) -> dict:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 import re
@@ -41,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.harness import config as cfg
+from benchmark.base.yamlfile import load_yaml
 
 GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
 
@@ -84,7 +84,7 @@ class Grid:
 
 # Keys added after result stores existed, left out of the id at their default value so that every
 # existing run keeps its id (a run that sets them gets a new one).
-_ID_NEUTRAL = {("train", "precision"): "fp32"}
+_ID_NEUTRAL = {("train", "precision"): "fp32", ("train", "scan_backend"): "auto"}
 
 
 def spec_id(config: dict) -> str:
@@ -140,27 +140,16 @@ def _scale_layer(scales, scale: str, where: str) -> dict:
 
 
 def _check_model(config: dict, where: str) -> None:
-    """The model and its options exist: building the tiny preset of the family checks option
-    names and values cheaply (the full preset takes the same options)."""
+    """The model is registered and takes its options (``models.check_options``)."""
     import models
-    from models._options import check_option_types
     name = cfg.model_name(config)
     if name not in models.list_models():
         registered = sorted({n.removesuffix("_tiny") for n in models.list_models()})
         raise cfg.ConfigError(f"{where}: unknown model {config['model']['name']!r} ({name!r} is not registered); "
                               f"expected one of {', '.join(registered)}")
-    options = config["model"]["options"]
-    probe = name if name.endswith("_tiny") or f"{name}_tiny" not in models.list_models() else f"{name}_tiny"
-    model_class = type(models.create_model(probe))
-    valid = [p for p in inspect.signature(model_class.__init__).parameters if p not in ("self", "kwargs")]
-    unknown = [key for key in options if key not in valid]
-    if unknown:
-        raise cfg.ConfigError(f"{where}: model.options of {name}: unknown option(s) {', '.join(unknown)}; "
-                              f"expected options among {', '.join(valid)}")
     try:
-        check_option_types(model_class.__init__, options)
-        models.create_model(probe, **options)
-    except (TypeError, ValueError) as err:
+        models.check_options(name, config["model"]["options"])
+    except ValueError as err:
         raise cfg.ConfigError(f"{where}: model.options of {name}: {err}") from None
 
 
@@ -209,7 +198,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     if not path.is_file():
         raise cfg.ConfigError(f"{where}: no such grid file")
     try:
-        data = cfg.load_yaml(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise cfg.ConfigError(f"{where}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
@@ -282,7 +271,7 @@ def table_backbones() -> list[str]:
     those tables, at the paper's size, in grid order."""
     grids = {}
     for path in (Path(__file__).resolve().parents[2] / "ablations").glob("*.yaml"):
-        table = cfg.load_yaml(path.read_text()).get("table")
+        table = load_yaml(path.read_text()).get("table")
         if table in (1, 2, 3, 4):
             grids[table] = path
     names = [cfg.model_name(s.config) for table in sorted(grids)

@@ -9,18 +9,16 @@ and traceback, and returned, not raised, so the rest of the grid goes on. Only a
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import models
-from models.ops import wkv
+from models.ops import backends
 
 from benchmark.harness import config as cfg
 from benchmark.harness import erf, evaluate, train
@@ -37,12 +35,16 @@ def _device(config: dict) -> torch.device:
     return torch.device("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def environment(config: dict, device: torch.device) -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "host": socket.gethostname(), "device": str(device),
-            "seed": config["seed"], "wkv_backend": wkv.resolve_backend(config["train"]["wkv_backend"], device),
+def requested_backends(model: torch.nn.Module, config: dict, device: torch.device) -> dict[str, str]:
+    """``{op: the backend its calls will run}`` for each kernel op the model calls (``train.<op>_backend``)."""
+    return {kind: backends.resolve(kind, config["train"][f"{kind}_backend"], device)
+            for kind in backends.kernel_ops(model)}
+
+
+def environment(model: torch.nn.Module, config: dict, device: torch.device) -> dict:
+    return {"seed": config["seed"], "backends": requested_backends(model, config, device),
             "imports": models.imported_modules(),      # model modules from outside the package
-            **provenance.record(device)}               # code hash and files, git commit, CPU, threads, GPU
+            **provenance.record(device)}   # code hash and files, git commit, the machine (versions, CPU, threads, GPU)
 
 
 def build_model(config: dict) -> torch.nn.Module:
@@ -51,7 +53,8 @@ def build_model(config: dict) -> torch.nn.Module:
     models.ensure_model(cfg.model_name(config), config["model"].get("source"))
     torch.manual_seed(config["seed"])
     model = models.create_model(cfg.model_name(config), **config["model"]["options"])
-    return model.set_backends(wkv=config["train"]["wkv_backend"])     # this model's kernels, recorded from it
+    # this model's kernel ops, recorded from it (train.<op>_backend for every op)
+    return model.set_backends(**{kind: config["train"][f"{kind}_backend"] for kind in backends.OPS})
 
 
 def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict:
@@ -100,15 +103,13 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> dict:
     config = spec.config
     device = _device(config)
     model = build_model(config).to(device)               # imports a model from outside the package first
-    store.write_json(folder / "environment.json", environment(config, device))
+    store.write_json(folder / "environment.json", environment(model, config, device))
     weights = _trained_weights(folder, device)
     if weights is None:
         summary = train.train(model, config, folder, device, progress)
-        used = model.used_backends(reset=True)                   # what trained this model
-        summary["wkv_backends"] = used.get("wkv", [])
+        for kind, names in model.used_backends(reset=True).items():   # what trained this model
+            summary[f"{kind}_backends"] = names
         summary["kernel_dtypes"] = model.kernel_dtypes(reset=True)  # what its kernel ops computed in
-        if "scan" in used:                                       # MambaIR: which scan trained it
-            summary["scan_backends"] = used["scan"]
         store.write_json(folder / "train.json", summary)
     else:
         model.load_state_dict(weights)

@@ -15,6 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
+from benchmark.base import markdown
 from benchmark.results import health, store
 from benchmark.base import provenance
 
@@ -84,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, store.StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print("| # | run | state | SLURM job | SLURM state | folder | detail |\n|---:|---|---|---|---|---|---|")
-    for r in table:
-        print(f"| {r['index'] + 1} | {r['label']} | {r['state']} | {r['job']} | {r['slurm']} | {r['folder']} | {r['detail']} |")
+    print(markdown.table(["#", "run", "state", "SLURM job", "SLURM state", "folder", "detail"],
+                         [[r["index"] + 1, *(r[k] for k in ("label", "state", "job", "slurm", "folder", "detail"))]
+                          for r in table], "rllllll"))
     counts = {}
     for r in table:
         counts[r["state"]] = counts.get(r["state"], 0) + 1

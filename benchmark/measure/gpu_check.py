@@ -12,10 +12,10 @@ submitit and thop are optional.
 2. times the Triton WKV (``bi_wkv``, forward + backward, B = 1) at T = 128^2 ... 1024^2 and
    C = 48 ... 384 beside its memory floor: the bytes it must move at least (k, v, y, g, gk, gv) over
    the device's copy bandwidth, measured here with a large device-to-device copy;
-3. times one training step (forward, L1, backward, Adam) of the paper-size ``restore_rwkv``,
-   ``restormer`` and ``mambair`` at batch 4, 128x128, in fp32 and bf16 (``train.precision``),
-   with the backends that ran (MambaIR's scan is mamba_ssm's kernel only when it is installed:
-   ``pip install -e ".[cuda]"``);
+3. times one training step (forward, L1, backward, Adam) of every paper-size model that declares a
+   kernel op (``register_model(ops=...)``; ``--models`` for others) at batch 4, 128x128, in fp32
+   and bf16 (``train.precision``), with the backends that ran (the selective scan is mamba_ssm's
+   kernel only when it is installed: ``pip install -e ".[cuda]"``);
 
 and writes one markdown report. Every section stops early, saying so, when the time budget runs
 out; an out-of-memory point is reported as such. ``--device cpu`` exercises the script itself on a
@@ -40,13 +40,12 @@ import models
 from models.ops import wkv
 
 from benchmark.measure import profile, timing
-from benchmark.base import provenance
+from benchmark.base import machine, markdown
 
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
-MODELS = ("restore_rwkv", "restormer", "mambair")
 # --device cpu checks the script, not a machine: tiny sizes and the tiny presets, in seconds
-CPU_SIDES, CPU_CHANNELS, CPU_MODELS, CPU_BATCH, CPU_SIZE = (16, 32), (8, 16), tuple(f"{m}_tiny" for m in MODELS), 1, 32
+CPU_SIDES, CPU_CHANNELS, CPU_BATCH, CPU_SIZE = (16, 32), (8, 16), 1, 32
 PRECISIONS = ("fp32", "bf16")
 ROOT = Path(__file__).resolve().parents[2]
 # Memory a WKV forward + backward holds at its peak, in tensors of T x C floats: an upper bound
@@ -151,47 +150,53 @@ def fits(device: torch.device, needed: int) -> str | None:
 
 
 def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budget, bandwidth: float) -> list[str]:
-    lines = ["| T | C | fwd+bwd ms | bytes moved (MB) | floor ms | x floor | peak MB |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for c in channels:
         for side in sides:
-            label = f"| {side}^2 = {side * side} | {c} |"
+            label = [f"{side}^2 = {side * side}", c]
             if budget.left() < 120:
-                lines.append(f"{label} skipped: time budget | | | | |")
+                rows.append(label + ["skipped: time budget", "", "", "", ""])
                 continue
             too_big = fits(device, WKV_TENSORS * side * side * c * 4)
             if too_big:
-                lines.append(f"{label} {too_big} | | | | |")
+                rows.append(label + [too_big, "", "", "", ""])
                 continue
             row = _attempt(lambda: time_wkv(side, c, device, repeat), device)
             if isinstance(row, str):
-                lines.append(f"{label} {row} | | | | |")
+                rows.append(label + [row, "", "", "", ""])
                 continue
             floor_ms = row["bytes"] / bandwidth * 1e3
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
-            lines.append(f"{label} {row['ms']:.3f} | {row['bytes'] / 1e6:.1f} | {floor_ms:.3f} | "
-                         f"{row['ms'] / floor_ms:.1f} | {peak} |")
-            print(lines[-1], file=sys.stderr, flush=True)
-    return lines
+            rows.append(label + [f"{row['ms']:.3f}", f"{row['bytes'] / 1e6:.1f}", f"{floor_ms:.3f}",
+                                 f"{row['ms'] / floor_ms:.1f}", peak])
+            print(rows[-1], file=sys.stderr, flush=True)
+    header = ["T", "C", "fwd+bwd ms", "bytes moved (MB)", "floor ms", "x floor", "peak MB"]
+    return markdown.table(header, rows, "r" * len(header)).split("\n")
 
 
 def training_section(device: torch.device, names, batch: int, size: int, repeat: int, budget: Budget) -> list[str]:
-    lines = ["| model | params (M) | precision | step ms | peak MB | backends |", "|---|---:|---|---:|---:|---|"]
+    rows = []
     for name in names:
         params = profile.count_params(models.create_model(name))
         for precision in PRECISIONS:
-            label = f"| {name} | {params:.3f} | {precision} |"
+            label = [name, f"{params:.3f}", precision]
             if budget.left() < 45:
-                lines.append(f"{label} skipped: time budget | | |")
+                rows.append(label + ["skipped: time budget", "", ""])
                 continue
             row = _attempt(lambda: time_training_step(name, precision, device, batch, size, repeat), device)
             if isinstance(row, str):
-                lines.append(f"{label} {row} | | |")
+                rows.append(label + [row, "", ""])
                 continue
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
-            lines.append(f"{label} {row['ms']:.1f} | {peak} | {row['backends']} |")
-            print(lines[-1], file=sys.stderr, flush=True)
-    return lines
+            rows.append(label + [f"{row['ms']:.1f}", peak, row["backends"]])
+            print(rows[-1], file=sys.stderr, flush=True)
+    return markdown.table(["model", "params (M)", "precision", "step ms", "peak MB", "backends"], rows,
+                          "lrlrrl").split("\n")
+
+
+def kernel_models() -> list[str]:
+    """The paper-size registered models that declare a kernel op (``register_model(ops=...)``)."""
+    return [n for n in models.list_models() if models.model_info(n).ops and models.model_info(n).family == n]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one WKV size per C and 2 timed repetitions")
     parser.add_argument("--sides", type=int, nargs="+", help=f"WKV image sides (default {SIDES}; --device cpu: {CPU_SIDES})")
     parser.add_argument("--channels", type=int, nargs="+", help=f"WKV channels (default {CHANNELS}; cpu: {CPU_CHANNELS})")
-    parser.add_argument("--models", nargs="+", help=f"models of the training step (default {MODELS}; cpu: {CPU_MODELS})")
+    parser.add_argument("--models", nargs="+", help="models of the training step (default: every paper-size model "
+                                                    "that declares a kernel op; cpu: their tiny presets)")
     parser.add_argument("--batch", type=int, help="training-step batch (default 4; cpu: 1)")
     parser.add_argument("--size", type=int, help="training-step image side (default 128; cpu: 32)")
     parser.add_argument("--repeat", type=int, default=5)
@@ -214,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: --device cpu runs Triton's interpreter; restarting with TRITON_INTERPRET=1", file=sys.stderr)
         os.execve(sys.executable, [sys.executable, "-m", "benchmark.gpu_check", *sys.argv[1:]],
                   {**os.environ, "TRITON_INTERPRET": "1"})
-    defaults = ((SIDES, CHANNELS, MODELS, 4, 128) if device.type == "cuda"
-                else (CPU_SIDES, CPU_CHANNELS, CPU_MODELS, CPU_BATCH, CPU_SIZE))
+    full_size = tuple(kernel_models())
+    tiny = tuple(t for t in (models.model_info(n).tiny for n in full_size) if t is not None)
+    defaults = ((SIDES, CHANNELS, full_size, 4, 128) if device.type == "cuda"
+                else (CPU_SIDES, CPU_CHANNELS, tiny, CPU_BATCH, CPU_SIZE))
     for key, value in zip(("sides", "channels", "models", "batch", "size"), defaults):
         if getattr(args, key) is None:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     sides = args.sides[:1] if args.quick else args.sides
     repeat = 2 if args.quick else args.repeat
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({provenance.cpu_model()})"
+    name = machine.name(device)
     print(f"gpu_check on {name}", file=sys.stderr, flush=True)
 
     tests, outcome = ("not run (--skip-tests)", "skipped") if args.skip_tests else run_gpu_tests(budget, device)
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     wkv_lines = wkv_section(device, sides, args.channels, repeat, budget, bandwidth)
     step_lines = training_section(device, args.models, args.batch, args.size, repeat, budget)
     mamba = ("installed" if importlib.util.find_spec("mamba_ssm") is not None
-             else "not installed (MambaIR ran the PyTorch scan)")
+             else "not installed (the selective scan ran its PyTorch path)")
 
     report = [
         "# GPU check", "",

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from models.ops import wkv_triton
 from models.ops._extension import KernelUnavailable
+from models.ops.wkv import BACKENDS as WKV_BACKENDS
 from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
+from models.ops.wkv import triton_kernel as wkv_triton
 
+from benchmark.base import machine, markdown
 from benchmark.measure import timing
 
 OPS = {"bi": bi_wkv, "uni": uni_wkv}
-BACKENDS = ("torch", "cpp", "triton")
+BACKENDS = tuple(b for b in WKV_BACKENDS if b != "auto")     # the op's own vocabulary
 
 
 @dataclass
@@ -83,25 +85,24 @@ def unavailable(backend: str, device: torch.device, asked: bool) -> str | None:
 
 
 def format_table(rows: list[Row], missing: dict[str, str] | None = None, ops: list[str] = ()) -> str:
-    lines = ["| op | backend | C | tokens | T | forward ms | x4 | fwd+bwd ms | x4 | GB/s | speedup |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    cells = []
     previous: dict[tuple, Row] = {}
     torch_rows = {(r.op, r.channels, r.side): r for r in rows if r.backend == "torch"}
     for r in rows:
         key = (r.op, r.backend, r.channels)
         prev = previous.get(key)
         growth = lambda a, b: f"{a / b:.2f}" if prev is not None and r.side == 2 * prev.side else "-"
-        lines.append(f"| {r.op} | {r.backend} | {r.channels} | {r.side}x{r.side} | {r.side ** 2} | "
-                     f"{r.forward_ms:.2f} | {growth(r.forward_ms, prev.forward_ms if prev else 1)} | "
-                     f"{r.train_ms:.2f} | {growth(r.train_ms, prev.train_ms if prev else 1)} | "
-                     f"{r.gb_per_s:.2f} | {speedup(r, torch_rows.get((r.op, r.channels, r.side)))} |")
+        cells.append([r.op, r.backend, r.channels, f"{r.side}x{r.side}", r.side ** 2, f"{r.forward_ms:.2f}",
+                      growth(r.forward_ms, prev.forward_ms if prev else 1), f"{r.train_ms:.2f}",
+                      growth(r.train_ms, prev.train_ms if prev else 1), f"{r.gb_per_s:.2f}",
+                      speedup(r, torch_rows.get((r.op, r.channels, r.side)))])
         previous[key] = r
     for backend, reason in (missing or {}).items():
         short = "needs a GPU" if reason.startswith("needs a GPU") else "unavailable"
-        for op in ops:
-            lines.append(f"| {op} | {backend} | - | - | - | {short} | - | {short} | - | - | - |")
+        cells += [[op, backend, "-", "-", "-", short, "-", short, "-", "-", "-"] for op in ops]
     notes = [f"- {backend}: {reason}" for backend, reason in (missing or {}).items()]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    header = ["op", "backend", "C", "tokens", "T", "forward ms", "x4", "fwd+bwd ms", "x4", "GB/s", "speedup"]
+    return "\n".join([markdown.table(header, cells, "llrlrrrrrrr")] + ([""] + notes if notes else []))
 
 
 def speedup(row: Row, reference: Row | None) -> str:
@@ -109,7 +110,7 @@ def speedup(row: Row, reference: Row | None) -> str:
 
 
 def environment(device: torch.device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = machine.name(device)
     return f"torch {torch.__version__}, device {name}, {torch.get_num_threads()} threads"
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import platform
 import re
 import shlex
@@ -48,7 +47,7 @@ import models
 from models._contract import RestorationModel
 from models.ops import selective_scan, wkv
 
-from benchmark.base import provenance
+from benchmark.base import machine, provenance
 from benchmark.measure import timing
 from benchmark.base import processes
 from benchmark.base.arguments import add_import_option, import_or_exit
@@ -219,8 +218,8 @@ def _profile_one(name: str, size: int, batch: int, mode: str, repeat: int, queue
         used = model.used_backends()
         macs, uncounted = count_macs(model.cpu(), (1, 1, size, size), "full")
         queue.put({"model": name, "size": size, "batch": batch, **latency, "full_gmacs": macs,
-                   "uncounted": " ".join(uncounted), "wkv_backend": " ".join(used.get("wkv", [])),
-                   "scan_backend": " ".join(used.get("scan", []))})
+                   "uncounted": " ".join(uncounted),
+                   **{f"{kind}_backend": " ".join(names) for kind, names in used.items()}})   # e.g. wkv_backend
     except Exception as err:  # reported, not raised: the sweep goes on
         queue.put({"model": name, "size": size, "error": f"{type(err).__name__}: {err}"})
 
@@ -274,12 +273,6 @@ def _one_point(worker, name: str, size: int, batch: int, mode: str, repeat: int)
         return {**row, "outcome": "error"}
 
 
-def _machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{provenance.cpu_model()} ({os.cpu_count()} logical cores)"
-
-
 def measure(names: list[str], sizes: list[int], *, repeat: int = 3, max_seconds: float = 10.0,
             train_size: int = 128, train_batch: int = 4, macs_size: int = 128, worker=None) -> dict:
     """Everything the efficiency table shows, measured now, in one run (see ``benchmark.render.efficiency``)."""
@@ -294,7 +287,7 @@ def measure(names: list[str], sizes: list[int], *, repeat: int = 3, max_seconds:
               file=sys.stderr, flush=True)
     inference = sweep(names, sizes, "infer", repeat, 1, worker, max_seconds)
     training = sweep(names, [train_size], "train", repeat, train_batch, worker)
-    return {"environment": {"machine": _machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"environment": {"machine": machine.name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                             "device": "cuda" if torch.cuda.is_available() else "cpu", "platform": platform.platform(),
                             "date": time.strftime("%Y-%m-%d"), "code_hash": provenance.code_hash(),
                             **{f"git_{k}": v for k, v in provenance.git_state().items()}},

@@ -1,7 +1,7 @@
 """Model-level effect of the WKV backend: the time of one training step (forward, L1 loss, backward,
 Adam; ``benchmark.measure.timing``) of a registered model, per backend.
 
-    python -m benchmark.measure.train_step                                   # restore_rwkv, 128x128, B=1
+    python -m benchmark.measure.train_step                   # the first paper-size model that calls the WKV, 128x128, B=1
     python -m benchmark.measure.train_step --model restore_rwkv_light --size 256 --batch 2 --repeat 5
 
 Prints a markdown table; ``speedup`` is the ``torch`` backend's step time over the row's. Timings
@@ -17,6 +17,7 @@ import torch
 import models
 from models.ops import wkv
 
+from benchmark.base import markdown
 from benchmark.measure import timing
 from benchmark.base.arguments import add_import_option, import_or_exit
 
@@ -33,7 +34,8 @@ def step_seconds(model: torch.nn.Module, backend: str, shape: tuple[int, ...], r
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.measure.train_step", description=__doc__.split("\n")[0])
     add_import_option(parser)
-    parser.add_argument("--model", default="restore_rwkv", help="a registered model (default: restore_rwkv)")
+    parser.add_argument("--model", default=None, help="a registered model (default: the first paper-size model "
+                                                      "that declares the WKV, register_model(ops=(\"wkv\",)))")
     parser.add_argument("--size", type=int, default=128, help="image side (default: 128)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--channels", type=int, default=1, help="image channels (default: 1)")
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed steps after one warm-up (median)")
     args = parser.parse_args(argv)
     import_or_exit(parser, args.imports)
+    if args.model is None:
+        full_size = [n for n in models.models_using("wkv") if models.model_info(n).family == n]
+        if not full_size:
+            parser.error("no registered model declares the WKV; pass --model")
+        args.model = full_size[0]
     if min(args.size, args.batch, args.channels, args.repeat) < 1:
         parser.error("size, batch, channels and repeat must be positive")
     shape = (args.batch, args.channels, args.size, args.size)
@@ -54,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((backend, wkv.resolve_backend(backend, "cpu"), seconds))
         print(f"  {backend}: {seconds:.3f} s", file=sys.stderr, flush=True)
     reference = next((s for b, _, s in rows if b == "torch"), None)
-    print("| backend | ran | step s | speedup |\n|---|---|---:|---:|")
-    for backend, ran, seconds in rows:
-        speedup = f"{reference / seconds:.2f}" if reference else "-"
-        print(f"| {backend} | {ran} | {seconds:.3f} | {speedup} |")
+    print(markdown.table(["backend", "ran", "step s", "speedup"],
+                         [[backend, ran, f"{seconds:.3f}", f"{reference / seconds:.2f}" if reference else "-"]
+                          for backend, ran, seconds in rows], "llrr"))
     return 0
 
 

@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from benchmark.base import markdown
 from benchmark.results import stats
 from benchmark.base.vocabulary import TASK_TITLES, TASKS
 from benchmark.render.figures import high_contribution_area
@@ -120,8 +121,7 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
     digits = {"psnr": 2, "ssim": 4, "rmse": _rmse_digits([e["rmse"] for e in entries]
                                                         + [r["rmse"] for r in reported.values()])}
     marks = {key: _marks([e[key] for e in entries], higher, digits[key]) for key, higher in HIGHER_IS_BETTER.items()}
-    lines = ["| Method | Params (M) | MACs (G) | PSNR | SSIM | RMSE | paper PSNR | paper SSIM | paper RMSE | ours − paper (PSNR) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     notes = []
     for i, entry in enumerate(entries):
         theirs = reported.get(entry["label"], {})
@@ -135,19 +135,20 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
             notes += [f"- {entry['label']}: {reason}" for reason in entry["reasons"]]
         paper_cells = [f"{theirs[k]:.{digits[k]}f}" if theirs.get(k) is not None else "-" for k in HIGHER_IS_BETTER]
         delta = (f"{entry['psnr'] - theirs['psnr']:+.2f}" if entry["done"] and theirs.get("psnr") is not None else "-")
-        lines.append(f"| {entry['label']}{seeds} | {_fmt(entry['params_m'])} | "
-                     f"{_fmt(entry['paper_gmacs'])} | {' | '.join(ours)} | {' | '.join(paper_cells)} | "
-                     f"{delta} |")
+        rows.append([f"{entry['label']}{seeds}", _fmt(entry["params_m"]), _fmt(entry["paper_gmacs"]), *ours,
+                     *paper_cells, delta])
     for method, theirs in reported.items():
         if method not in {e["label"] for e in entries}:
             paper_cells = [f"{theirs[k]:.{digits[k]}f}" for k in HIGHER_IS_BETTER]
-            lines.append(f"| {method} | {_fmt(theirs['params_m'])} | {_fmt(theirs['flops_g'])} | "
-                         f"not run | - | - | {' | '.join(paper_cells)} | - |")
+            rows.append([method, _fmt(theirs["params_m"]), _fmt(theirs["flops_g"]), "not run", "-", "-", *paper_cells,
+                         "-"])
     inputs = next((e for e in entries if e["done"]), None)
     if inputs is not None:
-        cells = " | ".join(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k in HIGHER_IS_BETTER)
-        lines.append(f"| *input (degraded)* | - | - | {cells} | - | - | - | - |")
-    return "\n".join(lines), notes, not_learned_note(entries, min_gain)
+        rows.append(["*input (degraded)*", "-", "-", *(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k in HIGHER_IS_BETTER),
+                     "-", "-", "-", "-"])
+    header = ["Method", "Params (M)", "MACs (G)", "PSNR", "SSIM", "RMSE", "paper PSNR", "paper SSIM", "paper RMSE",
+              "ours − paper (PSNR)"]
+    return markdown.table(header, rows), notes, not_learned_note(entries, min_gain)
 
 
 FEW_SEEDS = 5          # fewer seeds per row: the bootstrap's spread between training runs is understated
@@ -179,9 +180,7 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
     except ValueError as err:                   # e.g. rows tested on different images: say so, render the rest
         return "", [f"No statistics: {err}."], [f"No statistics: {err}."], ""
     gains = scores.groupby("label").apply(lambda g: (g["psnr"] - g["input_psnr"]).mean(), include_groups=False)
-    lines = [f"| Method | seeds | PSNR (± SD over seeds) | gain over input | ΔPSNR vs {reference} [95% CI] | p | "
-             f"ΔSSIM vs {reference} [95% CI] | p | P(first) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for p, s in zip(psnr, ssim):
         spread = f" ± {p.seed_sd:.2f}" if p.seed_sd is not None else ""
         if p.label == reference:
@@ -189,8 +188,11 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
         else:
             cells = [_interval(p, 2), _p(p.p_value), _interval(s, 4), _p(s.p_value)]
         mark = f" {NOT_LEARNED_MARK}" if p.label in failed else ""
-        lines.append(f"| {p.label}{mark} | {p.seeds} | {p.mean:.2f}{spread} | {gains[p.label]:+.2f}{mark} | "
-                     f"{' | '.join(cells)} | {100 * p.first:.0f}% |")
+        rows.append([f"{p.label}{mark}", p.seeds, f"{p.mean:.2f}{spread}", f"{gains[p.label]:+.2f}{mark}", *cells,
+                     f"{100 * p.first:.0f}%"])
+    lines = [markdown.table(["Method", "seeds", "PSNR (± SD over seeds)", "gain over input",
+                             f"ΔPSNR vs {reference} [95% CI]", "p", f"ΔSSIM vs {reference} [95% CI]", "p", "P(first)"],
+                            rows)]
     others = [c for c in psnr if c.label != reference]
     seeds, images = min(c.seeds for c in psnr), psnr[0].images
     notes = [f"Differences to the reference row {reference}, paired image by image over the {images} test images "
@@ -249,13 +251,13 @@ def erf_table(stacks: dict[str, list[np.ndarray]], means: dict[str, np.ndarray],
     for label, maps in stacks.items():
         each = 100 * np.array([high_contribution_area(m) for m in maps])
         spread = each.std(ddof=1) if len(each) > 1 else 0.0
-        rows.append(f"| {label} | {len(maps)} | {100 * high_contribution_area(means[label]):.1f}% | "
-                    f"{each.mean():.1f}% ± {spread:.1f}% |")
+        rows.append([label, len(maps), f"{100 * high_contribution_area(means[label]):.1f}%",
+                     f"{each.mean():.1f}% ± {spread:.1f}%"])
     return (f"\nEffective receptive fields (`{figure}`: the mean over images of the ReLU'd gradient of the centre "
             "output pixel, shown divided by its maximum and raised to 0.25). Area: the smallest share of the pixels "
             "that holds 90% of the contribution (larger: more global), of the mean map and per image (mean ± SD "
-            "over images).\n\n| Method | images | area of the mean map | area per image |\n|---|---:|---:|---:|\n"
-            + "\n".join(rows) + "\n")
+            "over images).\n\n" + markdown.table(["Method", "images", "area of the mean map", "area per image"], rows)
+            + "\n")
 
 
 SMOKE_NOTE = ("Smoke scale is a pipeline check: it shows that every model trains (its gain over the input) and "

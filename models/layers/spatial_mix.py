@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .._options import check_choice
+from ..schema import check_choice
 from ..ops.backends import KernelChoice
 from ..ops.wkv import bi_wkv, uni_wkv
 from .token_shift import build_token_shift

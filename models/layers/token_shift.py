@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._options import check_choice
+from ..schema import check_choice
 
 SHIFTS = ("uni", "quad", "omni")
 OMNI_KERNELS = (1, 3, 5, 7, 9)

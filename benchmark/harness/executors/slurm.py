@@ -22,11 +22,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 
+from models import schema
+from models.schema import Range, Says
 from benchmark.results import store
-from benchmark.harness.config import load_yaml
+from benchmark.base.yamlfile import load_yaml
 from benchmark.harness.grid import RunSpec
 
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
@@ -67,38 +70,32 @@ def load_profile(name_or_path: str) -> dict:
     return {**PROFILE_KEYS, **data, "file": str(path)}
 
 
-# what each profile key may hold: (check, expectation); None is the default of the optional ones
-_INTEGER = lambda v, low: isinstance(v, int) and not isinstance(v, bool) and v >= low  # noqa: E731
-_PROFILE_TYPES = {
-    "partition": (lambda v: isinstance(v, str), "a partition name"),
-    "account": (lambda v: isinstance(v, str), "an account name"),
-    "qos": (lambda v: isinstance(v, str), "a QOS name"),
-    "gpus_per_task": (lambda v: _INTEGER(v, 1), "a positive integer"),
-    "cpus_per_task": (lambda v: _INTEGER(v, 1), "a positive integer"),
-    "mem_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number of GB > 0"),
-    "time_min": (lambda v: _INTEGER(v, 1), "a positive number of minutes"),
-    "array_parallelism": (lambda v: _INTEGER(v, 1), "a positive integer"),
-    "max_array_size": (lambda v: _INTEGER(v, 1), "a positive integer"),
-    "signal_delay_s": (lambda v: _INTEGER(v, 0), "a non-negative number of seconds"),
-    "max_requeues": (lambda v: _INTEGER(v, 0), "a non-negative integer"),
-    "setup": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-              'a list of shell lines, e.g. ["source .venv/bin/activate"] (a single string would be read '
-              "as one line per character)"),
-    "extra": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float))
-                                                    and not isinstance(x, bool) for k, x in v.items()),
-              "a mapping of sbatch option names to strings or numbers"),
+# what each profile key may hold (models.schema); None: the default of the optional ones
+_PositiveInt = Annotated[int, Range(min=1)]
+PROFILE_SCHEMA = {
+    "partition": Annotated[str | None, Says("a partition name")],
+    "account": Annotated[str | None, Says("an account name")],
+    "qos": Annotated[str | None, Says("a QOS name")],
+    "gpus_per_task": _PositiveInt | None,
+    "cpus_per_task": _PositiveInt,
+    "mem_gb": Annotated[float | None, Range(above=0), Says("a number of GB > 0")],
+    "time_min": Annotated[int, Range(min=1), Says("a positive number of minutes")],
+    "array_parallelism": _PositiveInt,
+    "max_array_size": _PositiveInt | None,
+    "signal_delay_s": Annotated[int, Range(min=0), Says("a non-negative number of seconds")],
+    "max_requeues": Annotated[int, Range(min=0)],
+    "setup": Annotated[list[str], Says('a list of shell lines, e.g. ["source .venv/bin/activate"] (a single string '
+                                      "would be read as one line per character)")],
+    "extra": Annotated[dict[str, str | int | float], Says("a mapping of sbatch option names to strings or numbers")],
 }
 
 
 def _profile_problem(key: str, value) -> str | None:
     """What is wrong with a profile value (None if nothing): its type, or a line break, which would
     end an ``#SBATCH`` line early and make sbatch ignore every directive after it."""
-    if value is None and key not in ("setup", "extra", "cpus_per_task", "time_min", "array_parallelism",
-                                     "signal_delay_s", "max_requeues"):
-        return None
-    check, expected = _PROFILE_TYPES[key]
-    if not check(value):
-        return f"expected {expected}"
+    wrong = schema.problem(value, PROFILE_SCHEMA[key])
+    if wrong is not None:
+        return f"expected {wrong}"
     texts = value if isinstance(value, list) else [*value, *value.values()] if isinstance(value, dict) else [value]
     if any(isinstance(t, str) and ("\n" in t or "\r" in t) for t in texts):
         return "a line break inside a value would end the #SBATCH line (sbatch then ignores the directives after it)"
