@@ -1,5 +1,5 @@
 """The model contract: what the harness relies on, and all it relies on. Every registered model is a
-``RestorationModel`` (``tests/test_registry.py`` checks the whole registry):
+``RestorationModel`` (``tests/zoo/test_registry.py`` checks the whole registry):
 
 - ``forward(x, task=None)``: a (B, C, H, W) image batch in [0, 1] -> the restored batch of the same
   shape, at any H, W (odd sizes included). ``in_chans`` (1 unless the model says otherwise) is C;

@@ -1,12 +1,12 @@
 """Test-session setup.
 
-Triton's interpreter (which runs the Triton WKV kernel on CPU tensors, tests/test_wkv_triton.py)
+Triton's interpreter (which runs the Triton WKV kernel on CPU tensors, tests/ops/test_wkv_triton.py)
 must be chosen before Triton is first imported: without a GPU the test session turns it on here.
 With a GPU the kernels are compiled and those tests run on CUDA tensors instead.
 
 Reduction orders: ``MEDIR_TEST_THREADS=n`` runs the session with n intra-op threads and
 ``MEDIR_TEST_MKLDNN=0`` with oneDNN off, which change how floating-point reductions are ordered and
-blocked; every tolerance of the suite is derived from the computation (``tests/tolerances.py``), so
+blocked; every tolerance of the suite is derived from the computation (``tests/helpers.py``), so
 the suite passes under each (checked with 1, 2 and 4 threads and oneDNN off).
 
 Generated phantom pairs are cached in a folder of this session (shared by the processes it starts),

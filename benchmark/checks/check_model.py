@@ -1,5 +1,5 @@
 """``python -m benchmark.check_model NAME [--import my_model.py]``: does a model give the harness what
-it relies on? The checks the test suite runs on every registered family (``tests/test_registry.py``
+it relies on? The checks the test suite runs on every registered family (``tests/zoo/test_registry.py``
 runs this module's ``run_checks``), on one model, with a short report of its size.
 
     python -m benchmark.check_model NAME                     # a built-in model

@@ -13,7 +13,7 @@ from benchmark.render.figures import high_contribution_area, rescale
 from benchmark.render.tables import _marks, paper_numbers
 
 GOLDEN = Path(__file__).parent / "golden" / "token_shift_store.md"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 INPUT_PSNR = 20.96       # every row but k=1 gains more than the smoke scale's train.min_gain (2 dB) over it

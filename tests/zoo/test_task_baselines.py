@@ -8,7 +8,7 @@ import models
 from tests.helpers import assert_trains_at
 
 PART2 = ["drmc", "amir", "ctformer", "airnet", "dcnn_pet", "eformer", "xiang_pet", "argan"]
-# (their parameters and MACs against the paper's rows: tests/test_zoo.py, over every paper preset)
+# (their parameters and MACs against the paper's rows: tests/zoo/test_zoo.py, over every paper preset)
 
 
 @pytest.mark.parametrize("name", [f"{n}_tiny" for n in PART2])

@@ -12,7 +12,7 @@ from benchmark.harness.grid import load_grid
 
 from tests.helpers import TINY, TWO_CELLS, grid_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_code_hash_follows_result_code_and_ignores_rendering(tmp_path):

@@ -145,7 +145,7 @@ def test_triton_kernels_compile_for_gpus_without_one(capability):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = f"import json; from models.ops.wkv import triton_kernel as wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(built) == 2 * len(wkv_triton.VARIANTS) * 3

@@ -24,7 +24,7 @@ def test_the_paper_presets_are_the_papers_models():
                                                        "amir", "airnet", "restore_rwkv"])
 
 
-# the paper's 27.9140 M for Restore-RWKV counts an unused kernel per block: tests/test_restore_rwkv.py
+# the paper's 27.9140 M for Restore-RWKV counts an unused kernel per block: tests/zoo/test_restore_rwkv.py
 @pytest.mark.parametrize("name", [n for n in PAPER_MODELS if n != "restore_rwkv"])
 def test_paper_presets_have_the_papers_parameters(name):
     """Exact to the paper's 4 decimals; within ``paper_tolerance`` for the models without official code

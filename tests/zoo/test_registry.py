@@ -102,7 +102,7 @@ def named_in_code(path: Path, names: list[str]) -> list[str]:
 def test_the_harness_names_no_model():
     """Model-specific behaviour lives in the model's file, behind the contract and the registry's
     metadata: no module of benchmark/ names a model family or a family's own hooks in its code."""
-    root = Path(__file__).resolve().parent.parent / "benchmark"
+    root = Path(__file__).resolve().parents[2] / "benchmark"
     names = FAMILIES + ["reparameterize", "contrastive_logits", "aux_loss"]
     found = {str(p.relative_to(root)): named_in_code(p, names) for p in sorted(root.rglob("*.py"))}
     assert {f: n for f, n in found.items() if n} == {}

@@ -1,5 +1,5 @@
 """Compiled WKV kernels: each backend against the float64 oracle and the PyTorch path (the CPU
-kernel here; the Triton kernel compiled, on a GPU, and in tests/test_wkv_triton.py under Triton's
+kernel here; the Triton kernel compiled, on a GPU, and in tests/ops/test_wkv_triton.py under Triton's
 interpreter), backend selection and fallback, and the lazy build (name, cache, timeout)."""
 import warnings
 

@@ -6,7 +6,7 @@ import pytest
 from benchmark.harness import config as cfg
 from benchmark.harness.grid import describe, load_grid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path, text: str, name: str = "g.yaml") -> Path:

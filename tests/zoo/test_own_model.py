@@ -19,7 +19,7 @@ from benchmark.harness.grid import load_grid
 from models import _plugins, _registry
 from tests.helpers import OWN_MODEL, TINY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # timm keeps the registrations of earlier tests (ours are reset per test) and warns on the second
 pytestmark = pytest.mark.filterwarnings("ignore:Overwriting .* in registry")
 

@@ -5,7 +5,7 @@ import pytest
 
 from benchmark.harness.executors import slurm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["dev", "example-gpu"])
