@@ -15,8 +15,10 @@ never in the user's cache.
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -30,3 +32,19 @@ if os.environ.get("MEDIR_TEST_THREADS"):
     torch.set_num_threads(int(os.environ["MEDIR_TEST_THREADS"]))
 if os.environ.get("MEDIR_TEST_MKLDNN") == "0":
     torch.backends.mkldnn.enabled = False
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """A test that registers models does so into a copy of the registry, and imports nothing into
+    later tests."""
+    from models import _plugins, _registry
+    for table in ("_ENTRYPOINTS", "_MODULE_OF", "_PAPER"):
+        monkeypatch.setattr(_registry, table, dict(getattr(_registry, table)))
+    monkeypatch.setattr(_plugins, "_IMPORTED", {})
+    monkeypatch.setenv(_plugins.ENVIRONMENT, "")
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith("medir_user_"):
+            del sys.modules[name]

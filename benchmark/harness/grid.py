@@ -90,7 +90,7 @@ _ID_NEUTRAL = {("train", "precision"): "fp32", ("train", "scan_backend"): "auto"
 def spec_id(config: dict) -> str:
     hashed = dict(config)
     for (section, key), default in _ID_NEUTRAL.items():
-        part = config.get(section, {})
+        part = hashed.get(section, {})
         if key in part and part[key] == default:
             hashed[section] = {k: v for k, v in part.items() if k != key}
     return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]

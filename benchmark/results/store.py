@@ -3,7 +3,8 @@
     <out>/<grid>/grid.json            the grid's name, table, title, scale and its runs in order
     <out>/<grid>/<slug>-<id>/
         spec.json                     the resolved configuration (and the spec's id, label)
-        environment.json              versions, device, threads, WKV backend, seed; the code it ran
+        environment.json              versions, device, threads, the backend of each kernel op the
+                                      model calls, seed; the code it ran
                                       (``benchmark.base.provenance``: hash, per-file hashes, git commit,
                                       dirty), the CPU model and GPU
         status.json                   state (running / done / failed), reason, times, pid, host, the

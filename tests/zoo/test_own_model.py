@@ -16,26 +16,12 @@ from benchmark.checks import check_model
 from benchmark.harness import run
 from benchmark.results import store
 from benchmark.harness.grid import load_grid
-from models import _plugins, _registry
+from models import _registry
 from tests.helpers import OWN_MODEL, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 # timm keeps the registrations of earlier tests (ours are reset per test) and warns on the second
-pytestmark = pytest.mark.filterwarnings("ignore:Overwriting .* in registry")
-
-
-@pytest.fixture(autouse=True)
-def own_registry(monkeypatch):
-    """Each test registers into a copy of the registry, and imports nothing into later tests."""
-    monkeypatch.setattr(_registry, "_ENTRYPOINTS", dict(_registry._ENTRYPOINTS))
-    monkeypatch.setattr(_registry, "_MODULE_OF", dict(_registry._MODULE_OF))
-    monkeypatch.setattr(_plugins, "_IMPORTED", {})
-    monkeypatch.setenv(_plugins.ENVIRONMENT, "")
-    before = set(sys.modules)
-    yield
-    for name in set(sys.modules) - before:
-        if name.startswith("medir_user_"):
-            del sys.modules[name]
+pytestmark = [pytest.mark.filterwarnings("ignore:Overwriting .* in registry"), pytest.mark.usefixtures("own_registry")]
 
 
 def readme_block(language: str, first_line: str) -> str:
@@ -56,7 +42,7 @@ def test_check_model_passes_a_good_model_and_names_the_failures_of_bad_ones(tmp_
     path = model_file(tmp_path)
     assert check_model.main(["own_net", "--import", str(path), "--size", "32"]) == 0
     out = capsys.readouterr().out
-    assert "FAIL" not in out and "9 of 9 checks passed" in out and "own_net (" + str(path) in out
+    assert "FAIL" not in out and "10 of 10 checks passed" in out and "own_net (" + str(path) in out
     assert re.search(r"at 32x32: [0-9.]+ GMACs \(paper\)", out)
 
     results = {c.name: c for c in check_model.run_checks("own_net")}
@@ -74,7 +60,7 @@ def test_check_model_passes_a_good_model_and_names_the_failures_of_bad_ones(tmp_
     out = capsys.readouterr().out
     assert "FAIL  odd sizes    train mode: a (2, 1, 13, 17) batch gave (2, 1, 12, 17); expected the restored batch " \
            "of the same shape" in out
-    assert "of 9 checks passed" in out
+    assert "of 10 checks passed" in out
 
 
 def _with_options(name, **options):
@@ -199,7 +185,7 @@ def test_the_readme_example_runs_as_printed(tmp_path, capsys):
     assert len(source.strip().splitlines()) <= 40
     check_argv = commands.splitlines()[0].split()[3:]                         # my_denoiser --import my_denoiser.py
     assert check_model.main([*check_argv[:2], str(tmp_path / check_argv[2]), "--size", "32"]) == 0
-    assert "9 of 9 checks passed" in capsys.readouterr().out
+    assert "10 of 10 checks passed" in capsys.readouterr().out
     assert commands.splitlines()[1].split()[3:] == ["--grid", "my_grid.yaml"]
     assert run_grid(tmp_path / "my_grid.yaml", tmp_path) == 0
     table = (tmp_path / "tables" / "my_grid.md").read_text()
@@ -251,7 +237,7 @@ def test_a_plain_module_is_adapted_to_the_contract_and_passes_every_check(tmp_pa
     path.write_text(PLAIN)
     assert check_model.main(["plain_net", "--import", str(path), "--size", "32"]) == 0
     out = capsys.readouterr().out
-    assert "FAIL" not in out and "9 of 9 checks passed" in out
+    assert "FAIL" not in out and "10 of 10 checks passed" in out
     model = models.create_model("plain_net")
     assert isinstance(model, models.RestorationModel) and type(model).__name__ == "PlainNet"
     assert model.in_chans == 2 and model.deploy() is model and model.auxiliary_loss(None) is None

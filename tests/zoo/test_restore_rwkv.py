@@ -313,3 +313,24 @@ def test_convert_official_deploy_checkpoint():
 def test_convert_rejects_foreign_keys():
     with pytest.raises(ValueError, match="not from the authors' Restore_RWKV"):
         convert_official_state_dict({"backbone.layer1.weight": torch.zeros(1)})
+
+
+def test_the_converter_is_registered_and_the_loading_path_finds_it(tmp_path):
+    """``models.load_checkpoint(name, file, official=True)`` reads the file safely, maps the authors'
+    keys with the converter registered with the preset and loads strictly; a model registered without
+    a converter says so."""
+    assert models.model_info("restore_rwkv_tiny").converter is convert_official_state_dict
+    torch.manual_seed(0)
+    ours = models.create_model("restore_rwkv_tiny")
+    path = tmp_path / "official.pth"
+    torch.save({"module." + official_key(k): v for k, v in ours.state_dict().items()}, path)
+    loaded = models.load_checkpoint("restore_rwkv_tiny", path, official=True)
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ours(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="Missing key"):                    # without the converter: not our keys
+        models.load_checkpoint("restore_rwkv_tiny", path)
+    torch.save(ours.state_dict(), tmp_path / "ours.pth")
+    models.load_checkpoint("restore_rwkv_tiny", tmp_path / "ours.pth")      # our own keys load as they are
+    with pytest.raises(ValueError, match="srcnn_tiny: no checkpoint converter is registered"):
+        models.load_checkpoint("srcnn_tiny", models.create_model("srcnn_tiny").state_dict(), official=True)

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import functools
 import datetime
 import os
 import shutil
@@ -22,15 +23,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import yaml
 
-from models import schema
-from models.schema import Range, Says
 from benchmark.results import store
 from benchmark.base.yamlfile import load_yaml
-from benchmark.harness.grid import RunSpec
+
+if TYPE_CHECKING:                   # benchmark.status reads SLURM states without the grids, torch or the models
+    from benchmark.harness.grid import RunSpec
 
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -70,30 +71,35 @@ def load_profile(name_or_path: str) -> dict:
     return {**PROFILE_KEYS, **data, "file": str(path)}
 
 
-# what each profile key may hold (models.schema); None: the default of the optional ones
-_PositiveInt = Annotated[int, Range(min=1)]
-PROFILE_SCHEMA = {
-    "partition": Annotated[str | None, Says("a partition name")],
-    "account": Annotated[str | None, Says("an account name")],
-    "qos": Annotated[str | None, Says("a QOS name")],
-    "gpus_per_task": _PositiveInt | None,
-    "cpus_per_task": _PositiveInt,
-    "mem_gb": Annotated[float | None, Range(above=0), Says("a number of GB > 0")],
-    "time_min": Annotated[int, Range(min=1), Says("a positive number of minutes")],
-    "array_parallelism": _PositiveInt,
-    "max_array_size": _PositiveInt | None,
-    "signal_delay_s": Annotated[int, Range(min=0), Says("a non-negative number of seconds")],
-    "max_requeues": Annotated[int, Range(min=0)],
-    "setup": Annotated[list[str], Says('a list of shell lines, e.g. ["source .venv/bin/activate"] (a single string '
-                                      "would be read as one line per character)")],
-    "extra": Annotated[dict[str, str | int | float], Says("a mapping of sbatch option names to strings or numbers")],
-}
+@functools.lru_cache(maxsize=1)
+def profile_schema() -> dict:
+    """What each profile key may hold (``models.schema``; None: the default of the optional ones).
+    Built on first use: ``benchmark.status`` reads SLURM states without loading torch and the models."""
+    from models.schema import Range, Says
+    positive = Annotated[int, Range(min=1)]
+    return {
+        "partition": Annotated[str | None, Says("a partition name")],
+        "account": Annotated[str | None, Says("an account name")],
+        "qos": Annotated[str | None, Says("a QOS name")],
+        "gpus_per_task": positive | None,
+        "cpus_per_task": positive,
+        "mem_gb": Annotated[float | None, Range(above=0), Says("a number of GB > 0")],
+        "time_min": Annotated[int, Range(min=1), Says("a positive number of minutes")],
+        "array_parallelism": positive,
+        "max_array_size": positive | None,
+        "signal_delay_s": Annotated[int, Range(min=0), Says("a non-negative number of seconds")],
+        "max_requeues": Annotated[int, Range(min=0)],
+        "setup": Annotated[list[str], Says('a list of shell lines, e.g. ["source .venv/bin/activate"] (a single '
+                                          "string would be read as one line per character)")],
+        "extra": Annotated[dict[str, str | int | float], Says("a mapping of sbatch option names to strings or numbers")],
+    }
 
 
 def _profile_problem(key: str, value) -> str | None:
     """What is wrong with a profile value (None if nothing): its type, or a line break, which would
     end an ``#SBATCH`` line early and make sbatch ignore every directive after it."""
-    wrong = schema.problem(value, PROFILE_SCHEMA[key])
+    from models.schema import problem
+    wrong = problem(value, profile_schema()[key])
     if wrong is not None:
         return f"expected {wrong}"
     texts = value if isinstance(value, list) else [*value, *value.values()] if isinstance(value, dict) else [value]

@@ -77,26 +77,6 @@ class SelectiveScanOp(torch.autograd.Function):
         raise RuntimeError("selective_scan inside as_single_op() is for counting; it has no backward")
 
 
-class _CompiledScan(torch.autograd.Function):
-    """The CPU kernel: u, delta (b, d, l) as they are; B, C as (b, g, l, n) copies (a token's states
-    together)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C):
-        kernel = _extension.load("scan_cpu")
-        args = (u.contiguous(), delta.contiguous(), A.contiguous(), B.transpose(2, 3).contiguous(),
-                C.transpose(2, 3).contiguous())
-        ctx.save_for_backward(*args)
-        ctx.kernel = kernel
-        return kernel.forward(*args)
-
-    @staticmethod
-    def backward(ctx, gy):
-        gu, gdelta, gA, gB, gC = ctx.kernel.backward(*ctx.saved_tensors, gy.contiguous())
-        # gB, gC: one partial per tile of channels, (b, g, tiles, l, n) -> (b, g, n, l)
-        return gu, gdelta, gA.to(gy.dtype), gB.sum(2).transpose(2, 3), gC.sum(2).transpose(2, 3)
-
-
 def resolve_backend(backend: str | None, device: torch.device | str) -> str:
     """The backend a call with ``backend`` (None: ``"auto"``) on ``device`` runs: ``"torch"``, ``"cpp"`` or ``"mamba"``.
     Forced backends that cannot run raise (``KernelUnavailable`` / ``ValueError``) with the reason."""
