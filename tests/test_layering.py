@@ -93,3 +93,14 @@ def test_the_layering_test_sees_a_climbing_import(tmp_path):
     targets = imported("benchmark.render.tables", path)
     assert {"benchmark.harness.grid", "benchmark.measure.timing"} <= targets
     assert room("benchmark.harness.grid") not in MAY_IMPORT["render"]
+
+
+def test_no_test_file_imports_another():
+    """What tests share lives in tests/helpers.py (and conftest.py's fixtures)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        found += [f"{name} -> {t}" for t in imported(name, path)
+                  if t.startswith("tests.") and not t.startswith(("tests.helpers", "tests.conftest"))
+                  and t not in ("tests." + p for p in ("datasets", "harness", "measure", "ops", "results", "zoo"))]
+    assert found == []
