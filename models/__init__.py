@@ -6,7 +6,7 @@ in ``MEDIR_BENCH_IMPORTS`` (``models._plugins``).
 >>> model = models.create_model("restore_rwkv_tiny", wkv="bi", shift="quad")
 >>> models.import_models(["my_model.py"])          # a researcher's own file registers its models
 """
-from ._registry import (TINY_DIVISOR, ModelInfo, check_options, create_model, list_models, load_checkpoint, model_info,
+from ._registry import (TINY_DIVISOR, TINY_FLOOR, ModelInfo, check_options, create_model, list_models, load_checkpoint, model_info,
                         models_using, register_model)
 from ._contract import RestorationModel
 from ._input import check_image, pad_image
@@ -19,6 +19,6 @@ REFERENCE_MODEL = "restore_rwkv"      # the paper's model (Yang et al.): a grid'
 load_entry_points()
 load_inherited()          # the --import modules of the process that started this one
 
-__all__ = ["REFERENCE_MODEL", "TINY_DIVISOR", "ModelImportError", "ModelInfo", "model_info", "RestorationModel", "check_image", "check_options", "create_model", "ensure_model", "import_models",
+__all__ = ["REFERENCE_MODEL", "TINY_DIVISOR", "TINY_FLOOR", "ModelImportError", "ModelInfo", "model_info", "RestorationModel", "check_image", "check_options", "create_model", "ensure_model", "import_models",
            "imported_modules", "list_models", "load_checkpoint", "load_entry_points", "load_inherited", "model_source", "models_using", "pad_image",
            "register_model"]

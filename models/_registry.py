@@ -46,6 +46,7 @@ class ModelInfo:
     paper_tolerance: float = 0.0
     ops: tuple[str, ...] = ()            # the kernel ops it calls ("wkv", "scan"): models.ops.backends
     converter: Callable[[dict], dict] | None = None   # the authors' checkpoint -> this suite's keys
+    floored: bool = False                # a tiny preset raised to TINY_FLOOR (see TINY_FLOOR)
 
 
 def module_file(module: str) -> str | None:
@@ -61,17 +62,24 @@ def registered_by(name: str) -> str:
 # ``<name>`` divided by this one factor, within +-30%, so that a smoke table keeps the paper's size
 # ratios between families. 150 keeps restore_rwkv_tiny, the main job's model, at its size.
 TINY_DIVISOR = 150
+# ... unless that is under TINY_FLOOR trainable parameters, too few to learn at smoke scale: then the
+# full preset's widths are scaled uniformly (one factor, each width rounded) to the smallest size of
+# at least TINY_FLOOR, its depth and layer structure kept, and the preset is registered floored=True
+# (tables mark its rows). Today SRCNN, Xiang's and Eformer (the paper's sizes / 150: 382, 1,529, 2,294).
+TINY_FLOOR = 4000
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | None = None,
                    paper_input: tuple[int, ...] = (1, 1, 128, 128), paper_tolerance: float = 0.0,
-                   ops: tuple[str, ...] = (), converter: Callable[[dict], dict] | None = None):
+                   ops: tuple[str, ...] = (), converter: Callable[[dict], dict] | None = None,
+                   floored: bool = False):
     """Register a preset function under its ``__name__`` (here and in timm's registry); as
     ``@register_model`` or, with metadata (see ``ModelInfo``),
     ``@register_model(paper="MambaIR", ops=("scan",), converter=convert_official_state_dict)``."""
     if fn is None:
         return functools.partial(register_model, paper=paper, paper_input=tuple(paper_input),
-                                 paper_tolerance=paper_tolerance, ops=tuple(ops), converter=converter)
+                                 paper_tolerance=paper_tolerance, ops=tuple(ops), converter=converter,
+                                 floored=floored)
     name = fn.__name__
     previous = _MODULE_OF.get(name)
     reimport = previous is not None and module_file(previous) == module_file(fn.__module__) is not None
@@ -81,7 +89,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, paper: str | N
     _ENTRYPOINTS[name] = fn
     _MODULE_OF[name] = fn.__module__
     _PAPER[name] = {"paper": paper, "paper_input": tuple(paper_input), "paper_tolerance": paper_tolerance,
-                    "ops": tuple(ops), "converter": converter}
+                    "ops": tuple(ops), "converter": converter, "floored": floored}
 
     @functools.wraps(fn)
     def timm_entrypoint(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None,

@@ -65,6 +65,8 @@ def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict
              "paper_gmacs": profile.count_macs(model, shape, "paper")[0]}
     sizes["full_gmacs"], sizes["uncounted"] = profile.count_macs(model, shape, "full")
     latency = profile.measure_latency(model, shape, "infer", str(device), repeat=config["profile"]["latency_repeat"])
+    if models.model_info(cfg.model_name(config)).floored:          # a tiny preset raised to the floor: the rule
+        sizes["floored"] = {"floor": models.TINY_FLOOR, "divisor": models.TINY_DIVISOR}
     return {**sizes, "latency_ms": latency["median_ms"], "latency_min_ms": latency["min_ms"],
             "latency_max_ms": latency["max_ms"], "latency_device": str(device)}
 

@@ -70,7 +70,8 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
-        entry.update(params_m=first["deploy_params_m"], paper_gmacs=first["paper_gmacs"])
+        entry.update(params_m=first["deploy_params_m"], paper_gmacs=first["paper_gmacs"],
+                     floored=next((f for f in group.get("floored", []) if isinstance(f, dict)), None))
         for key in HIGHER_IS_BETTER:
             entry[key] = float(done[key].mean()) if len(done) else None
             entry[f"input_{key}"] = float(done[f"input_{key}"].mean()) if len(done) else None
@@ -89,6 +90,19 @@ def _state_text(entry: dict) -> str:
 
 
 NOT_LEARNED_MARK = "✗"
+FLOORED_MARK = "†"
+
+
+def floored_note(entries: list[dict]) -> str:
+    """The footnote for rows whose tiny preset was raised to the parameter floor ("" when none is)."""
+    floored = [e for e in entries if e.get("floored")]
+    if not floored:
+        return ""
+    rule = floored[0]["floored"]
+    return (f"{FLOORED_MARK} {', '.join(e['label'] for e in floored)}: a tiny preset keeps the paper's size / "
+            f"{rule['divisor']} unless that is under {rule['floor']:,} trainable parameters; then the full model's widths "
+            f"are scaled uniformly to the smallest size of at least {rule['floor']:,}, its depth and layers kept (its "
+            "size ratio to the other rows is not the paper's).")
 
 
 def did_not_learn(entry: dict, min_gain: float) -> bool:
@@ -135,7 +149,8 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
             notes += [f"- {entry['label']}: {reason}" for reason in entry["reasons"]]
         paper_cells = [f"{theirs[k]:.{digits[k]}f}" if theirs.get(k) is not None else "-" for k in HIGHER_IS_BETTER]
         delta = (f"{entry['psnr'] - theirs['psnr']:+.2f}" if entry["done"] and theirs.get("psnr") is not None else "-")
-        rows.append([f"{entry['label']}{seeds}", _fmt(entry["params_m"]), _fmt(entry["paper_gmacs"]), *ours,
+        floored = f" {FLOORED_MARK}" if entry.get("floored") else ""
+        rows.append([f"{entry['label']}{floored}{seeds}", _fmt(entry["params_m"]), _fmt(entry["paper_gmacs"]), *ours,
                      *paper_cells, delta])
     for method, theirs in reported.items():
         if method not in {e["label"] for e in entries}:
@@ -148,7 +163,8 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
                      "-", "-", "-", "-"])
     header = ["Method", "Params (M)", "MACs (G)", "PSNR", "SSIM", "RMSE", "paper PSNR", "paper SSIM", "paper RMSE",
               "ours − paper (PSNR)"]
-    return markdown.table(header, rows), notes, not_learned_note(entries, min_gain)
+    footnotes = "\n\n".join(n for n in (floored_note(entries), not_learned_note(entries, min_gain)) if n)
+    return markdown.table(header, rows), notes, footnotes
 
 
 FEW_SEEDS = 5          # fewer seeds per row: the bootstrap's spread between training runs is understated

@@ -15,7 +15,8 @@
         train.json, train_log.csv     the training summary (with its health: loss spikes, whether it
                                       learned) and the loss / gradient norm / validation curve
         test.json, test_images.csv    mean and per-image PSNR / SSIM / RMSE (and of the inputs)
-        profile.json                  params, MACs in both conventions, latency
+        profile.json                  params, MACs in both conventions, latency; whether the model is a
+                                      tiny preset raised to the parameter floor (models.TINY_FLOOR)
         erf.npy                       the effective receptive field maps, one per image (images, H, W)
         error.log                     the traceback of a failed run
         .lock                         held (an OS file lock) by the process that runs the run
@@ -432,7 +433,7 @@ def load_index(grid_dir):
                        "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
                        "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
                        "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),
-                       "latency_ms": profile.get("latency_ms")})
+                       "latency_ms": profile.get("latency_ms"), "floored": profile.get("floored")})
         per_task = test.get("tasks") or {}
         if not per_task:
             rows.append({**common, "eval_task": None})

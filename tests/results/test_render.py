@@ -162,3 +162,16 @@ def test_rows_that_cannot_be_paired_get_a_note_not_a_crash(tmp_path):
     assert ("No statistics: rows 'k=1' and 'k=5' were scored on different images (3 and 4 images; ids in one but "
             "not the other: [3]); cannot pair them.") in text
     assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** |" in text
+
+
+def test_a_floored_row_is_marked_and_its_rule_given_and_a_row_that_did_not_learn_stays(tmp_path):
+    """Flag, never drop: a row whose tiny preset was raised to the parameter floor carries † and the
+    footnote gives the rule (recorded with the run); the row that did not learn keeps its ✗ and gain."""
+    grid_dir = build_store(tmp_path / "runs")
+    profile = store.read_json(grid_dir / "q-e" / "profile.json")
+    store.write_json(grid_dir / "q-e" / "profile.json", {**profile, "floored": {"floor": 4000, "divisor": 150}})
+    text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
+    assert "| Q-Shift † |" in text and "| k=5 |" in text and "k=5 †" not in text
+    assert ("† Q-Shift: a tiny preset keeps the paper's size / 150 unless that is under 4,000 trainable parameters; "
+            "then the full model's widths are scaled uniformly to the smallest size of at least 4,000") in text
+    assert "| k=1 ✗ |" in text and "✗ did not learn at this scale: k=1 (test gain" in text
