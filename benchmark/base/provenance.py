@@ -93,8 +93,9 @@ def record(device) -> dict:
 
 
 def is_stale(status: dict) -> bool:
-    """A finished run made with other code than the current (or with unrecorded code)."""
-    return status.get("state") == "done" and status.get("code_hash") != code_hash()
+    """A finished (or, a tuned grid's candidate, trained) run made with other code than the current
+    (or with unrecorded code)."""
+    return status.get("state") in ("done", "trained") and status.get("code_hash") != code_hash()
 
 
 def stale_reason(status: dict, environment: dict | None) -> str:

@@ -21,6 +21,10 @@ A grid file (see ``ablations/``)::
         model.options.shift_kernel: [3, 5]
     exclude:                     # cells matching every key of one entry are dropped
       - {seed: 1, label: k=3}
+    tune:                        # candidate values, the same for every row: each row and seed trains
+      train.lr: [4e-3, 1e-3]     # once per candidate; the best mean validation PSNR over the row's
+                                 # seeds chooses, and only the chosen candidate is tested (one scale
+                                 # only: tune: {smoke: {train.lr: [...]}})
 
 A spec's ``id`` is a hash of its resolved configuration (the grid's metadata excluded), so a run's
 folder is found again whatever the order of the grid; its ``slug`` is the label (or the axis
@@ -42,7 +46,7 @@ import yaml
 from benchmark.harness import config as cfg
 from benchmark.base.yamlfile import load_yaml
 
-GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude")
+GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude", "tune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,7 @@ class RunSpec:
     label: str
     index: int                  # position in the grid (table row order)
     config_json: str            # the resolved configuration, canonical JSON
+    candidate: str = ""         # a tuned grid's candidate values, e.g. "train.lr=0.004" ("" untuned)
 
     @property
     def config(self) -> dict:
@@ -73,13 +78,14 @@ class Grid:
     specs: tuple[RunSpec, ...]
     reference: str
     note: str = ""
+    tune: tuple[tuple[str, tuple], ...] = ()     # (dotted key, candidate values) of a tuned grid
 
     def metadata(self) -> dict:
+        runs = [{"id": s.id, "folder": s.folder_name, "label": s.label, "index": s.index,
+                 **({"candidate": s.candidate} if s.candidate else {})} for s in self.specs]
         return {"name": self.name, "table": self.table, "title": self.title, "reference": self.reference,
-                "note": self.note,
-                "file": self.file,
-                "scale": self.scale, "runs": [{"id": s.id, "folder": s.folder_name, "label": s.label,
-                                               "index": s.index} for s in self.specs]}
+                "note": self.note, "file": self.file, "scale": self.scale, "runs": runs,
+                **({"tune": {key: list(values) for key, values in self.tune}} if self.tune else {})}
 
 
 # Keys added after result stores existed, left out of the id at their default value so that every
@@ -124,6 +130,36 @@ def _axis_cells(axes: dict, where: str) -> list[dict]:
     return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*factors)]
 
 
+def _tune_candidates(tune, axes_keys: set[str], command_line: dict, where: str) -> tuple[tuple, list[dict]]:
+    """A grid's ``tune:`` as ((key, values), ...) and the list of its candidates (every combination
+    of the values, as dotted-key dicts); ((), [{}]) for a grid without one."""
+    if tune is None:
+        return (), [{}]
+    if not isinstance(tune, dict) or not tune:
+        raise cfg.ConfigError(f"{where}: 'tune' must be a mapping of key -> list of candidate values, e.g. "
+                              "tune: {train.lr: [4e-3, 1e-3]}")
+    known = {path for path, _ in cfg._leaves(cfg.DEFAULTS)}
+    set_on_command_line = {path for path, _ in cfg._leaves(command_line)}
+    for key, values in tune.items():
+        if key not in known and not key.startswith("model.options."):
+            raise cfg.ConfigError(f"{where}: tune.{key}: unknown key; expected a configuration key such as train.lr")
+        if key in axes_keys or key in ("seed", "task", "model.name"):
+            raise cfg.ConfigError(f"{where}: tune.{key}: a key that names rows or seeds cannot be tuned (it is an "
+                                  "axis of the grid)")
+        if key in set_on_command_line:
+            raise cfg.ConfigError(f"{where}: tune.{key} is also set by --set; drop one of them")
+        if not isinstance(values, list) or len(values) < 2 or len({repr(v) for v in values}) != len(values):
+            raise cfg.ConfigError(f"{where}: tune.{key} must be a list of at least two distinct candidate values; "
+                                  f"got {values!r}")
+    pairs = tuple((key, tuple(tune[key])) for key in sorted(tune))
+    return pairs, [dict(zip([k for k, _ in pairs], combo)) for combo in itertools.product(*(v for _, v in pairs))]
+
+
+def candidate_text(values: dict) -> str:
+    """``{"train.lr": 0.004}`` -> ``"train.lr=0.004"`` (the candidate's name in the store and status)."""
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
 def _scale_layer(scales, scale: str, where: str) -> dict:
     """The grid's own settings for ``scale`` (nested or dotted keys), nested; {} if it has none."""
     if not isinstance(scales, dict) or not all(isinstance(v, dict) for v in scales.values()):
@@ -166,13 +202,14 @@ def _record_source(config: dict) -> None:
 
 def _check_labels(specs: list[RunSpec], where: str) -> None:
     """Runs that share a label are one table row (averaged over seeds): they may differ in their
-    seed only."""
-    first: dict[str, RunSpec] = {}
+    seed only (and, in a tuned grid, in their candidate values: compared per candidate)."""
+    first: dict[tuple[str, str], RunSpec] = {}
     for spec in specs:
-        if spec.label not in first:
-            first[spec.label] = spec
+        key = (spec.label, spec.candidate)
+        if key not in first:
+            first[key] = spec
             continue
-        mine, theirs = (dict(cfg._leaves({**s.config, "seed": None})) for s in (spec, first[spec.label]))
+        mine, theirs = (dict(cfg._leaves({**s.config, "seed": None})) for s in (spec, first[key]))
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
             raise cfg.ConfigError(f"{where}: label {spec.label!r} names two different configurations (they differ "
@@ -217,6 +254,13 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     excludes = data.get("exclude") or []
     if not isinstance(excludes, list) or not all(isinstance(e, dict) for e in excludes):
         raise cfg.ConfigError(f"{where}: 'exclude' must be a list of mappings")
+    axes_keys = {k for cell in cells for k in cell}
+    tune_of = data.get("tune")
+    if isinstance(tune_of, dict) and tune_of and set(tune_of) <= set(cfg.SCALES):    # per scale: tune: {smoke: {...}}
+        tune_of, where_tune = tune_of.get(scale), f"{where} (tune.{scale})"
+    else:
+        where_tune = where
+    tune, candidates = _tune_candidates(tune_of, axes_keys, command_line, where_tune)
     specs, seen = [], {}
     for cell in cells:
         if any(all(cell.get(k) == v for k, v in entry.items()) for entry in excludes):
@@ -225,17 +269,19 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         values = cell
         if not label:
             label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or data.get("name", path.stem)
-        config = cfg.resolve(scale, scale_layer, base, cfg.nest(values), command_line)
-        cell_where = f"{where} (cell {label!r})"
-        cfg.validate(config, cell_where)
-        if check_models:
-            _check_model(config, cell_where)
-        _record_source(config)
-        identity = spec_id(config)
-        if identity in seen:
-            raise cfg.ConfigError(f"{where}: cells {seen[identity]!r} and {label!r} resolve to the same run")
-        seen[identity] = label
-        specs.append(RunSpec(identity, _slug(label), label, len(specs), json.dumps(config, sort_keys=True)))
+        for candidate in candidates:                     # one, {}, for a grid without tune:
+            config = cfg.resolve(scale, scale_layer, base, cfg.nest(values), cfg.nest(candidate), command_line)
+            name = candidate_text(candidate)
+            cell_where = f"{where} (cell {label!r}" + (f", tune {name})" if name else ")")
+            cfg.validate(config, cell_where)
+            if check_models:
+                _check_model(config, cell_where)
+            _record_source(config)
+            identity = spec_id(config)
+            if identity in seen:
+                raise cfg.ConfigError(f"{where}: cells {seen[identity]!r} and {label!r} resolve to the same run")
+            seen[identity] = label
+            specs.append(RunSpec(identity, _slug(label), label, len(specs), json.dumps(config, sort_keys=True), name))
     if not specs:
         raise cfg.ConfigError(f"{where}: the grid has no cells (every cell excluded?)")
     _check_labels(specs, where)
@@ -252,17 +298,19 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
         raise cfg.ConfigError(f"{where}: name {name!r} is not a plain name (it names the store folder and the "
                               "table files): expected letters, digits, '_', '-', '.', no path separators or '..'")
     return Grid(name, table, str(data.get("title") or ""), str(path), scale,
-                tuple(specs), str(reference), str(data.get("note") or ""))
+                tuple(specs), str(reference), str(data.get("note") or ""), tune)
 
 
 def describe(grid: Grid) -> str:
     """The expanded grid as a readable listing (``--dry-run``)."""
-    lines = [f"grid {grid.name} ({grid.file}), scale {grid.scale}: {len(grid.specs)} runs"]
+    tuned = f" (every row and seed once per candidate of tune: {', '.join(k for k, _ in grid.tune)})" if grid.tune else ""
+    lines = [f"grid {grid.name} ({grid.file}), scale {grid.scale}: {len(grid.specs)} runs{tuned}"]
     for spec in grid.specs:
         config = spec.config
         options = ", ".join(f"{k}={v}" for k, v in config["model"]["options"].items()) or "defaults"
+        candidate = f", candidate {spec.candidate}" if spec.candidate else ""
         lines.append(f"  {spec.index:>3}  {spec.folder_name:<40} {cfg.model_name(config)} ({options}), "
-                     f"task {config['task']}, seed {config['seed']}, {config['train']['iters']} iters")
+                     f"task {config['task']}, seed {config['seed']}, {config['train']['iters']} iters{candidate}")
     return "\n".join(lines)
 
 

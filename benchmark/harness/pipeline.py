@@ -100,8 +100,12 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
         return None
 
 
-def _stages(spec: RunSpec, folder: Path, progress: bool) -> dict:
-    """Every stage that has no result yet; returns the training summary (``train.json``)."""
+STAGES = ("all", "train")      # "train": a tuned grid's candidate is trained and validated, never tested
+
+
+def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
+    """Every stage that has no result yet (``stages="train"``: training only); returns the training
+    summary (``train.json``)."""
     config = spec.config
     device = _device(config)
     model = build_model(config).to(device)               # imports a model from outside the package first
@@ -116,6 +120,8 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> dict:
     else:
         model.load_state_dict(weights)
         summary = store.read_train_summary(folder)
+    if stages == "train":
+        return summary
     model.deploy()                                               # test the deploy form, as the paper does
     if not (_result(folder, "test.json", store.read_test)
             and _result(folder, "test_images.csv", store.read_image_scores)):
@@ -129,29 +135,39 @@ def _stages(spec: RunSpec, folder: Path, progress: bool) -> dict:
     return summary
 
 
-def run_spec(spec: RunSpec, grid_dir, progress: bool = True) -> dict:
+def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all") -> dict:
     """Run (or finish, or skip) one spec in ``grid_dir/<slug>-<id>``; returns its final status, or
-    ``busy`` (nothing touched) when another live process is running it."""
+    ``busy`` (nothing touched) when another live process is running it. ``stages="train"`` trains
+    and validates only (state ``trained``: a tuned grid's candidate, whose test split is never read
+    unless it is chosen); a trained run given ``stages="all"`` is tested from its best weights."""
+    if stages not in STAGES:
+        raise ValueError(f"unknown stages {stages!r}; expected one of {', '.join(STAGES)}")
     folder = Path(grid_dir) / spec.folder_name
     status = store.run_state(folder)
     if status["state"] == "done" and store.unreadable(folder) is None:
         return status
+    if stages == "train" and status["state"] == "trained" and store.trained_unreadable(folder) is None:
+        return status
     try:
         with store.run_lock(folder):
-            return _run_locked(spec, folder, progress)
+            return _run_locked(spec, folder, progress, stages)
     except store.RunBusy as err:
         return {"state": "busy", "id": spec.id, "label": spec.label, "reason": str(err)}
     except OSError as err:                         # not even the lock or the folder could be made
         return {"state": "failed", "id": spec.id, "label": spec.label, "reason": f"{type(err).__name__}: {err}"}
 
 
-def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
+def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
     status = store.run_state(folder)                     # read again under the lock
-    if status["state"] == "done":
-        problem = store.unreadable(folder)
-        if problem is None:
+    if status["state"] in ("done", "trained"):
+        if status["state"] == "trained" and stages == "train":
+            problem = store.trained_unreadable(folder)
+        else:
+            problem = store.unreadable(folder) if status["state"] == "done" else None
+        if problem is None and (status["state"] == "done" or stages == "train"):
             return status
-        print(f"{problem}; the run is finished again", file=sys.stderr, flush=True)
+        if problem is not None:
+            print(f"{problem}; the run is finished again", file=sys.stderr, flush=True)
     if status["state"] == store.BROKEN:
         print(f"{status['reason']}; the run's status starts afresh", file=sys.stderr, flush=True)
     for leftover in store.clean_leftovers(folder):
@@ -169,7 +185,7 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
         store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
                                                "model": cfg.model_name(spec.config), "config": spec.config})
         store.write_json(folder / "status.json", running)
-        summary = _stages(spec, folder, progress)
+        summary = _stages(spec, folder, progress, stages)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
         status = {**running, "state": "failed", "reason": f"{type(err).__name__}: {err}",
                   "log": str(folder / "error.log"), "finished": time.time(), "seconds": time.time() - started}
@@ -178,7 +194,8 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool) -> dict:
         except OSError as log_err:
             status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
-        status = {**running, "state": "done", "finished": time.time(), "seconds": time.time() - started,
+        status = {**running, "state": "trained" if stages == "train" else "done", "finished": time.time(),
+                  "seconds": time.time() - started,
                   "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
         (folder / "error.log").unlink(missing_ok=True)                 # a stale log of an earlier attempt
     try:

@@ -28,6 +28,7 @@ from benchmark.results import health, store
 from benchmark.base import provenance
 from benchmark.base.arguments import add_import_option
 from benchmark.harness.config import SCALES, ConfigError
+from benchmark.harness import tuning
 from benchmark.harness.grid import describe, load_grid
 from benchmark.harness.status import environment_or_none
 
@@ -81,28 +82,71 @@ def main(argv: list[str] | None = None) -> int:
         print(stale_line(stale, grid_dir, args.keep_stale), file=sys.stderr, flush=True)
         if not args.keep_stale:
             reset_stale(stale, grid_dir)
-    todo = [s for s in grid.specs if store.run_state(grid_dir / s.folder_name)["state"] != "done"
-            or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
-    print(f"grid {grid.name}: {len(grid.specs)} runs at scale {grid.scale}, {len(grid.specs) - len(todo)} already "
-          f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
     start = time.time()
+    profile, submit_errors = None, ()
     if args.executor == "slurm":
         from benchmark.harness.executors import slurm
-        from benchmark.harness.executors.local import report
+        submit_errors = (slurm.SlurmError,)
         try:
             profile = slurm.load_profile(args.cluster)
-            results = slurm.run_slurm(todo, grid_dir, profile, wait_for_results=not args.no_wait, report=report)
         except slurm.SlurmError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        if args.no_wait:
-            print(f"submitted; monitor with: python -m benchmark.status {grid_dir}", file=sys.stderr)
-            return 0
-    else:
+
+    def execute(specs: list, stages: str) -> dict | None:
+        """Run ``specs`` here or on SLURM; None when they were only submitted (--no-wait)."""
+        if args.executor == "slurm":
+            from benchmark.harness.executors import slurm
+            from benchmark.harness.executors.local import report
+            return slurm.run_slurm(specs, grid_dir, profile, wait_for_results=not args.no_wait, report=report,
+                                   stages=stages)
         from benchmark.harness.executors.local import auto_jobs, run_local
-        jobs = auto_jobs(len(todo)) if args.jobs == "auto" else int(args.jobs)
-        results = run_local(todo, grid_dir, jobs, progress=not args.quiet)
-    failed = [s for s in todo if results[s.id]["state"] not in ("done", "busy")]
+        jobs = auto_jobs(len(specs)) if args.jobs == "auto" else int(args.jobs)
+        return run_local(specs, grid_dir, jobs, progress=not args.quiet, stages=stages)
+
+    results: dict = {}
+    tested = list(grid.specs)
+    if grid.tune:                      # first every candidate of every row and seed, trained only
+        untrained = [s for s in grid.specs if store.run_state(grid_dir / s.folder_name)["state"]
+                     not in ("trained", "done")]
+        rows = len({s.label for s in grid.specs})
+        print(f"grid {grid.name}: {rows} rows, {len(grid.specs)} runs with their tune: candidates, "
+              f"{len(untrained)} to train -> {grid_dir}", file=sys.stderr, flush=True)
+        try:
+            trained = execute(untrained, "train") if untrained else {}
+        except submit_errors as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if trained is None:
+            print(f"submitted the candidates; run the same command again to choose and test, or monitor with: "
+                  f"python -m benchmark.status {grid_dir}", file=sys.stderr)
+            return 0
+        results.update(trained)
+        choice = tuning.choose(grid, grid_dir)
+        if choice is None:
+            print("error: some candidates have no outcome (another process runs them?); rerun to choose",
+                  file=sys.stderr)
+            return 1
+        print("chosen on validation: " + "; ".join(f"{label} {row['chosen'] or 'none (every candidate failed)'}"
+                                                  for label, row in choice.items()), file=sys.stderr, flush=True)
+        tested = tuning.chosen_specs(grid, choice)
+    todo = [s for s in tested if store.run_state(grid_dir / s.folder_name)["state"] != "done"
+            or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
+    if grid.tune:
+        todo = [s for s in todo if store.run_state(grid_dir / s.folder_name)["state"] != "failed"]
+    print(f"grid {grid.name}: {len(tested)} runs at scale {grid.scale}, {len(tested) - len(todo)} already "
+          f"done, {len(todo)} to run -> {grid_dir}", file=sys.stderr, flush=True)
+    try:
+        ran = execute(todo, "all")
+    except submit_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if ran is None:
+        print(f"submitted; monitor with: python -m benchmark.status {grid_dir}", file=sys.stderr)
+        return 0
+    results.update(ran)
+    todo = [s for s in grid.specs if s.id in results]
+    failed = [s for s in todo if results[s.id]["state"] not in ("done", "trained", "busy")]
     busy = [s for s in todo if results[s.id]["state"] == "busy"]
     print(f"grid {grid.name}: {len(todo) - len(failed) - len(busy)} runs finished, {len(failed)} failed"
           + (f", {len(busy)} skipped (another process is running them)" if busy else "")
@@ -118,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         curves = next((str(p) for p in paths if p.name.endswith("_curves.png")), None)
         print(f"\n{grid.name}:\n" + "".join(f"  {line}\n" for line in headline)
-              + (f"  {health_line(unlearned, len(grid.specs), curves)}\n" if unlearned else ""))
+              + (f"  {health_line(unlearned, len(tested), curves)}\n" if unlearned else ""))
         for path in paths:
             print(path)
     elif unlearned:
-        print(health_line(unlearned, len(grid.specs), None), file=sys.stderr)
+        print(health_line(unlearned, len(tested), None), file=sys.stderr)
     return 1 if failed or busy else 0
 
 
@@ -150,7 +194,8 @@ def reset_stale(stale: list, grid_dir: Path) -> None:
 def not_learned(grid, grid_dir: Path) -> list[str]:
     """"k=5 (seed 0), +0.0 dB" for each finished run of the grid that did not learn."""
     out = []
-    for spec in grid.specs:
+    chosen = {r["id"] for r in store.chosen_runs(grid_dir, store.read_grid(grid_dir))}
+    for spec in [s for s in grid.specs if s.id in chosen]:
         status = store.run_state(grid_dir / spec.folder_name)
         if status["state"] == "done" and not health.learned(status):
             out.append(f"{spec.label} (seed {spec.config['seed']}), {status['health']['val_gain_db']:+.1f} dB")

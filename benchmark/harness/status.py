@@ -32,8 +32,18 @@ def environment_or_none(folder: Path) -> dict | None:
 
 
 def rows(grid_dir) -> list[dict]:
+    """One row per run in grid order; a tuned grid's candidates under their row (label [candidate]),
+    each saying whether it was chosen once the choice is made (``harness.tuning``)."""
     grid_dir = Path(grid_dir)
     metadata = store.read_grid(grid_dir)
+    chosen = None
+    if metadata.get("tune"):
+        try:
+            tuning = store.read_tuning(grid_dir)
+        except store.StoreError as err:
+            print(f"warning: {err}", file=sys.stderr)
+            tuning = None
+        chosen = None if tuning is None else {i for row in tuning.values() for i in row["ids"]}
     records, problems = {}, {}
     for r in metadata["runs"]:
         try:
@@ -64,13 +74,18 @@ def rows(grid_dir) -> list[dict]:
         if status["state"] == "failed":
             detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
         state = status["state"]
-        if state == "done":
+        if state in ("done", "trained"):                 # trained: a tuned grid's candidate, not tested
             detail = health.describe(status)
-            state = "done" if health.learned(status) else health.DID_NOT_LEARN
+            if state == "done":
+                state = "done" if health.learned(status) else health.DID_NOT_LEARN
             if provenance.is_stale(status):
                 detail = f"{provenance.stale_reason(status, environment_or_none(grid_dir / run['folder']))}; {detail}"
                 state = STALE
-        out.append({"index": run["index"], "label": run["label"], "state": state,
+        if "candidate" in run:
+            choice = "not chosen yet" if chosen is None else "chosen" if run["id"] in chosen else "not chosen"
+            detail = f"{choice}; {detail}" if detail else choice
+        label = f"{run['label']} [{run['candidate']}]" if "candidate" in run else run["label"]
+        out.append({"index": run["index"], "label": label, "state": state,
                     "job": record.get("job_id", "-"), "slurm": slurm_states.get(record.get("job_id"), "-"),
                     "folder": run["folder"], "detail": detail})
     return out

@@ -13,7 +13,7 @@ import numpy as np
 from benchmark.results import health, store
 from benchmark.base import provenance
 from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
-from benchmark.render.tables import erf_table, provenance_notes, render_markdown
+from benchmark.render.tables import erf_table, provenance_notes, render_markdown, tuning_table
 
 __all__ = ["render_grid"]
 
@@ -40,7 +40,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     problems: list[str] = []
     runs, stacks, curves = [], {}, {}       # stacks: label -> per-image maps of all its seeds; curves: label -> runs
     records = []                            # what each run ran with, for the provenance line
-    for run in metadata["runs"]:
+    for run in store.chosen_runs(grid_dir, metadata):       # a tuned grid: its chosen candidates only
         folder = grid_dir / run["folder"]
         try:
             spec = store.read_spec(folder)
@@ -60,6 +60,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             curves.setdefault(run["label"], []).append(curve)
     markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems), headline,
                                provenance_notes(records, provenance.code_hash()))
+    if metadata.get("tune"):
+        markdown += tuning_table(metadata, store.read_tuning(grid_dir))
     written = []
     if curves:
         figure = out_dir / f"{metadata['name']}_curves.png"

@@ -349,8 +349,10 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
         warmup = f" ({train['warmup']} of warm-up)" if train.get("warmup") else ""
         clip = f", gradient norm clipped at {train['grad_clip']:g}" if train.get("grad_clip") else ""
         betas = ", ".join(f"{b:g}" for b in train["betas"])
+        lr = "a learning rate tuned per row (see Tuning)" if "train.lr" in metadata.get("tune", {}) \
+            else f"lr {train['lr']:g}"
         lines += [f"Scale `{metadata['scale']}`: {models}; {train['iters']} iterations{warmup} of batch {train['batch']} "
-                  f"on {train['crop']}x{train['crop']} crops at lr {train['lr']:g} (Adam {betas}{clip}); data " +
+                  f"on {train['crop']}x{train['crop']} crops at {lr} (Adam {betas}{clip}); data " +
                   ", ".join(f"`{config['data']['sources'][t]}`" for t in TASKS[config["task"]]) + ". "
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
                   f"1x1x{runs[0]['config']['profile']['size']}x{runs[0]['config']['profile']['size']}, "
@@ -387,3 +389,27 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
                 prefix = f"{TASK_TITLES.get(task, task)}: " if len(tasks) > 1 else ""
                 headline += [prefix + line for line in lines_of_headline]
     return "\n".join(lines)
+
+
+def tuning_table(metadata: dict, tuning: dict | None) -> str:
+    """A tuned grid's choice: how it was made (one line), then per row each candidate's mean best
+    validation PSNR over the row's seeds, the chosen one in bold."""
+    keys = ", ".join(f"`{key}` in {{{', '.join(str(v) for v in values)}}}" for key, values in metadata["tune"].items())
+    how = (f"\nTuning: every row and seed trained once per candidate ({keys}) with the same budget; each row's result "
+           "is the candidate with the best validation PSNR (its best over training, averaged over the row's seeds; "
+           "the validation split only: a candidate that was not chosen was never tested).\n\n")
+    if not tuning:
+        return how + "No choice yet: the candidates have not all finished training.\n"
+    order = {run["candidate"]: i for i, run in reversed(list(enumerate(metadata["runs"]))) if "candidate" in run}
+    labels = [label for label in dict.fromkeys(run["label"] for run in metadata["runs"]) if label in tuning]
+    names = sorted({c for row in tuning.values() for c in row["candidates"]}, key=lambda c: order.get(c, len(order)))
+    def cell(row: dict, name: str) -> str:
+        result = row["candidates"].get(name)
+        if result is None:
+            return "-"
+        if result["val_psnr"] is None:
+            return f"failed ({result['failed']} of {result['runs']} runs)"
+        return _decorate(f"{result['val_psnr']:.2f}", "best" if name == row["chosen"] else "")
+    rows = [[label, *(cell(row, c) for c in names), row["chosen"] or "none (every candidate failed)"]
+            for label, row in ((label, tuning[label]) for label in labels)]
+    return how + markdown.table(["Method", *(f"val PSNR, {c}" for c in names), "chosen"], rows) + "\n"

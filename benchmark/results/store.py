@@ -49,7 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-STATES = ("pending", "submitted", "running", "done", "failed")   # what status.json may say
+STATES = ("pending", "submitted", "running", "trained", "done", "failed")   # what status.json may say
+# trained: a tuned grid's candidate, trained and validated, not tested (harness.tuning)
 BROKEN = "broken"                                                 # a run with an unreadable store file
 _TEMP_MARK = ".tmp-"                                              # in the names of files being written
 
@@ -365,6 +366,42 @@ def unreadable(folder) -> str | None:
     return None
 
 
+def trained_unreadable(folder) -> str | None:
+    """Why a ``trained`` run's training results cannot be read (None when they can)."""
+    try:
+        read_status(folder)
+        read_spec(folder)
+        if read_train_summary(folder) is None:
+            return f"{Path(folder) / 'train.json'}: missing"
+    except StoreError as err:
+        return str(err)
+    return None
+
+
+TUNING = "tuning.json"           # a tuned grid's choice per row (harness.tuning), in the grid folder
+
+
+def read_tuning(grid_dir) -> dict | None:
+    """A tuned grid's ``tuning.json``: ``{row label: {"chosen": candidate, "ids": chosen run ids,
+    "candidates": {candidate: {"val_psnr": mean, "runs": n}}}}``; None before the choice is made."""
+    path = Path(grid_dir) / TUNING
+    tuning = read_json(path)
+    if tuning is not None:
+        _expect(all(isinstance(v, dict) and isinstance(v.get("ids"), list) and "chosen" in v for v in tuning.values()),
+                path, "rows with their chosen candidate and run ids", repr(tuning)[:200])
+    return tuning
+
+
+def chosen_runs(grid_dir, metadata: dict) -> list[dict]:
+    """The runs a table shows: every run of an untuned grid; of a tuned one, the chosen candidates
+    (none before the choice is made)."""
+    if not metadata.get("tune"):
+        return metadata["runs"]
+    tuning = read_tuning(grid_dir) or {}
+    chosen = {run_id for row in tuning.values() for run_id in row["ids"]}
+    return [r for r in metadata["runs"] if r["id"] in chosen]
+
+
 def read_weights(path, device="cpu") -> dict:
     """A state dict saved by ``save_torch`` (loaded with ``weights_only=True``: nothing in the file
     can run code); ``StoreError`` naming the file when it is missing or unreadable."""
@@ -411,7 +448,7 @@ def load_index(grid_dir):
     grid_dir = Path(grid_dir)
     metadata = read_grid(grid_dir)
     rows = []
-    for run in metadata["runs"]:
+    for run in chosen_runs(grid_dir, metadata):         # a tuned grid's rows: its chosen candidates
         folder = grid_dir / run["folder"]
         common = {"index": run["index"], "id": run["id"], "folder": run["folder"], "label": run["label"]}
         try:
@@ -449,7 +486,7 @@ def load_image_scores(grid_dir, problems: list[str] | None = None):
     import pandas as pd
     grid_dir = Path(grid_dir)
     frames = []
-    for run in read_grid(grid_dir)["runs"]:
+    for run in chosen_runs(grid_dir, read_grid(grid_dir)):
         folder = grid_dir / run["folder"]
         try:
             if read_status(folder)["state"] != "done":

@@ -18,31 +18,32 @@ from benchmark.harness.grid import RunSpec
 from benchmark.harness.pipeline import run_spec
 
 
-def _process_body(spec: RunSpec, grid_dir: str, threads: int) -> None:
+def _process_body(spec: RunSpec, grid_dir: str, threads: int, stages: str = "all") -> None:
     torch.set_num_threads(threads)
-    run_spec(spec, grid_dir, progress=False)
+    run_spec(spec, grid_dir, progress=False, stages=stages)
 
 
 def report(spec: RunSpec, status: dict) -> None:
     """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
-    verdict = health.describe(status) if status["state"] == "done" else ""
+    verdict = health.describe(status) if status["state"] in ("done", "trained") else ""
     if verdict:
         detail += f", {verdict}"
     if status["state"] == "failed":
         detail = f"{status['reason']} (see {status.get('log', '-')})"
     elif status["state"] == "busy":
         detail = f"skipped: {status['reason']}"
-    print(f"[{spec.index + 1}] {spec.label}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
+    name = f"{spec.label} [{spec.candidate}]" if spec.candidate else spec.label
+    print(f"[{spec.index + 1}] {name}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
 
 
 def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     folder = grid_dir / spec.folder_name
     status = store.run_state(folder)
-    if status["state"] not in ("done", "failed") and store.is_live(folder):   # another process runs it
+    if status["state"] not in ("done", "trained", "failed") and store.is_live(folder):   # another process runs it
         return {"state": "busy", "id": spec.id, "label": spec.label,
                 "reason": f"{folder}: pid {status.get('pid', '?')} on {status.get('host', '?')} is running this run"}
-    if status["state"] not in ("done", "failed"):        # the process died without recording an outcome
+    if status["state"] not in ("done", "trained", "failed"):   # the process died without recording an outcome
         status = {**status, "state": "failed", "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
                             + (" (killed: out of memory?)" if processes.out_of_memory(exitcode) else
@@ -63,13 +64,15 @@ def auto_jobs(runs: int) -> int:
     return max(1, min(os.cpu_count() or 1, runs))
 
 
-def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = True) -> dict[str, dict]:
-    """Run every spec; returns {spec id: final status}. A failed run is recorded and the rest go on."""
+def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = True,
+              stages: str = "all") -> dict[str, dict]:
+    """Run every spec (its ``stages``: see ``pipeline.run_spec``); returns {spec id: final status}. A
+    failed run is recorded and the rest go on."""
     grid_dir = Path(grid_dir)
     results = {}
     if jobs <= 1:
         for spec in specs:
-            results[spec.id] = run_spec(spec, grid_dir, progress)
+            results[spec.id] = run_spec(spec, grid_dir, progress, stages)
             report(spec, results[spec.id])
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -78,7 +81,7 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
     while waiting or active:
         while waiting and len(active) < jobs:
             spec = waiting.pop(0)
-            process = processes.start(_process_body, spec, str(grid_dir), threads)
+            process = processes.start(_process_body, spec, str(grid_dir), threads, stages)
             active[spec.id] = (spec, process)
         time.sleep(0.2)
         for key, (spec, process) in list(active.items()):

@@ -144,9 +144,13 @@ def is_terminal(state: str | None) -> bool:
 
 
 class SpecJob:
-    """What an array task runs: one spec, in the grid folder. Checkpointable: submitit calls
-    ``checkpoint`` on preemption or time-out and requeues the job, which then resumes the run from
-    its own checkpoint (the submitted arguments are all it needs)."""
+    """What an array task runs: one spec, in the grid folder, its ``stages`` (``"train"`` for a tuned
+    grid's candidates). Checkpointable: submitit calls ``checkpoint`` on preemption or time-out and
+    requeues the job, which then resumes the run from its own checkpoint (the submitted arguments
+    are all it needs)."""
+
+    def __init__(self, stages: str = "all"):
+        self.stages = stages
 
     def __call__(self, spec: RunSpec, grid_dir: str) -> dict:
         import torch
@@ -155,11 +159,11 @@ class SpecJob:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))
-        return run_spec(spec, grid_dir, progress=False)
+        return run_spec(spec, grid_dir, progress=False, stages=self.stages)
 
     def checkpoint(self, spec: RunSpec, grid_dir: str):
         import submitit
-        return submitit.helpers.DelayedSubmission(SpecJob(), spec, grid_dir)
+        return submitit.helpers.DelayedSubmission(SpecJob(self.stages), spec, grid_dir)
 
 
 def _executor(folder: Path, profile: dict):
@@ -190,7 +194,7 @@ def active_job(folder: Path) -> str | None:
     return record["job_id"] if state is not None and not is_terminal(state) else None
 
 
-def submit(specs: list[RunSpec], grid_dir, profile: dict) -> dict[str, str]:
+def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all") -> dict[str, str]:
     """Submit the specs as job arrays (split at MaxArraySize); returns {spec id: job id}."""
     grid_dir = Path(grid_dir).resolve()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -200,7 +204,7 @@ def submit(specs: list[RunSpec], grid_dir, profile: dict) -> dict[str, str]:
     jobs = {}
     for start in range(0, len(specs), size):
         chunk = specs[start:start + size]
-        submitted = executor.map_array(SpecJob(), chunk, [str(grid_dir)] * len(chunk))
+        submitted = executor.map_array(SpecJob(stages), chunk, [str(grid_dir)] * len(chunk))
         for spec, job in zip(chunk, submitted):
             jobs[spec.id] = job.job_id
             store.write_json(grid_dir / spec.folder_name / "slurm.json", {
@@ -237,7 +241,7 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
             status, record = store.run_state(folder), records[key]
             job = record.get("job_id")
             state = states.get(job)
-            outcome = status["state"] in ("done", "failed")
+            outcome = status["state"] in ("done", "trained", "failed")
             if outcome and (state is None or is_terminal(state)):
                 results[key] = status
             elif is_terminal(state):
@@ -262,7 +266,7 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
 
 
 def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: bool = True, report=None,
-              **wait_options) -> dict[str, dict]:
+              stages: str = "all", **wait_options) -> dict[str, dict]:
     """Submit what is not already queued or running, then (optionally) wait for all of it."""
     grid_dir = Path(grid_dir).resolve()
     queued = {s.id: active_job(grid_dir / s.folder_name) for s in specs}
@@ -271,7 +275,7 @@ def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: b
         print(f"{len(specs) - len(fresh)} runs are still queued or running from an earlier submission; "
               "not resubmitted", file=sys.stderr, flush=True)
     if fresh:
-        jobs = submit(fresh, grid_dir, profile)
+        jobs = submit(fresh, grid_dir, profile, stages)
         print(f"submitted {len(fresh)} runs as job array(s) {', '.join(sorted({j.split('_')[0] for j in jobs.values()}))}",
               file=sys.stderr, flush=True)
     if not wait_for_results:
