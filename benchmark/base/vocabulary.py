@@ -15,3 +15,18 @@ RANGES = {"ct": (-1024.0, 3072.0), "mri": (0.0, 4095.0), "pet": (0.0, 20.0)}
 # Values a prepared dataset may hold, in physical units: far wider than the training ranges (real
 # data exceed them: metal in CT, hot spots in PET), narrow enough to refuse garbage such as 1e30.
 PLAUSIBLE = {"ct": (-32768.0, 32767.0), "mri": (-65536.0, 65536.0), "pet": (-100.0, 10000.0)}
+
+# Display windows: CT in the paper's metric window (HU); MRI and PET, whose scanner units vary from
+# image to image, between the 0.5th and 99.5th percentiles of the image shown (its ground truth).
+CT_WINDOW = (-160.0, 240.0)
+DISPLAY_PERCENTILES = (0.5, 99.5)
+
+
+def display_window(reference, modality: str) -> tuple[float, float]:
+    """(low, high) in physical units for showing images of ``modality`` beside ``reference`` (the
+    ground truth, an array): the CT window, else the reference's display percentiles."""
+    if modality == "ct":
+        return CT_WINDOW
+    import numpy as np
+    low, high = (float(v) for v in np.percentile(np.asarray(reference, dtype=np.float64), DISPLAY_PERCENTILES))
+    return (low, high) if high > low else (low, low + 1.0)

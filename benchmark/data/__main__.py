@@ -1,4 +1,5 @@
-"""``python -m benchmark.data prepare <task> ...``, ``info <dir>``, ``score-inputs <source>`` and
+"""``python -m benchmark.data prepare <task> ...``, ``info <dir>``, ``score-inputs <source>``,
+``complexity <source>`` (the GLCM complexity of every split, train against test) and
 ``noise-scaling`` (the simulators' noise against a scanner's physics)."""
 from __future__ import annotations
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("source", help="a prepared folder or phantom-ct / phantom-mri / phantom-pet")
     score.add_argument("--split", default="test", choices=sources.SPLITS)
     score.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
+    complex_ = commands.add_parser("complexity", help="the GLCM complexity of every split's HQ images "
+                                                       "(benchmark.data.complexity) and a KS test of train against test")
+    complex_.add_argument("source", help="a prepared folder or phantom-ct / phantom-mri / phantom-pet")
+    complex_.add_argument("--size", type=int, default=128, help="phantom size (default: 128)")
     commands.add_parser("noise-scaling", help="measure the CT and PET simulators' noise against dose, pixel "
                                               "size, body size and counts (about a minute)")
     args = parser.parse_args(argv)
@@ -111,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "noise-scaling":
             from benchmark.data import noise_scaling
             print(noise_scaling.table())
+            return 0
+        if args.command == "complexity":
+            from benchmark.data import complexity
+            print(complexity.report(complexity.split_scores(args.source, args.size)))
             return 0
         if args.command == "score-inputs":
             print(_score_inputs(args.source, args.split, args.size))

@@ -1,35 +1,62 @@
 """Testing: per-image PSNR / SSIM / RMSE of a model's outputs (and of the inputs, for reference) in
-physical units with the paper's protocol (``benchmark.results.metrics.evaluate``), averaged per task."""
+physical units with the paper's protocol (``benchmark.results.metrics.evaluate``), averaged per
+task; each test image's GLCM complexity (``benchmark.data.complexity``); and a few example images
+kept with the run for the visual comparison (``EXAMPLES``)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmark.data.complexity import glcm_complexity
+from benchmark.harness.inference import TaskData, physical, restore_physical
 from benchmark.results import metrics
-from benchmark.harness.inference import TaskData, restore_physical
 
 METRICS = ("psnr", "ssim", "rmse")
+# The examples, per task, chosen before any model runs so that every run of a grid keeps the same
+# images: the test image whose degraded input has the median PSNR, and the one whose input has the
+# lowest (the hardest for the input).
+EXAMPLES = ("median input PSNR", "lowest input PSNR")
+
+
+def example_indices(input_psnr: list[float]) -> list[int]:
+    """The positions of the examples (``EXAMPLES``) among a task's test images, without repeats."""
+    order = np.argsort(np.asarray(input_psnr), kind="stable")
+    median = int(order[(len(order) - 1) // 2])
+    return list(dict.fromkeys([median, int(order[0])]))
 
 
 @torch.no_grad()
-def test(model: torch.nn.Module, config: dict, device: torch.device, progress: bool = True) -> tuple[list[dict], dict]:
-    """(per-image rows, per-task means) over the test split (the first ``test.images`` per task)."""
+def test(model: torch.nn.Module, config: dict, device: torch.device,
+         progress: bool = True) -> tuple[list[dict], dict, dict]:
+    """(per-image rows, per-task means, the example images) over the test split (the first
+    ``test.images`` per task); the examples as arrays for ``store.write_arrays``."""
     model.eval()
     data = TaskData(config, "test", None)
     limit = config["test"]["images"]
-    rows = []
+    rows, examples = [], {"task": [], "index": [], "lq": [], "hq": [], "output": []}
     start = 0
     total = sum(min(limit or size, size) for size in data.sizes)
     with tqdm(total=total, desc="test", unit="image", leave=False, disable=not progress) as bar:
         for task_id, (task, part, size) in enumerate(zip(data.tasks, data.parts, data.sizes)):
-            for index in range(min(limit or size, size)):
+            count = min(limit or size, size)
+            inputs_psnr = []
+            for index in range(count):                  # the inputs first: which images are the examples
+                _, sample = data.item(start + index)
+                gt, lq = physical(sample["hq"][0], part.modality), physical(sample["lq"][0], part.modality)
+                inputs_psnr.append(metrics.evaluate(lq, gt, part.modality)["psnr"])
+            kept = example_indices(inputs_psnr)
+            for index in range(count):
                 _, sample = data.item(start + index)
                 out, gt, lq = restore_physical(model, sample, task_id, part.modality, device)
                 if not np.isfinite(out).all():
                     raise FloatingPointError(f"the model's output for {task} test image {index} has NaN or infinite values")
                 ours, inputs = metrics.evaluate(out, gt, part.modality), metrics.evaluate(lq, gt, part.modality)
-                rows.append({"task": task, "index": index, **ours, **{f"input_{k}": v for k, v in inputs.items()}})
+                rows.append({"task": task, "index": index, **ours, **{f"input_{k}": v for k, v in inputs.items()},
+                             "complexity": glcm_complexity(gt, part.modality)})
+                if index in kept:
+                    for key, value in (("task", task), ("index", index), ("lq", lq), ("hq", gt), ("output", out)):
+                        examples[key].append(value)
                 bar.update()
             start += size
     means = {}
@@ -37,4 +64,6 @@ def test(model: torch.nn.Module, config: dict, device: torch.device, progress: b
         mine = [r for r in rows if r["task"] == task]
         means[task] = {"images": len(mine), **{f"{k}": float(np.mean([r[k] for r in mine])) for k in METRICS},
                        **{f"input_{k}": float(np.mean([r[f"input_{k}"] for r in mine])) for k in METRICS}}
-    return rows, means
+    arrays = {"task": np.array(examples["task"], dtype=str), "index": np.array(examples["index"], dtype=np.int64),
+              **{k: np.array(examples[k], dtype=np.float32) for k in ("lq", "hq", "output")}}
+    return rows, means, arrays

@@ -95,7 +95,7 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
         return store.read_weights(folder / "best.pt", device)
     except store.StoreError as err:
         print(f"{err}; training starts over", file=sys.stderr, flush=True)
-        for name in ("train.json", "checkpoint.pt", "test.json", "test_images.csv", "erf.npy"):
+        for name in ("train.json", "checkpoint.pt", "test.json", "test_images.csv", "examples.npz", "erf.npy"):
             (folder / name).unlink(missing_ok=True)
         return None
 
@@ -124,9 +124,11 @@ def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") ->
         return summary
     model.deploy()                                               # test the deploy form, as the paper does
     if not (_result(folder, "test.json", store.read_test)
-            and _result(folder, "test_images.csv", store.read_image_scores)):
-        rows, means = evaluate.test(model, config, device, progress)
+            and _result(folder, "test_images.csv", store.read_image_scores)
+            and _result(folder, "examples.npz", store.read_examples)):
+        rows, means, examples = evaluate.test(model, config, device, progress)
         store.write_csv(folder / "test_images.csv", rows)
+        store.write_arrays(folder / "examples.npz", **examples)
         store.write_json(folder / "test.json", {"tasks": means})
     if not _result(folder, "profile.json", store.read_profile):
         store.write_json(folder / "profile.json", _profile(build_model(config), config, device))

@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.executor == "slurm":
             from benchmark.harness.executors import slurm
             from benchmark.harness.executors.local import report
-            return slurm.run_slurm(specs, grid_dir, profile, wait_for_results=not args.no_wait, report=report,
-                                   stages=stages)
+            results = slurm.run_slurm(specs, grid_dir, profile, wait_for_results=not args.no_wait, report=report,
+                                      stages=stages)
+            return None if args.no_wait else results
         from benchmark.harness.executors.local import auto_jobs, run_local
         jobs = auto_jobs(len(specs)) if args.jobs == "auto" else int(args.jobs)
         return run_local(specs, grid_dir, jobs, progress=not args.quiet, stages=stages)

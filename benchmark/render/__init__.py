@@ -12,6 +12,8 @@ import numpy as np
 
 from benchmark.results import health, store
 from benchmark.base import provenance
+from benchmark.render.complexity import complexity_figure, complexity_text
+from benchmark.render.examples import comparison_figure, panels
 from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
 from benchmark.render.tables import erf_table, provenance_notes, render_markdown, tuning_table
 
@@ -39,6 +41,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     index = store.load_index(grid_dir)
     problems: list[str] = []
     runs, stacks, curves = [], {}, {}       # stacks: label -> per-image maps of all its seeds; curves: label -> runs
+    shown: dict[str, dict] = {}             # label -> its first finished run's examples and scores
     records = []                            # what each run ran with, for the provenance line
     for run in store.chosen_runs(grid_dir, metadata):       # a tuned grid: its chosen candidates only
         folder = grid_dir / run["folder"]
@@ -47,6 +50,11 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             maps = store.read_erf(folder)
             status = store.read_status(folder)
             curve = _curve(folder, spec, status) if spec else None
+            if status["state"] == "done" and run["label"] not in shown:
+                examples = store.read_examples(folder)
+                if examples is not None:
+                    shown[run["label"]] = {"label": run["label"], "examples": examples,
+                                           "scores": store.read_image_scores(folder)}
             records.append({"label": run["label"], "seed": (spec or {}).get("config", {}).get("seed"),
                             "status": status, "environment": store.read_environment(folder)})
         except store.StoreError as err:
@@ -58,7 +66,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             stacks.setdefault(run["label"], []).extend(maps)
         if curve is not None:
             curves.setdefault(run["label"], []).append(curve)
-    markdown = render_markdown(metadata, index, runs, store.load_image_scores(grid_dir, problems), headline,
+    scores = store.load_image_scores(grid_dir, problems)
+    markdown = render_markdown(metadata, index, runs, scores, headline,
                                provenance_notes(records, provenance.code_hash()))
     if metadata.get("tune"):
         markdown += tuning_table(metadata, store.read_tuning(grid_dir))
@@ -77,6 +86,22 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
         written.append(figure)
         markdown += erf_table(stacks, means, figure.name)
+    if shown:
+        figure = out_dir / f"{metadata['name']}_compare.png"
+        reference = metadata.get("reference") or next(iter(shown))
+        comparison_figure(panels(list(shown.values()), reference), figure,
+                          f"Visual comparison: {metadata.get('title') or metadata['name']}")
+        written.append(figure)
+        markdown += (f"\nVisual comparison: `{figure.name}` (per task, the test images whose degraded input has the "
+                     "median and the lowest PSNR; the input, each row's output from its first finished run and the "
+                     "ground truth in the display window, PSNR / SSIM under each, the same zoomed region in every "
+                     "panel: where the reference row errs most; under them the absolute errors on one scale).\n")
+    tasks = list(dict.fromkeys(scores["task"])) if len(scores) else []
+    if tasks and "complexity" in scores and scores["complexity"].notna().any():
+        figure = out_dir / f"{metadata['name']}_complexity.png"
+        complexity_figure(scores, tasks, figure, f"Gain against image complexity: {metadata.get('title') or metadata['name']}")
+        written.append(figure)
+        markdown += complexity_text(scores, tasks, figure.name)
     problems = list(dict.fromkeys(problems + [r for r in index.loc[index["state"] == store.BROKEN, "reason"]]))
     if problems:
         markdown += "\nUnreadable store files (their runs are left out; rerun the grid's command to redo them):\n" \

@@ -14,7 +14,10 @@
         best.pt                       the weights with the best validation PSNR
         train.json, train_log.csv     the training summary (with its health: loss spikes, whether it
                                       learned) and the loss / gradient norm / validation curve
-        test.json, test_images.csv    mean and per-image PSNR / SSIM / RMSE (and of the inputs)
+        test.json, test_images.csv    mean and per-image PSNR / SSIM / RMSE (and of the inputs), each
+                                      test image's GLCM complexity
+        examples.npz                  a few test images (input, ground truth, this run's output) for
+                                      the visual comparison (harness.evaluate.EXAMPLES)
         profile.json                  params, MACs in both conventions, latency; whether the model is a
                                       tiny preset raised to the parameter floor (models.TINY_FLOOR)
         erf.npy                       the effective receptive field maps, one per image (images, H, W)
@@ -147,7 +150,7 @@ def run_lock(folder):
 
 
 RUN_RESULTS = ("status.json", "environment.json", "checkpoint.pt", "best.pt", "train.json", "train_log.csv",
-               "test.json", "test_images.csv", "profile.json", "erf.npy", "error.log")
+               "test.json", "test_images.csv", "examples.npz", "profile.json", "erf.npy", "error.log")
 
 
 def clear_results(folder) -> None:
@@ -201,6 +204,11 @@ def write_csv(path, rows: list[dict], fields: list[str] | None = None) -> None:
 
 def write_array(path, array: np.ndarray) -> None:
     _atomic(path, lambda f: np.save(f, array))
+
+
+def write_arrays(path, **arrays: np.ndarray) -> None:
+    """Named arrays as one ``.npz`` (no pickled objects: strings as unicode arrays)."""
+    write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def save_torch(path, obj) -> None:
@@ -301,6 +309,26 @@ def read_erf(folder) -> np.ndarray | None:
     return maps if maps.ndim == 3 else maps[None]
 
 
+EXAMPLE_ARRAYS = ("task", "index", "lq", "hq", "output")
+
+
+def read_examples(folder) -> dict | None:
+    """``examples.npz``: a few test images kept with the run for the visual comparison (their task,
+    index, input, ground truth and this run's output, (k, H, W) in physical units), or None."""
+    path = Path(folder) / "examples.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise StoreError(f"{path}: unreadable ({type(err).__name__}: {err}); expected the run's example images") from None
+    _expect(set(EXAMPLE_ARRAYS) <= set(arrays) and arrays["lq"].shape == arrays["hq"].shape == arrays["output"].shape
+            and arrays["lq"].ndim == 3 and len(arrays["task"]) == len(arrays["index"]) == len(arrays["lq"]),
+            path, f"arrays {', '.join(EXAMPLE_ARRAYS)} of one length (k, H, W)", sorted(arrays))
+    return arrays
+
+
 def read_train_summary(folder) -> dict | None:
     """``train.json`` (the training summary: best validation PSNR, the inputs', the health verdict,
     the loss spikes), or None before training has finished."""
@@ -359,7 +387,7 @@ def unreadable(folder) -> str | None:
     it), or None when they can: a run that is ``done`` but ``unreadable`` is run again, and its
     stages whose results read are kept."""
     try:
-        for reader in (read_status, read_spec, read_test, read_image_scores, read_profile, read_erf):
+        for reader in (read_status, read_spec, read_test, read_image_scores, read_examples, read_profile, read_erf):
             reader(folder)
     except StoreError as err:
         return str(err)

@@ -1,0 +1,84 @@
+"""The visual comparison and the complexity figure, re-rendered from a fixed store (no training):
+the panels show the stored outputs in the display window, and the slopes are least squares."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.base import provenance
+from benchmark.harness import config as cfg
+from benchmark.render import render_grid
+from benchmark.render import complexity as complexity_render
+from benchmark.render.examples import comparison_figure, panels, shown
+from benchmark.results import store
+
+H = 24
+
+
+def _store(root):
+    grid_dir = root / "figs"
+    rng = np.random.default_rng(0)
+    hq = rng.uniform(0, 3000, (2, H, H)).astype(np.float32)
+    lq = (hq + rng.normal(0, 300, hq.shape)).astype(np.float32)
+    runs = []
+    for index, (label, noise) in enumerate((("A", 100.0), ("B", 30.0))):
+        folder = f"{label.lower()}-run"
+        config = cfg.resolve("smoke", {"task": "mri_sr", "model": {"name": "restore_rwkv"}})
+        store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
+                                                           "model": "restore_rwkv_tiny", "config": config})
+        store.write_json(grid_dir / folder / "status.json", {"state": "done", "id": folder,
+                                                             "code_hash": provenance.code_hash()})
+        store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.1, "deploy_params_m": 0.1,
+                                                              "paper_gmacs": 0.1, "full_gmacs": 0.1, "latency_ms": 1.0})
+        output = (hq + rng.normal(0, noise, hq.shape)).astype(np.float32)
+        store.write_arrays(grid_dir / folder / "examples.npz", task=np.array(["mri_sr", "mri_sr"]),
+                           index=np.array([3, 0]), lq=lq, hq=hq, output=output)
+        rows = [{"task": "mri_sr", "index": i, "psnr": 25 + i + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0,
+                 "input_ssim": 0.6, "input_rmse": 20.0, "complexity": 1.0 + 0.5 * i} for i in range(6)]
+        store.write_csv(grid_dir / folder / "test_images.csv", rows)
+        store.write_json(grid_dir / folder / "test.json", {"tasks": {"mri_sr": {
+            "images": 6, "psnr": 27.5 + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0, "input_ssim": 0.6,
+            "input_rmse": 20.0}}})
+        runs.append({"id": folder, "folder": folder, "label": label, "index": index})
+    store.write_grid(grid_dir, {"name": "figs", "table": None, "title": "Figures", "scale": "smoke", "reference": "A",
+                                "note": "", "file": "figs.yaml", "runs": runs})
+    return grid_dir
+
+
+def test_the_comparison_renders_from_the_store_and_a_panel_is_the_stored_output_in_its_window(tmp_path):
+    grid_dir = _store(tmp_path)
+    written = [p.name for p in render_grid(grid_dir, tmp_path / "tables")]
+    assert "figs_compare.png" in written and "figs_complexity.png" in written
+    text = (tmp_path / "tables" / "figs.md").read_text()
+    assert "Visual comparison: `figs_compare.png`" in text and "Image complexity (`figs_complexity.png`)" in text
+    rows = [{"label": label, "examples": store.read_examples(grid_dir / f"{label.lower()}-run"),
+             "scores": store.read_image_scores(grid_dir / f"{label.lower()}-run")} for label in ("A", "B")]
+    examples = panels(rows, "A")
+    assert [e["index"] for e in examples] == [3, 0]
+    assert [p["title"] for p in examples[0]["panels"]] == ["Input", "A", "B", "Ground truth"]
+    assert examples[0]["panels"][2]["caption"] == "29.00 dB / 0.8000"            # B's scores of image 3
+    drawn = comparison_figure(examples, tmp_path / "c.png")
+    stored = rows[1]["examples"]["output"][0].astype(np.float64)              # B's output of image 3
+    hq = rows[0]["examples"]["hq"][0].astype(np.float64)
+    low, high = np.percentile(hq, [0.5, 99.5])                                # MRI: the display percentiles
+    expected = np.clip((stored - low) / (high - low), 0, 1)
+    assert np.array_equal(np.asarray(drawn[2]), expected)
+    assert np.array_equal(shown(stored, (low, high)), expected)
+    top, left, side = examples[0]["inset"]
+    error = np.abs(rows[0]["examples"]["output"][0].astype(np.float64) - hq)
+    sums = [[error[t:t + side, c:c + side].sum() for c in range(H - side + 1)] for t in range(H - side + 1)]
+    assert error[top:top + side, left:left + side].sum() == pytest.approx(np.max(sums))   # where A errs most
+
+
+def test_the_complexity_slopes_are_least_squares_with_a_bootstrap_interval():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 10, 40)
+    y = 3.0 - 0.4 * x + rng.normal(0, 0.2, 40)
+    assert complexity_render.slope(x, y) == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-12)
+    low, high = complexity_render.slope_interval(x, y)
+    assert low < -0.4 < high and high - low < 0.1
+    scores = pd.DataFrame({"label": ["A"] * 4 + ["A"] * 4, "seed": [0] * 4 + [1] * 4, "task": "mri_sr",
+                           "index": [0, 1, 2, 3] * 2, "psnr": [24, 25, 26, 27, 26, 27, 28, 29],
+                           "input_psnr": 22.0, "complexity": [1.0, 2.0, 3.0, 4.0] * 2})
+    gains = complexity_render.gains(scores, "mri_sr")["A"]
+    assert list(gains["gain"]) == [3.0, 4.0, 5.0, 6.0]                        # the mean over the seeds
+    assert complexity_render.slope(gains["complexity"], gains["gain"]) == pytest.approx(1.0)
