@@ -43,7 +43,7 @@ def rows(grid_dir) -> list[dict]:
         except store.StoreError as err:
             print(f"warning: {err}", file=sys.stderr)
             tuning = None
-        chosen = None if tuning is None else {i for row in tuning.values() for i in row["ids"]}
+        chosen = None if tuning is None else store.chosen_ids(tuning)
     records, problems = {}, {}
     for r in metadata["runs"]:
         try:

@@ -60,5 +60,5 @@ def choose(grid, grid_dir) -> dict | None:
 
 def chosen_specs(grid, tuning: dict) -> list:
     """The specs of the chosen candidates, in grid order."""
-    ids = {run_id for row in tuning.values() for run_id in row["ids"]}
+    ids = store.chosen_ids(tuning)
     return [s for s in grid.specs if s.id in ids]

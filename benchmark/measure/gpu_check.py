@@ -41,6 +41,7 @@ from models.ops import wkv
 
 from benchmark.measure import profile, timing
 from benchmark.base import machine, markdown
+from benchmark.measure.selection import paper_size_models
 
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
@@ -196,7 +197,7 @@ def training_section(device: torch.device, names, batch: int, size: int, repeat:
 
 def kernel_models() -> list[str]:
     """The paper-size registered models that declare a kernel op (``register_model(ops=...)``)."""
-    return [n for n in models.list_models() if models.model_info(n).ops and models.model_info(n).family == n]
+    return paper_size_models()
 
 
 def main(argv: list[str] | None = None) -> int:

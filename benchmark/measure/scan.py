@@ -25,6 +25,7 @@ import models
 from models.ops import selective_scan as scan
 
 from benchmark.measure import timing, train_step
+from benchmark.measure.selection import paper_size_models
 from benchmark.base import markdown
 from benchmark.base.arguments import add_import_option, import_or_exit
 
@@ -32,7 +33,7 @@ from benchmark.base.arguments import add_import_option, import_or_exit
 
 def scan_models() -> list[str]:
     """The paper-size registered models that declare the scan (``ModelInfo.ops``)."""
-    return [n for n in models.models_using("scan") if models.model_info(n).family == n]
+    return paper_size_models("scan")
 
 
 def kernel_tiny_presets() -> list[str]:

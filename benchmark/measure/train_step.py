@@ -19,6 +19,7 @@ from models.ops import wkv
 
 from benchmark.base import markdown
 from benchmark.measure import timing
+from benchmark.measure.selection import paper_size_models
 from benchmark.base.arguments import add_import_option, import_or_exit
 
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import_or_exit(parser, args.imports)
     if args.model is None:
-        full_size = [n for n in models.models_using("wkv") if models.model_info(n).family == n]
+        full_size = paper_size_models("wkv")
         if not full_size:
             parser.error("no registered model declares the WKV; pass --model")
         args.model = full_size[0]

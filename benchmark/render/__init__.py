@@ -53,8 +53,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             if status["state"] == "done" and run["label"] not in shown:
                 examples = store.read_examples(folder)
                 if examples is not None:
-                    shown[run["label"]] = {"label": run["label"], "examples": examples,
-                                           "scores": store.read_image_scores(folder)}
+                    shown[run["label"]] = {"label": run["label"], "examples": examples, "id": run["id"]}
             records.append({"label": run["label"], "seed": (spec or {}).get("config", {}).get("seed"),
                             "status": status, "environment": store.read_environment(folder)})
         except store.StoreError as err:
@@ -86,6 +85,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
         written.append(figure)
         markdown += erf_table(stacks, means, figure.name)
+    for row in shown.values():                      # each row's scores, from those loaded above
+        row["scores"] = scores[scores["id"] == row["id"]] if len(scores) else None
     if shown:
         figure = out_dir / f"{metadata['name']}_compare.png"
         reference = metadata.get("reference") or next(iter(shown))

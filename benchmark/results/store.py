@@ -420,13 +420,17 @@ def read_tuning(grid_dir) -> dict | None:
     return tuning
 
 
+def chosen_ids(tuning: dict) -> set[str]:
+    """The run ids of every row's chosen candidate in a ``tuning.json``."""
+    return {run_id for row in tuning.values() for run_id in row["ids"]}
+
+
 def chosen_runs(grid_dir, metadata: dict) -> list[dict]:
     """The runs a table shows: every run of an untuned grid; of a tuned one, the chosen candidates
     (none before the choice is made)."""
     if not metadata.get("tune"):
         return metadata["runs"]
-    tuning = read_tuning(grid_dir) or {}
-    chosen = {run_id for row in tuning.values() for run_id in row["ids"]}
+    chosen = chosen_ids(read_tuning(grid_dir) or {})
     return [r for r in metadata["runs"] if r["id"] in chosen]
 
 
