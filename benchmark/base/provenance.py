@@ -4,11 +4,15 @@
 models, their ops and C++/CUDA kernels, the data, training, scoring, profiling and the ERF), and
 ``code_hash()`` combines them. Rendering, the store, the CLI, the schedulers, docs and tests are not
 in it: changing them changes no number. A finished run records the hash (and the files' hashes) it
-ran with; when the current code's hash differs the run is *stale* (``benchmark.harness.status``), and
-``benchmark.harness.run`` runs it again unless ``--keep-stale``.
+ran with; when the current code differs in a file that can change *its* numbers the run is *stale*
+(``benchmark.harness.status``), and ``benchmark.harness.run`` runs it again unless ``--keep-stale``.
+A kernel that only one backend runs (``BACKEND_FILES``: the Triton WKV, the CPU kernels, mamba_ssm's
+binding) is part of a run's code only when the run used that backend, so that a change to a GPU
+kernel leaves the CPU runs fresh (and the other way round).
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import subprocess
@@ -23,6 +27,15 @@ RESULT_CODE = ("models", "csrc", "benchmark/data", "benchmark/base/vocabulary.py
                "benchmark/harness/pipeline.py", "benchmark/harness/train.py", "benchmark/results/health.py",
                "benchmark/results/metrics.py", "benchmark/measure/profile.py", "benchmark/measure/timing.py")
 SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".cuh", ".h", ".c")
+# {(op, backend): patterns of the files that only that backend runs}. A run records the backend of
+# each op its model uses (environment.json "backends"); the files of the other backends cannot change
+# its numbers. Shared code (dispatch, limits, the PyTorch fallbacks, csrc/simd.h) is never listed.
+BACKEND_FILES = {
+    ("wkv", "triton"): ("models/ops/wkv/triton*.py",),
+    ("wkv", "cpp"): ("models/ops/wkv/cpu.py", "csrc/wkv_cpu.cpp"),
+    ("scan", "cpp"): ("models/ops/selective_scan/cpu.py", "csrc/selective_scan_cpu.cpp"),
+    ("scan", "mamba"): ("models/ops/selective_scan/mamba.py",),
+}
 
 
 def code_files(root: Path = ROOT, paths=RESULT_CODE) -> dict[str, str]:
@@ -60,11 +73,23 @@ def current_files() -> dict[str, str]:
     return dict(_current()[1])
 
 
-def changed_files(recorded: dict[str, str] | None) -> list[str]:
-    """The files whose current hash differs from ``recorded`` (added, removed or changed)."""
+def run_files(files: dict[str, str], backends: dict[str, str]) -> dict[str, str]:
+    """``files`` less the kernel files of the backends that a run with ``backends`` ({op: backend},
+    as its environment.json records them) did not use (``BACKEND_FILES``)."""
+    unused = [pattern for (op, backend), patterns in BACKEND_FILES.items() if backends.get(op) != backend
+              for pattern in patterns]
+    return {path: digest for path, digest in files.items()
+            if not any(fnmatch.fnmatchcase(path, pattern) for pattern in unused)}
+
+
+def changed_files(recorded: dict[str, str] | None, backends: dict[str, str] | None = None) -> list[str]:
+    """The files whose current hash differs from ``recorded`` (added, removed or changed); with a
+    run's ``backends``, only those that can change that run's numbers (``run_files``)."""
     now = current_files()
     if not recorded:
         return []
+    if backends is not None:
+        now, recorded = run_files(now, backends), run_files(recorded, backends)
     return sorted(p for p in set(now) | set(recorded) if now.get(p) != recorded.get(p))
 
 
@@ -92,10 +117,26 @@ def record(device) -> dict:
             **machine.describe(device)}
 
 
-def is_stale(status: dict) -> bool:
+def _recorded_backends(status: dict, environment: dict | None) -> dict[str, str] | None:
+    """The run's backends when its environment.json records them with the files of the hash in its
+    status (None otherwise: then every file of the current code counts)."""
+    environment = environment or {}
+    files, backends = environment.get("code_files"), environment.get("backends")
+    if not files or not isinstance(backends, dict) or combined(files) != status.get("code_hash"):
+        return None
+    return backends
+
+
+def is_stale(status: dict, environment: dict | None = None) -> bool:
     """A finished (or, a tuned grid's candidate, trained) run made with other code than the current
-    (or with unrecorded code)."""
-    return status.get("state") in ("done", "trained") and status.get("code_hash") != code_hash()
+    (or with unrecorded code); with its ``environment`` (environment.json), only a change to a file
+    that can change its numbers counts (``run_files``)."""
+    if status.get("state") not in ("done", "trained") or status.get("code_hash") == code_hash():
+        return False
+    backends = _recorded_backends(status, environment)
+    if backends is None:
+        return True
+    return combined(run_files(environment["code_files"], backends)) != combined(run_files(current_files(), backends))
 
 
 def stale_reason(status: dict, environment: dict | None) -> str:
@@ -103,6 +144,6 @@ def stale_reason(status: dict, environment: dict | None) -> str:
     its files' hashes, which files differ (at most 4 named)."""
     if not status.get("code_hash"):
         return f"made before runs recorded their code; the current code is {code_hash()}"
-    changed = changed_files((environment or {}).get("code_files"))
+    changed = changed_files((environment or {}).get("code_files"), _recorded_backends(status, environment))
     named = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
     return f"made with code {status['code_hash']}, now {code_hash()}" + (f" ({named} changed)" if changed else "")

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stale = [s for s in grid.specs if provenance.is_stale(store.run_state(grid_dir / s.folder_name))]
+    stale = [s for s in grid.specs if provenance.is_stale(store.run_state(grid_dir / s.folder_name),
+                                                          environment_or_none(grid_dir / s.folder_name))]
     if stale:
         print(stale_line(stale, grid_dir, args.keep_stale), file=sys.stderr, flush=True)
         if not args.keep_stale:

@@ -78,8 +78,9 @@ def rows(grid_dir) -> list[dict]:
             detail = health.describe(status)
             if state == "done":
                 state = "done" if health.learned(status) else health.DID_NOT_LEARN
-            if provenance.is_stale(status):
-                detail = f"{provenance.stale_reason(status, environment_or_none(grid_dir / run['folder']))}; {detail}"
+            environment = environment_or_none(grid_dir / run["folder"])
+            if provenance.is_stale(status, environment):
+                detail = f"{provenance.stale_reason(status, environment)}; {detail}"
                 state = STALE
         if "candidate" in run:
             choice = "not chosen yet" if chosen is None else "chosen" if run["id"] in chosen else "not chosen"

@@ -10,7 +10,7 @@ submitit and thop are optional.
 1. runs every ``gpu``-marked test (``pytest -m gpu``: the Triton WKV kernel compiled against the
    float64 oracle, the selective scan against mamba_ssm when it is installed, a model on each backend);
 2. times the Triton WKV (``bi_wkv``, forward + backward, B = 1) at T = 128^2 ... 1024^2 and
-   C = 48 ... 384 beside its memory floor: the bytes it must move at least (k, v, y, g, gk, gv) over
+   C = 48 ... 384 beside its memory floor: the bytes it must move at least (``traffic.floor_bytes``) over
    the device's copy bandwidth, measured here with a large device-to-device copy;
 3. times one training step (forward, L1, backward, Adam) of every paper-size model that declares a
    kernel op (``register_model(ops=...)``; ``--models`` for others) at batch 4, 128x128, in fp32
@@ -39,7 +39,7 @@ import torch
 import models
 from models.ops import wkv
 
-from benchmark.measure import profile, timing
+from benchmark.measure import profile, timing, traffic
 from benchmark.base import machine, markdown
 from benchmark.measure.selection import paper_size_models
 
@@ -100,7 +100,7 @@ def time_wkv(side: int, channels: int, device: torch.device, repeat: int) -> dic
             leaf.grad = None
         wkv.bi_wkv(w / tokens, u / tokens, k, v, backend="triton").backward(gy)
     stats = timing.time_calls(forward_backward, repeat, 1, device)
-    return {"ms": stats["median_ms"], "bytes": 6 * k.numel() * k.element_size(), "peak_mb": stats.get("peak_mb")}
+    return {"ms": stats["median_ms"], "bytes": traffic.floor_bytes(*k.shape, k.element_size()), "peak_mb": stats.get("peak_mb")}
 
 
 def time_training_step(name: str, precision: str, device: torch.device, batch: int, size: int,
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         f"mamba_ssm {mamba}; {time.monotonic() - started:.0f} s in all (budget {args.budget:.0f} s).", "",
         f"## gpu-marked tests: {outcome}", "", tests, "",
         "## Triton WKV (bi_wkv), forward + backward, B = 1, float32", "",
-        f"Floor: bytes moved at least (k, v, y, g, gk, gv: 6 x T x C x 4 B) over the measured device-to-device "
+        f"Floor: bytes moved at least (forward: read k, v, write y; backward: read gy, k, v, write gk, gv: "
+        f"{traffic.FLOOR_TENSORS} x T x C x 4 B) over the measured device-to-device "
         f"copy bandwidth, {bandwidth / 1e9:.0f} GB/s; `x floor` is the time over it.", "",
         *wkv_lines, "",
         f"## Training step (forward, L1, backward, Adam), batch {args.batch}, {args.size}x{args.size}", "",

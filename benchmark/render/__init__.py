@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.results import health, store
-from benchmark.base import provenance
 from benchmark.render.complexity import complexity_figure, complexity_text
 from benchmark.render.examples import comparison_figure, panels
 from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
@@ -67,7 +66,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
             curves.setdefault(run["label"], []).append(curve)
     scores = store.load_image_scores(grid_dir, problems)
     markdown = render_markdown(metadata, index, runs, scores, headline,
-                               provenance_notes(records, provenance.code_hash()))
+                               provenance_notes(records))
     if metadata.get("tune"):
         markdown += tuning_table(metadata, store.read_tuning(grid_dir))
     written = []

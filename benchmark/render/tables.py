@@ -14,7 +14,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from benchmark.base import markdown
+from benchmark.base import markdown, provenance
 from benchmark.results import stats
 from benchmark.base.vocabulary import TASK_TITLES, TASKS
 from benchmark.render.figures import high_contribution_area
@@ -295,8 +295,9 @@ def commit_text(env: dict) -> str:
     return text + (" with uncommitted changes" if env.get("git_dirty") else "")
 
 
-def provenance_notes(records: list[dict], current_code: str) -> tuple[str, str]:
-    """(the provenance line under the title, the footnote on stale runs or "") of the finished runs;
+def provenance_notes(records: list[dict]) -> tuple[str, str]:
+    """(the provenance line under the title, the footnote on stale runs (``provenance.is_stale``) or "")
+    of the finished runs;
     ``records`` hold each run's ``label``, ``seed``, ``environment`` (environment.json) and
     ``status`` (status.json)."""
     done = [r for r in records if r["status"].get("state") == "done"]
@@ -315,7 +316,8 @@ def provenance_notes(records: list[dict], current_code: str) -> tuple[str, str]:
     span = f"{min(days)} to {max(days)}" if days and min(days) != max(days) else (days[0] if days else "undated")
     line = (f"Provenance of the {len(done)} finished runs: commit {_counted(commits)}; machine {_counted(machines)}; "
             f"finished {span} (UTC).")
-    stale = [r for r in done if r["status"].get("code_hash") != current_code]
+    stale = [r for r in done if provenance.is_stale(r["status"], r["environment"])]
+    current_code = provenance.code_hash()
     note = ""
     if stale:
         names = ", ".join(f"{r['label']} (seed {r['seed']})" for r in stale)

@@ -108,3 +108,39 @@ def test_a_run_resumed_with_other_code_starts_over(tmp_path, capsys):
     assert "it starts over" in capsys.readouterr().err
     assert store.read_json(folder / "train.json").get("resumed_from") in (None, 0)
     shutil.rmtree(tmp_path / "runs")
+
+
+def _run_made_with(files: dict, backends) -> tuple[dict, dict]:
+    """The status and environment of a finished run that ran with ``files`` and ``backends``."""
+    environment = {"code_files": files, "code_hash": provenance.combined(files)}
+    if backends is not None:
+        environment["backends"] = backends
+    return {"state": "done", "code_hash": environment["code_hash"]}, environment
+
+
+def test_a_kernel_change_stales_only_the_runs_that_used_its_backend():
+    now = provenance.current_files()
+    triton = "models/ops/wkv/triton_kernel.py"
+    assert triton in now and "csrc/wkv_cpu.cpp" in now and "models/ops/wkv/__init__.py" in now
+
+    def made_before(path, backends):      # the run recorded another version of ``path``
+        return _run_made_with({**now, path: "0" * 16}, backends)
+
+    assert not provenance.is_stale(*_run_made_with(now, {"wkv": "cpp"}))            # the current code
+    assert not provenance.is_stale(*made_before(triton, {"wkv": "cpp"}))             # a GPU kernel: not a CPU run's code
+    assert not provenance.is_stale(*made_before(triton, {}))                         # a model without WKV
+    assert provenance.is_stale(*made_before(triton, {"wkv": "triton"}))
+    assert "models/ops/wkv/triton_kernel.py changed" in provenance.stale_reason(*made_before(triton, {"wkv": "triton"}))
+    assert provenance.is_stale(*made_before("csrc/wkv_cpu.cpp", {"wkv": "cpp"}))
+    assert not provenance.is_stale(*made_before("csrc/wkv_cpu.cpp", {"wkv": "triton"}))
+    assert provenance.is_stale(*made_before("models/ops/wkv/__init__.py", {"wkv": "cpp"}))   # shared dispatch
+    assert provenance.is_stale(*made_before("csrc/simd.h", {}))                       # shared by the CPU kernels
+    # a new Triton file (present now, absent from the run's record) is no CPU run's code either
+    files = {p: h for p, h in now.items() if p != triton}
+    assert not provenance.is_stale(*_run_made_with(files, {"wkv": "cpp", "scan": "cpp"}))
+    assert provenance.is_stale(*_run_made_with(files, {"wkv": "triton"}))
+    # a run that did not record its backends, or whose files do not give its hash, counts every file
+    assert provenance.is_stale(*made_before(triton, None))
+    status_, environment = made_before(triton, {"wkv": "cpp"})
+    assert provenance.is_stale({**status_, "code_hash": "0" * 12}, environment)
+    assert provenance.is_stale(status_) and not provenance.is_stale({**status_, "state": "running"}, environment)

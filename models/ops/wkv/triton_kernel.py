@@ -224,15 +224,51 @@ def compile_ahead(capability: int = 90) -> list[str]:
     return built
 
 
+def traffic(rows: int, tokens: int, channels: int, past: bool, future: bool, moment: bool,
+            itemsize: int) -> dict[str, tuple[int, int]]:
+    """{kernel: (bytes read, bytes written)} of one ``decayed_sums`` call, from the kernels' grids and
+    tiles: a program loads and stores only its unmasked elements (a masked lane moves nothing), so
+    each total is the valid elements of a tensor times the programs that touch them. Tested against
+    Triton's interpreter with its loads and stores counted."""
+    chunks = -(-tokens // BLOCK_T)
+    data = rows * tokens * channels                      # X, OUT, OUTM: one tile per (chunk, cblock, row)
+    states = rows * chunks * channels * (past + future) * (1 + moment)     # SP, SF (and MP, MF)
+    per_chunk = rows * chunks * channels                 # w (and u): a BC slice per program of passes 1, 3
+    return {"chunk_summaries": (itemsize * (data + per_chunk), itemsize * states),
+            "boundary_scan": (itemsize * (rows * channels + states), itemsize * states),
+            "chunk_finish": (itemsize * (data + 2 * per_chunk + states), itemsize * data * (1 + moment))}
+
+
+_traffic_log: list | None = None
+
+
+@contextlib.contextmanager
+def counting_traffic():
+    """Inside the block, ``decayed_sums`` on meta tensors launches nothing and appends its kernels'
+    ``traffic`` to the list yielded (``benchmark.measure.traffic``)."""
+    global _traffic_log
+    previous, _traffic_log = _traffic_log, []
+    try:
+        yield _traffic_log
+    finally:
+        _traffic_log = previous
+
+
 def decayed_sums(X: torch.Tensor, w: torch.Tensor, u: torch.Tensor, past: bool, future: bool,
                  moment: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``S(X)`` and (with ``moment``) ``M(X)`` for ``X: (R, T, C)`` contiguous, ``w, u: (C,)`` in
     ``X.dtype`` (float32 or float64), over the past, the future or both. The caller (``wkv``'s
     dispatch, through ``availability``) has checked that the kernels can run on ``X``'s device."""
     rows, tokens, channels = X.shape
-    summaries, scan, finish = _build(X.device.type)
     chunks = -(-tokens // BLOCK_T)
     cblocks = -(-channels // BLOCK_C)
+    if X.device.type == "meta":                         # counted, not run (``counting_traffic``)
+        if _traffic_log is None:
+            raise RuntimeError("the triton WKV kernels run on meta tensors only to count their traffic "
+                               "(inside triton_kernel.counting_traffic())")
+        _traffic_log.append(traffic(rows, tokens, channels, past, future, moment, X.element_size()))
+        return torch.empty_like(X), (torch.empty_like(X) if moment else None)
+    summaries, scan, finish = _build(X.device.type)
     state = [torch.empty(rows, chunks, channels, dtype=X.dtype, device=X.device) for _ in range(4)]
     out = torch.empty_like(X)
     out_moment = torch.empty_like(X) if moment else out
