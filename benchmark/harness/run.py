@@ -30,7 +30,7 @@ from benchmark.base.arguments import add_import_option
 from benchmark.harness.config import SCALES, ConfigError
 from benchmark.harness import tuning
 from benchmark.harness.grid import describe, load_grid
-from benchmark.harness.status import environment_or_none
+from benchmark.harness.status import environment_if_changed, environment_or_none
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stale = [s for s in grid.specs if provenance.is_stale(store.run_state(grid_dir / s.folder_name),
-                                                          environment_or_none(grid_dir / s.folder_name))]
+    states = {s.folder_name: store.run_state(grid_dir / s.folder_name) for s in grid.specs}
+    stale = [s for s in grid.specs if provenance.is_stale(states[s.folder_name], environment_if_changed(
+        states[s.folder_name], grid_dir / s.folder_name))]
     if stale:
         print(stale_line(stale, grid_dir, args.keep_stale), file=sys.stderr, flush=True)
         if not args.keep_stale:

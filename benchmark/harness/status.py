@@ -31,6 +31,12 @@ def environment_or_none(folder: Path) -> dict | None:
         return None
 
 
+def environment_if_changed(status: dict, folder: Path) -> dict | None:
+    """A run's environment.json when its code hash differs from the current one (``is_stale`` then
+    needs it to tell which files count for the run); None, unread, when the hash is the current one."""
+    return None if status.get("code_hash") == provenance.code_hash() else environment_or_none(folder)
+
+
 def rows(grid_dir) -> list[dict]:
     """One row per run in grid order; a tuned grid's candidates under their row (label [candidate]),
     each saying whether it was chosen once the choice is made (``harness.tuning``)."""
@@ -78,7 +84,7 @@ def rows(grid_dir) -> list[dict]:
             detail = health.describe(status)
             if state == "done":
                 state = "done" if health.learned(status) else health.DID_NOT_LEARN
-            environment = environment_or_none(grid_dir / run["folder"])
+            environment = environment_if_changed(status, grid_dir / run["folder"])
             if provenance.is_stale(status, environment):
                 detail = f"{provenance.stale_reason(status, environment)}; {detail}"
                 state = STALE

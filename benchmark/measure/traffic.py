@@ -96,8 +96,13 @@ def floor_bytes(batch: int, tokens: int, channels: int, itemsize: int = 4) -> in
     return FLOOR_TENSORS * batch * tokens * channels * itemsize
 
 
+def moved(counted: dict, part: str) -> int:
+    """Bytes read plus written by one part of a count: ``"kernels"`` or ``"torch"`` (the PyTorch ops)."""
+    return sum(r + w for r, w in counted[part].values())
+
+
 def total(counted: dict) -> int:
-    return sum(r + w for part in ("torch", "kernels") for r, w in counted[part].values())
+    return moved(counted, "kernels") + moved(counted, "torch")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -117,8 +122,7 @@ def _gb(n: int) -> str:
 def format_table(rows: list[tuple]) -> str:
     cells = []
     for path, op, (batch, tokens, channels), counted in rows:
-        kernels = sum(r + w for r, w in counted["kernels"].values())
-        glue = sum(r + w for r, w in counted["torch"].values())
+        kernels, glue = moved(counted, "kernels"), moved(counted, "torch")
         cells.append([op, path, f"{batch}:{tokens}:{channels}", str(counted["acc"]).removeprefix("torch."),
                       _gb(kernels), _gb(glue), _gb(kernels + glue), _gb(counted["floor"]),
                       f"{(kernels + glue) / counted['floor']:.1f}"])
