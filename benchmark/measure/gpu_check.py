@@ -46,7 +46,7 @@ from benchmark.measure.selection import paper_size_models
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
 # --device cpu checks the script, not a machine: tiny sizes and the tiny presets, in seconds
-CPU_SIDES, CPU_CHANNELS, CPU_BATCH, CPU_SIZE = (16, 32), (8, 16), 1, 32
+CPU_SIDES, CPU_CHANNELS, CPU_BATCH, CPU_SIZE = (16, 32), (8,), 1, 32
 PRECISIONS = ("fp32", "bf16")
 ROOT = Path(__file__).resolve().parents[2]
 # Memory a WKV forward + backward holds at its peak, in tensors of T x C floats: an upper bound
