@@ -489,7 +489,7 @@ def _sweeps(inputs: tuple, w, u, outputs: tuple, part, shape, backward: bool, pa
     sweep = _build(w.device.type)[0]
     state = w.new_empty(2, 4 + 2 * backward, batch, chunks, channels)
     grid = (chunks, _cdiv(channels, BLOCK_C), batch)
-    inputs = inputs + (inputs[0],) * (5 - len(inputs))
+    inputs = inputs + (inputs[0],) * (5 - len(inputs))   # the forward's k, v padded to the 5 pointers
     half = outputs[0].element_size() < 4               # gk, gv in float16 or bfloat16
     flags = dict(BACKWARD=backward, PAST=past, FUTURE=future, MOMENT=backward, HALF=half, BT=BLOCK_T, BC=BLOCK_C)
     with torch.cuda.device(w.device) if w.device.type == "cuda" else contextlib.nullcontext():
