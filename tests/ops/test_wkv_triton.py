@@ -30,6 +30,7 @@ OPS = [(bi_wkv, False), (uni_wkv, True)]
 # bfloat16: one unit in the 8th bit (measured up to 1.3e-3 for y, 2.9e-3 for gv: the results are
 # rounded to bfloat16 and g arrives rounded), whatever the sums' rounding.
 BFLOAT16_TOLERANCE = 2 ** -8
+MANY_CHUNKS = 300                      # 9 full chunks of 32 tokens and a ragged one of 12
 
 
 def tolerances(inputs, dtype) -> tuple[float, float]:
@@ -37,11 +38,10 @@ def tolerances(inputs, dtype) -> tuple[float, float]:
     gradient: the rounding bound of the computation's depth (tests/helpers.py: the terms summed, the
     exponents' size) in the inputs' dtype; bfloat16's own rounding where that is larger."""
     w, _, k, _ = inputs
-    tokens = k.shape[1]
-    bounds = tuple(rounding_bound(torch.float32 if dtype == torch.bfloat16 else dtype,
-                                  wkv_depth(w, k, tokens, gradient=gradient), 1.0) for gradient in (False, True))
-    return tuple(max(b, BFLOAT16_TOLERANCE) for b in bounds) if dtype == torch.bfloat16 else bounds
-MANY_CHUNKS = 300                      # 9 full chunks of 32 tokens and a ragged one of 12
+    half = dtype == torch.bfloat16                          # computed in float32
+    floor = BFLOAT16_TOLERANCE if half else 0.0
+    depths = (wkv_depth(w, k, k.shape[1], gradient=g) for g in (False, True))
+    return tuple(max(floor, rounding_bound(torch.float32 if half else dtype, depth, 1.0)) for depth in depths)
 
 
 def check_against_oracle(op, causal, inputs, device, dtype, seed=0):
@@ -111,7 +111,8 @@ def test_triton_scan_of_several_levels(monkeypatch, device, dtype, op, causal):
     monkeypatch.setattr(wkv_triton, "GROUP", 2)
     levels = []
     scan = wkv_triton._scan
-    monkeypatch.setattr(wkv_triton, "_scan", lambda state, w, items, *a: levels.append(items) or scan(state, w, items, *a))
+    monkeypatch.setattr(wkv_triton, "_scan",
+                        lambda state, w, items, *a: levels.append(items) or scan(state, w, items, *a))
     inputs = random_inputs(2, 200, 3, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=9)
     check_against_oracle(op, causal, inputs, device, dtype, seed=9)
     assert levels == [7, 4, 2] * 2                        # forward, then backward: 3 levels each

@@ -100,6 +100,8 @@ def _build(kind: str):
 
     # A state's fields, each a (2 sides, R rows, N items, C) slab of the state buffer: the reference
     # token's key and position, the sums of the two values, and (MOMENT) their first moments.
+    # The merge of a token (``sweep``) and of a state (``scan``) is written in each kernel: Triton's
+    # interpreter cannot call a jit helper defined here (it resolves names in the module's globals).
     def sweep(P0, P1, P2, P3, P4, w, u, STATE, OUT0, OUT1, PART, R, T, C, NC,
               BACKWARD: tl.constexpr, PAST: tl.constexpr, FUTURE: tl.constexpr, MOMENT: tl.constexpr,
               FINISH: tl.constexpr, HALF: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
