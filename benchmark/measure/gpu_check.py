@@ -46,12 +46,12 @@ from benchmark.measure.selection import paper_size_models
 SIDES = (128, 256, 512, 1024)
 CHANNELS = (48, 96, 192, 384)
 # --device cpu checks the script, not a machine: tiny sizes and the tiny presets, in seconds
-CPU_SIDES, CPU_CHANNELS, CPU_BATCH, CPU_SIZE = (16, 32), (8,), 1, 32
+CPU_SIDES, CPU_CHANNELS, CPU_BATCH, CPU_SIZE = (8, 16), (8,), 1, 32
 PRECISIONS = ("fp32", "bf16")
 ROOT = Path(__file__).resolve().parents[2]
 # Memory a WKV forward + backward holds at its peak, in tensors of T x C floats: an upper bound
-# (the fused kernels keep k, v, y, log den, gy, gk, gv and chunk states under one tensor; float64
-# sums double some of them).
+# (the fused kernels keep k, v, y, gy, gk, gv and chunk states under one tensor; float64 sums double
+# the states).
 WKV_TENSORS = 16
 
 

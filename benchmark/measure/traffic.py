@@ -125,7 +125,7 @@ def format_table(rows: list[tuple]) -> str:
         kernels, glue = moved(counted, "kernels"), moved(counted, "torch")
         cells.append([op, path, f"{batch}:{tokens}:{channels}", str(counted["acc"]).removeprefix("torch."),
                       _gb(kernels), _gb(glue), _gb(kernels + glue), _gb(counted["floor"]),
-                      f"{(kernels + glue) / counted['floor']:.1f}"])
+                      f"{(kernels + glue) / counted['floor']:.2f}"])
     header = ["op", "path", "B:T:C", "sums in", "kernels GB", "PyTorch ops GB", "total GB", "floor GB", "x floor"]
     return markdown.table(header, cells, "lllrrrrrr")
 

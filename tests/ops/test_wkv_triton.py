@@ -30,7 +30,7 @@ OPS = [(bi_wkv, False), (uni_wkv, True)]
 # bfloat16: one unit in the 8th bit (measured up to 1.3e-3 for y, 2.9e-3 for gv: the results are
 # rounded to bfloat16 and g arrives rounded), whatever the sums' rounding.
 BFLOAT16_TOLERANCE = 2 ** -8
-MANY_CHUNKS = 300                      # 9 full chunks of 32 tokens and a ragged one of 12
+MANY_CHUNKS = 150                      # 2 full chunks of 64 tokens and a ragged one of 22
 
 
 def tolerances(inputs, dtype) -> tuple[float, float]:
@@ -105,15 +105,16 @@ def test_triton_float64_inputs_are_exact(device, op, causal):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
 def test_triton_scan_of_several_levels(monkeypatch, device, dtype, op, causal):
-    """The boundary scan merges GROUP chunk states per program and level: with groups of 2, 200
-    tokens (7 chunks of 32, the last ragged) take three levels up and down, as 32 x 16^2 + 1 tokens
-    would with the default 16 (slow in Triton's interpreter: the slow test below)."""
+    """The boundary scan merges GROUP chunk states per program and level: with chunks of 16 tokens
+    and groups of 2, 100 tokens (7 chunks, the last ragged) take three levels up and down, as
+    64 x 16^2 + 1 tokens would at the defaults (slow in Triton's interpreter: the slow test below)."""
+    monkeypatch.setattr(wkv_triton, "BLOCK_T", 16)
     monkeypatch.setattr(wkv_triton, "GROUP", 2)
     levels = []
     scan = wkv_triton._scan
     monkeypatch.setattr(wkv_triton, "_scan",
                         lambda state, w, items, *a: levels.append(items) or scan(state, w, items, *a))
-    inputs = random_inputs(2, 200, 3, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=9)
+    inputs = random_inputs(2, 100, 3, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=9)
     check_against_oracle(op, causal, inputs, device, dtype, seed=9)
     assert levels == [7, 4, 2] * 2                        # forward, then backward: 3 levels each
 
@@ -122,8 +123,9 @@ def test_triton_scan_of_several_levels(monkeypatch, device, dtype, op, causal):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("op,causal", OPS, ids=["bi", "uni"])
 def test_triton_scan_of_several_levels_at_its_default_group(device, op, causal):
-    """32 x 16^2 + 4 tokens: 257 chunks, three levels of groups of 16 (minutes in the interpreter)."""
-    inputs = random_inputs(1, 32 * 16 ** 2 + 4, 2, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=4)
+    """64 x 16^2 + 4 tokens: 257 chunks, three levels of groups of 16 (minutes in the interpreter)."""
+    assert wkv_triton.BLOCK_T == 64 and wkv_triton.GROUP == 16
+    inputs = random_inputs(1, 64 * 16 ** 2 + 4, 2, k_scale=60.0, decay_span=20.0, dtype=torch.float64, seed=4)
     check_against_oracle(op, causal, inputs, device, torch.float32, seed=4)
 
 
@@ -202,6 +204,6 @@ def test_triton_kernels_compile_for_gpus_without_one(capability):
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads(done.stdout.strip().splitlines()[-1])
-    # per dtype: the sweep of each pass, summaries and finish; the scan up, and down with and
-    # without a level above, per side, with and without moments
-    assert len(built) == 2 * (2 * len(wkv_triton.PASSES) + 2 * 2 * 3)
+    # float32 and float64: the sweep of each pass, summaries and finish; the scan up, and down with
+    # and without a level above, per side, with and without moments; bfloat16 inputs: the sweeps
+    assert len(built) == 2 * (2 * len(wkv_triton.PASSES) + 2 * 2 * 3) + 2 * len(wkv_triton.PASSES)

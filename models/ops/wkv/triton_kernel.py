@@ -1,6 +1,7 @@
-"""The WKV ops in Triton, fused: the forward reads k and v and writes y (and ``log den``, kept for
-the backward); the backward reads gy, y, ``log den``, k and v and writes gk, gv and per-chunk partials
-of gw and gu (``backend="triton"``).
+"""The WKV ops in Triton, fused (``backend="triton"``): the forward reads k and v and writes y, and
+keeps only the states entering each chunk; the backward reads gy, k and v, recomputes y and
+``log den`` from those states, and writes gk, gv and per-chunk partials of gw and gu. The kernels
+are in ``triton_sweep.py``; this module launches them and counts their memory traffic.
 
 Both ops are ratios of *decayed sums* (``wkv/__init__.py``)::
 
@@ -29,8 +30,9 @@ from differences of keys and of integer positions (``(i - r) w``), as exact as t
 formulation's ``e^{-d w}``. Moments need no decay either: crossing one token adds ``s`` to the moment
 sum ``mo`` (every distance grows by one), crossing ``L`` tokens adds ``L s``.
 
-Three kernels, chunk-parallel over (T / BLOCK_T, C / BLOCK_C, B); a program loads its chunk's tokens
-once, as (BLOCK_T, BLOCK_C) tiles, and its sweeps take them a row at a time:
+Two kernels, ``sweep`` chunk-parallel over (T / BLOCK_T, C / BLOCK_C, B), a program loading its
+chunk's tokens once as (BLOCK_T, BLOCK_C) tiles and sweeping them a row at a time, and ``scan``;
+three launches per direction:
 
 1. ``sweep`` (summaries): each chunk sums its own tokens, one after another, into its state on
    each side (with moments in the backward);
@@ -38,14 +40,21 @@ once, as (BLOCK_T, BLOCK_C) tiles, and its sweeps take them a row at a time:
    program (``log_GROUP(T / BLOCK_T)`` levels up and down, every level parallel over its groups),
    turns each summary into the state entering its chunk from either side;
 3. ``sweep`` (finish): each chunk sweeps its tokens again from its entering states and writes its
-   outputs. bi_wkv sweeps the future first, keeping each token's future state in a (BLOCK_T,
-   BLOCK_C) register tile, then the past, finishing each token.
+   outputs. bi_wkv sweeps the future first, keeping each token's future state in (BLOCK_T,
+   BLOCK_C) register tiles, then the past, finishing each token.
+
+The forward's entering states (4 fields per side and chunk: 1 / 16 of a B x T x C tensor per side at
+64 tokens per chunk) are all the backward keeps: both of its ``sweep`` launches first redo the
+forward's finish on their chunk (from those states, into register tiles of y and ``log den``), so
+that y and ``log den`` are never written for it nor read back. Per forward + backward that is 13
+tensors of B x T x C (the forward reads k, v twice and writes y; the backward reads k, v, gy twice
+and writes gk, gv) against the 8 any implementation moves, plus the chunk states and their scan.
 
 Each token costs two exponentials per side and state (its merge) and three for its output, all of
 differences: no (BLOCK_T, BLOCK_T) tile of weights and no decay factor ``e^{-d w}`` is ever formed.
 Accumulation is in the dtype of ``w`` (the dispatch's ``accumulation_dtype``: float64 where the
-rounding of ``(i - r) w`` would exceed float32's budget); k, v and gy are loaded in their own dtype
-(float32, float16, bfloat16 or float64) and converted in registers. On CUDA tensors the kernels are
+rounding of ``(i - r) w`` would exceed float32's budget); k, v and gy are loaded, and y, gk and gv
+stored, in the inputs' dtype (float32, float16, bfloat16 or float64), converted in registers. On CUDA tensors the kernels are
 compiled; on CPU tensors they run in Triton's interpreter (NumPy) when ``TRITON_INTERPRET=1`` was set
 at process start, for verification only: it is slow.
 """
@@ -57,7 +66,7 @@ import os
 
 import torch
 
-BLOCK_T = 32          # tokens per chunk, swept one after another by one program
+BLOCK_T = 64          # tokens per chunk, swept one after another by one program
 BLOCK_C = 16          # channels per program
 GROUP = 16            # chunk states combined per program and level of the boundary scan
 
@@ -86,275 +95,16 @@ def availability(device: torch.device | str) -> str | None:
     return f"the triton WKV kernel runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), not {device_type}"
 
 
-_kernels: dict[str, tuple] = {}
+def _kernels():
+    """(``sweep``, ``scan``) of ``triton_sweep.py``, imported on first use (it imports Triton)."""
+    from . import triton_sweep
+    return triton_sweep.sweep, triton_sweep.scan
 
 
-def _build(kind: str):
-    """The kernels (``sweep``, ``scan``), compiled (``"cuda"``) or interpreted
-    (``"cpu"``), made on first use."""
-    if kind in _kernels:
-        return _kernels[kind]
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
-
-    # A state's fields, each a (2 sides, R rows, N items, C) slab of the state buffer: the reference
-    # token's key and position, the sums of the two values, and (MOMENT) their first moments.
-    # The merge of a token (``sweep``) and of a state (``scan``) is written in each kernel: Triton's
-    # interpreter cannot call a jit helper defined here (it resolves names in the module's globals).
-    def sweep(P0, P1, P2, P3, P4, w, u, STATE, OUT0, OUT1, PART, R, T, C, NC,
-              BACKWARD: tl.constexpr, PAST: tl.constexpr, FUTURE: tl.constexpr, MOMENT: tl.constexpr,
-              FINISH: tl.constexpr, HALF: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
-        # Forward: P0 = k, P1 = v; finish writes OUT0 = y, OUT1 = log den.
-        # Backward: P0 = log den, P1 = gy, P2 = y (a token's log-weight is -log den, its values gy
-        # and -gy y), P3 = k, P4 = v; finish writes OUT0 = gk, OUT1 = gv, PART = (gw, gu) per chunk.
-        chunk, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        start = chunk * BT
-        count = tl.minimum(T - start, BT)                    # the chunk's tokens (its last may be short)
-        c = cblock * BC + tl.arange(0, BC)
-        cmask = c < C
-        wc = tl.load(w + c, mask=cmask, other=0.0)
-        zero = tl.zeros([BC], dtype=wc.dtype)
-        base = row.to(tl.int64) * T * C                      # int64: B T C passes 2^31 at 4 x 1024^2 x 384
-        field = R * NC * C
-        slot = row.to(tl.int64) * NC * C + chunk * C + c
-        # The chunk's tokens, loaded once as (BT, BC) tiles; the sweeps take one row at a time.
-        tile_rows = tl.arange(0, BT)[:, None]
-        tokens = start + tl.arange(0, BT)
-        tile_mask = (tokens < T)[:, None] & cmask[None, :]
-        tile = base + tokens[:, None] * C + c[None, :]
-        if BACKWARD:
-            KEY = -tl.load(P0 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-            X0 = tl.load(P1 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-            X1 = -X0 * tl.load(P2 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-            if FINISH:
-                KT = tl.load(P3 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-                VT = tl.load(P4 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-        else:
-            KEY = tl.load(P0 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-            X0 = tl.load(P1 + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-        if FINISH:
-            uc = tl.load(u + c, mask=cmask, other=0.0)
-        if BACKWARD and FINISH:
-            gw_acc = zero
-            gu_acc = zero
-        if PAST and FUTURE and FINISH:                       # each token's future state (bi_wkv)
-            TK = tl.zeros([BT, BC], dtype=wc.dtype)
-            TP = TK
-            T0 = TK
-            T1 = TK
-            TM0 = TK
-            TM1 = TK
-        # Phase 0 (bi_wkv only): the future, from the chunk's end back to its start; the finish keeps
-        # each token's future state in the tiles. Phase 1: the main side, the past (ascending) or,
-        # for the backward of uni_wkv, the future; the finish writes each token's outputs.
-        for phase in tl.static_range(2):
-            if phase == 1 or (PAST and FUTURE):
-                future = (phase == 0) or (not PAST)
-                sign = -1.0 if future else 1.0
-                side = STATE + (4 + 2 * MOMENT) * field if future else STATE
-                if FINISH:
-                    kr = tl.load(side + slot, mask=cmask, other=-1e30)
-                    pr = tl.load(side + field + slot, mask=cmask, other=0.0)
-                    s0 = tl.load(side + 2 * field + slot, mask=cmask, other=0.0)
-                    s1 = tl.load(side + 3 * field + slot, mask=cmask, other=0.0)
-                    if MOMENT:
-                        m0 = tl.load(side + 4 * field + slot, mask=cmask, other=0.0)
-                        m1 = tl.load(side + 5 * field + slot, mask=cmask, other=0.0)
-                else:
-                    kr = zero - 1e30
-                    pr = zero
-                    s0 = zero
-                    s1 = zero
-                    m0 = zero
-                    m1 = zero
-                i = 0
-                while i < count:
-                    if future:
-                        j = count - 1 - i
-                    else:
-                        j = i
-                    t = start + j
-                    tf = t.to(wc.dtype)
-                    offs = base + t * C + c
-                    here = tile_rows == j
-                    key = tl.sum(tl.where(here, KEY, 0.0), axis=0)
-                    x0 = tl.sum(tl.where(here, X0, 0.0), axis=0)
-                    if BACKWARD:
-                        x1 = tl.sum(tl.where(here, X1, 0.0), axis=0)
-                    else:
-                        x1 = zero + 1.0
-                    if FINISH and phase == 0:                # token t's future state
-                        TK = tl.where(here, kr[None, :], TK)
-                        TP = tl.where(here, pr[None, :], TP)
-                        T0 = tl.where(here, s0[None, :], T0)
-                        T1 = tl.where(here, s1[None, :], T1)
-                        if MOMENT:
-                            TM0 = tl.where(here, m0[None, :], TM0)
-                            TM1 = tl.where(here, m1[None, :], TM1)
-                    if FINISH and phase == 1:
-                        # The token's three parts: the main side's state, the other side's (bi_wkv:
-                        # the tile; else none) and its own term e^{u + key} x. A past reference r
-                        # weighs e^{kr - (t-1-r) w} at t, a future one e^{kr - (r-t-1) w}: each
-                        # log-weight is taken relative to the largest of the three keys first (key
-                        # differences are exact where the weights are close).
-                        if PAST and FUTURE:
-                            fk = tl.sum(tl.where(here, TK, 0.0), axis=0)
-                            fp = tl.sum(tl.where(here, TP, 0.0), axis=0)
-                            f0 = tl.sum(tl.where(here, T0, 0.0), axis=0)
-                            f1 = tl.sum(tl.where(here, T1, 0.0), axis=0)
-                        else:
-                            fk = zero - 1e30
-                            fp = zero
-                            f0 = zero
-                            f1 = zero
-                        ref = tl.maximum(tl.maximum(kr, fk), key)
-                        main = (kr - ref) + (1.0 - sign * (tf - pr)) * wc
-                        other = (fk - ref) + (1.0 + tf - fp) * wc
-                        own = (key - ref) + uc
-                        top = tl.maximum(tl.maximum(main, other), own)
-                        e_main = tl.exp(main - top)
-                        e_other = tl.exp(other - top)
-                        e_self = tl.exp(own - top)
-                        sum0 = s0 * e_main + f0 * e_other + x0 * e_self
-                        sum1 = s1 * e_main + f1 * e_other + x1 * e_self
-                        if BACKWARD:
-                            moment0 = m0 * e_main
-                            moment1 = m1 * e_main
-                            if PAST and FUTURE:
-                                moment0 += tl.sum(tl.where(here, TM0, 0.0), axis=0) * e_other
-                                moment1 += tl.sum(tl.where(here, TM1, 0.0), axis=0) * e_other
-                            kt = tl.sum(tl.where(here, KT, 0.0), axis=0)
-                            vt = tl.sum(tl.where(here, VT, 0.0), axis=0)
-                            # e^{k_t} times the sums' scale e^{ref + top}
-                            scale = tl.exp(kt + ref + top)
-                            gv = scale * sum0
-                            gk = vt * gv + scale * sum1
-                            if HALF:                         # (Triton's interpreter casts float64 to
-                                gv = gv.to(tl.float32)       # 16 bits wrongly; compiled code does not)
-                                gk = gk.to(tl.float32)
-                            tl.store(OUT1 + offs, gv, mask=cmask)
-                            tl.store(OUT0 + offs, gk, mask=cmask)
-                            gw_acc -= scale * (vt * moment0 + moment1)
-                            gu_acc += tl.exp(uc + kt + key) * (x0 * vt + x1)
-                        else:
-                            tl.store(OUT0 + offs, sum0 / sum1, mask=cmask)
-                            tl.store(OUT1 + offs, ref + top + tl.log(sum1), mask=cmask)
-                    if MOMENT:                               # every distance grows by one
-                        m0 += s0
-                        m1 += s1
-                    delta = (key - kr) + sign * (tf - pr) * wc
-                    heavier = delta > 0
-                    old = tl.exp(tl.where(heavier, -delta, 0.0))
-                    new = tl.exp(tl.where(heavier, 0.0, delta))
-                    s0 = s0 * old + x0 * new
-                    s1 = s1 * old + x1 * new
-                    if MOMENT:
-                        m0 = m0 * old
-                        m1 = m1 * old
-                    kr = tl.where(heavier, key, kr)
-                    pr = tl.where(heavier, tf, pr)
-                    i += 1
-                if not FINISH:
-                    tl.store(side + slot, kr, mask=cmask)
-                    tl.store(side + field + slot, pr, mask=cmask)
-                    tl.store(side + 2 * field + slot, s0, mask=cmask)
-                    tl.store(side + 3 * field + slot, s1, mask=cmask)
-                    if MOMENT:
-                        tl.store(side + 4 * field + slot, m0, mask=cmask)
-                        tl.store(side + 5 * field + slot, m1, mask=cmask)
-        if FINISH and BACKWARD:
-            tl.store(PART + slot, gw_acc, mask=cmask)
-            tl.store(PART + field + slot, gu_acc, mask=cmask)
-
-    def scan(STATE, UP, w, R, C, N, NUP, L, DOWN: tl.constexpr, HAS_UP: tl.constexpr, SIDE: tl.constexpr,
-             MOMENT: tl.constexpr, G: tl.constexpr, BC: tl.constexpr):
-        # One group of G items of STATE (chunks, or groups of the level below: L tokens each but
-        # perhaps the last, which nothing crosses) merged in token order on SIDE (0: past, 1:
-        # future). Up (DOWN false): the group's summary is written to UP, an item of the next
-        # level. Down: in place, each item's summary becomes the state entering it, starting from
-        # the state entering the group (UP; none at the top).
-        group, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        c = cblock * BC + tl.arange(0, BC)
-        cmask = c < C
-        wc = tl.load(w + c, mask=cmask, other=0.0)
-        zero = tl.zeros([BC], dtype=wc.dtype)
-        first = group * G
-        count = tl.minimum(N - first, G)
-        sign = 1.0 if SIDE == 0 else -1.0
-        n_field = R * N * C
-        up_field = R * NUP * C
-        items = STATE + SIDE * (4 + 2 * MOMENT) * n_field + row.to(tl.int64) * N * C + c
-        up = UP + SIDE * (4 + 2 * MOMENT) * up_field + row.to(tl.int64) * NUP * C + group * C + c
-        kr = zero - 1e30
-        pr = zero
-        s0 = zero
-        s1 = zero
-        m0 = zero
-        m1 = zero
-        if DOWN and HAS_UP:
-            kr = tl.load(up, mask=cmask, other=-1e30)
-            pr = tl.load(up + up_field, mask=cmask, other=0.0)
-            s0 = tl.load(up + 2 * up_field, mask=cmask, other=0.0)
-            s1 = tl.load(up + 3 * up_field, mask=cmask, other=0.0)
-            if MOMENT:
-                m0 = tl.load(up + 4 * up_field, mask=cmask, other=0.0)
-                m1 = tl.load(up + 5 * up_field, mask=cmask, other=0.0)
-        i = 0
-        while i < count:
-            if SIDE == 0:
-                item = first + i
-            else:
-                item = first + count - 1 - i
-            at = items + item * C
-            ki = tl.load(at, mask=cmask, other=-1e30)
-            pi = tl.load(at + n_field, mask=cmask, other=0.0)
-            i0 = tl.load(at + 2 * n_field, mask=cmask, other=0.0)
-            i1 = tl.load(at + 3 * n_field, mask=cmask, other=0.0)
-            if MOMENT:
-                im0 = tl.load(at + 4 * n_field, mask=cmask, other=0.0)
-                im1 = tl.load(at + 5 * n_field, mask=cmask, other=0.0)
-            if DOWN:                                     # the state entering this item
-                tl.store(at, kr, mask=cmask)
-                tl.store(at + n_field, pr, mask=cmask)
-                tl.store(at + 2 * n_field, s0, mask=cmask)
-                tl.store(at + 3 * n_field, s1, mask=cmask)
-                if MOMENT:
-                    tl.store(at + 4 * n_field, m0, mask=cmask)
-                    tl.store(at + 5 * n_field, m1, mask=cmask)
-            if MOMENT:                                   # the state so far crosses the item
-                m0 += L * s0
-                m1 += L * s1
-            delta = (ki - kr) + sign * (pi - pr) * wc
-            heavier = delta > 0
-            old = tl.exp(tl.where(heavier, -delta, 0.0))
-            new = tl.exp(tl.where(heavier, 0.0, delta))
-            s0 = s0 * old + i0 * new
-            s1 = s1 * old + i1 * new
-            if MOMENT:
-                m0 = m0 * old + im0 * new
-                m1 = m1 * old + im1 * new
-            kr = tl.where(heavier, ki, kr)
-            pr = tl.where(heavier, pi, pr)
-            i += 1
-        if not DOWN:
-            tl.store(up, kr, mask=cmask)
-            tl.store(up + up_field, pr, mask=cmask)
-            tl.store(up + 2 * up_field, s0, mask=cmask)
-            tl.store(up + 3 * up_field, s1, mask=cmask)
-            if MOMENT:
-                tl.store(up + 4 * up_field, m0, mask=cmask)
-                tl.store(up + 5 * up_field, m1, mask=cmask)
-
-    wrap = InterpretedFunction if kind == "cpu" else JITFunction
-    _kernels[kind] = tuple(wrap(fn) for fn in (sweep, scan))
-    return _kernels[kind]
-
-
-# The passes of the ops, as (BACKWARD, PAST, FUTURE) of ``sweep`` (MOMENT = BACKWARD): bi_wkv forward,
-# uni_wkv forward, bi_wkv backward (symmetric), uni_wkv backward (the transposed sums: the future).
-PASSES = ((False, True, True), (False, True, False), (True, True, True), (True, False, True))
+# The passes of the ops, as (BACKWARD, CAUSAL) of ``sweep``: bi_wkv and uni_wkv forward, then backward.
+PASSES = ((False, False), (False, True), (True, False), (True, True))
 SIZES = ("R", "T", "C", "NC", "N", "NUP", "L")      # the kernels' integer arguments; the others are pointers
+DATA_POINTERS = ("K", "V", "GY", "OUT0", "OUT1")    # B x T x C tensors, in the inputs' dtype
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -363,33 +113,40 @@ def _cdiv(a: int, b: int) -> int:
 
 def compile_ahead(capability: int = 90) -> list[str]:
     """Compile every kernel variant the ops launch, float32 and float64 sums (inputs of the same
-    type), for an NVIDIA GPU of compute ``capability`` (90: H100/H200, 80: A100) without one:
+    type) and bfloat16 inputs with float32 sums, for an NVIDIA GPU of compute ``capability`` (90: H100/H200, 80: A100) without one:
     Triton's front end, LLVM and its bundled ptxas, so that a machine with no GPU catches what would
     fail to build on one. Needs a process started without TRITON_INTERPRET (the interpreter replaces
     the language's own jit functions). Returns what it built."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+    sweep, scan = _kernels()
+    if not isinstance(sweep, JITFunction):
+        raise RuntimeError("compile_ahead needs a process started without TRITON_INTERPRET=1 "
+                           "(the kernels were made for Triton's interpreter)")
     target = GPUTarget("cuda", capability, 32)
-    sweep, scan = _build("cuda")
     variants = []
-    for backward, past, future in PASSES:
+    for backward, causal in PASSES:
         for finish in (False, True):
-            variants.append((sweep, dict(BACKWARD=backward, PAST=past, FUTURE=future, MOMENT=backward,
-                                         FINISH=finish, HALF=False, BT=BLOCK_T, BC=BLOCK_C)))
+            variants.append((sweep, dict(BACKWARD=backward, CAUSAL=causal, FINISH=finish, HALF=0,
+                                         BT=BLOCK_T, BC=BLOCK_C)))
     for side in (0, 1):
         for moment in (False, True):
             for down, has_up in ((False, False), (True, False), (True, True)):
                 variants.append((scan, dict(DOWN=down, HAS_UP=has_up, SIDE=side, MOMENT=moment, G=GROUP, BC=BLOCK_C)))
     built = []
-    for dtype in ("fp32", "fp64"):
-        for kernel, constants in variants:
-            signature = {name: "constexpr" if name in constants else "i32" if name in SIZES else f"*{dtype}"
-                         for name in kernel.arg_names}
+    # (data: k, v, gy and the outputs; sums: w, u, the states and partials) per variant's pointers
+    dtypes = [("fp32", "fp32", variants), ("fp64", "fp64", variants),
+              ("bf16", "fp32", [(kernel, dict(flags, HALF=2)) for kernel, flags in variants if kernel is sweep])]
+    for data, sums, chosen in dtypes:
+        for kernel, constants in chosen:
+            signature = {name: "constexpr" if name in constants else "i32" if name in SIZES
+                         else f"*{data}" if name in DATA_POINTERS else f"*{sums}" for name in kernel.arg_names}
             compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target)
             assert compiled.asm.get("cubin"), f"{kernel.__name__}: no cubin"
             flags = ", ".join(f"{k.lower()}={v}" for k, v in constants.items() if k not in ("BT", "BC", "G"))
-            built.append(f"{kernel.__name__}[{dtype}, {flags}]")
+            built.append(f"{kernel.__name__}[{data} in {sums}, {flags}]")
     return built
 
 
@@ -412,32 +169,32 @@ def _scan_traffic(rows: int, items: int, channels: int, fields: int, sides: int,
     return itemsize * read, itemsize * written
 
 
+FORWARD_FIELDS, BACKWARD_FIELDS = 4, 6                         # a state's fields per side (with moments)
+
+
 def traffic(batch: int, tokens: int, channels: int, causal: bool, input_itemsize: int,
             itemsize: int) -> dict[str, tuple[int, int]]:
     """{kernel: (bytes read, bytes written)} of one forward and one backward, from the kernels' grids
     and loops: a program loads and stores only its unmasked elements, so each total is the elements
-    a program touches times the programs. k, v, gk and gv move ``input_itemsize`` bytes each, y and gy
-    at least 4 (float32 for half inputs), log den, the states, w and u ``itemsize`` (the sums'). A
-    program loads its chunk's tokens once, whatever the sweeps. Tested against Triton's interpreter
-    with its loads and stores counted."""
-    data = batch * tokens * channels                           # one B x T x C tensor
-    out = max(input_itemsize, 4)                               # y and gy
-    per_chunk = batch * _cdiv(tokens, BLOCK_T) * channels      # one state field; w (or u) per program
+    a program touches times the programs. k, v, y, gy, gk and gv move ``input_itemsize`` bytes each;
+    the states, w, u and the partials of gw, gu ``itemsize`` (the sums'). A program loads its chunk's
+    tokens once, whatever its sweeps. Tested against Triton's interpreter with its loads and stores
+    counted."""
+    data = batch * tokens * channels * input_itemsize          # one B x T x C tensor
+    chunk = batch * _cdiv(tokens, BLOCK_T) * channels * itemsize   # one state field; w (or u) per program
     sides = 1 if causal else 2
+    forward_states = sides * FORWARD_FIELDS * chunk            # the forward's states, all sides
+    backward_states = sides * BACKWARD_FIELDS * chunk
     count = {}
-    # forward: each kernel reads k and v; the finish writes y and log den
-    count["forward summaries"] = (2 * data * input_itemsize + per_chunk * itemsize,
-                                  sides * 4 * per_chunk * itemsize)
-    count["forward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, 4, sides, itemsize)
-    count["forward finish"] = (2 * data * input_itemsize + (2 + sides * 4) * per_chunk * itemsize,
-                               data * (out + itemsize))
-    # backward: each kernel reads log den, gy and y; the finish also k and v, and writes gk, gv and
-    # the (gw, gu) partials of each chunk
-    step = data * (itemsize + 2 * out)
-    count["backward summaries"] = (step + per_chunk * itemsize, sides * 6 * per_chunk * itemsize)
-    count["backward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, 6, sides, itemsize)
-    count["backward finish"] = (step + 2 * data * input_itemsize + (2 + sides * 6) * per_chunk * itemsize,
-                                2 * data * input_itemsize + 2 * per_chunk * itemsize)
+    # forward: each kernel reads k and v; the finish writes y
+    count["forward summaries"] = (2 * data + chunk, forward_states)
+    count["forward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, FORWARD_FIELDS, sides, itemsize)
+    count["forward finish"] = (2 * data + 2 * chunk + forward_states, data)
+    # backward: each kernel reads k, v, gy and the forward's entering states (it recomputes y and log
+    # den); the finish writes gk, gv and the (gw, gu) partials of each chunk
+    count["backward summaries"] = (3 * data + 2 * chunk + forward_states, backward_states)
+    count["backward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, BACKWARD_FIELDS, sides, itemsize)
+    count["backward finish"] = (3 * data + 2 * chunk + forward_states + backward_states, 2 * data + 2 * chunk)
     return count
 
 
@@ -467,7 +224,7 @@ def _log_traffic(direction: str, k: torch.Tensor, causal: bool, itemsize: int) -
 def _scan(state: torch.Tensor, w: torch.Tensor, items: int, length: int, sides: list[int], moment: bool) -> None:
     """Turn the ``items`` summaries of ``state`` (``length`` tokens each, but perhaps the last) into
     the states entering them, on each of ``sides``: ``GROUP`` items per program, recursively."""
-    scan = _build(state.device.type)[1]
+    scan = _kernels()[1]
     rows, channels = state.shape[2], state.shape[4]
     groups = _cdiv(items, GROUP)
     grid = (groups, _cdiv(channels, BLOCK_C), rows)
@@ -484,52 +241,60 @@ def _scan(state: torch.Tensor, w: torch.Tensor, items: int, length: int, sides: 
                    **flags)
 
 
-def _sweeps(inputs: tuple, w, u, outputs: tuple, part, shape, backward: bool, past: bool, future: bool) -> None:
-    """Summaries, scan and finish of one pass (forward or backward) on its chunks."""
-    batch, tokens, channels = shape
+def _sweeps(k, v, gy, w, u, forward_state, backward_state, outputs: tuple, part, causal: bool) -> None:
+    """Summaries, scan and finish of the forward (``gy`` None: fills ``forward_state`` with the states
+    entering each chunk and writes y) or of the backward (writes gk, gv and the partials)."""
+    batch, tokens, channels = k.shape
     chunks = _cdiv(tokens, BLOCK_T)
-    sweep = _build(w.device.type)[0]
-    state = w.new_empty(2, 4 + 2 * backward, batch, chunks, channels)
+    sweep = _kernels()[0]
+    backward = gy is not None
     grid = (chunks, _cdiv(channels, BLOCK_C), batch)
-    inputs = inputs + (inputs[0],) * (5 - len(inputs))   # the forward's k, v padded to the 5 pointers
-    half = outputs[0].element_size() < 4               # gk, gv in float16 or bfloat16
-    flags = dict(BACKWARD=backward, PAST=past, FUTURE=future, MOMENT=backward, HALF=half, BT=BLOCK_T, BC=BLOCK_C)
+    # unused pointers are given a tensor of the call (the kernel never loads them)
+    gy = k if gy is None else gy
+    backward_state = forward_state if backward_state is None else backward_state
+    out1 = outputs[-1]
+    part = outputs[0] if part is None else part
+    half = {torch.float16: 1, torch.bfloat16: 2}.get(outputs[0].dtype, 0)      # 16-bit outputs
+    flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C)
+    args = (k, v, gy, w, u, forward_state, backward_state, outputs[0], out1, part, batch, tokens, channels, chunks)
+    # the forward's states: the past (and bi_wkv's future); the backward's: the transposed sums
+    sides = ([0] if causal else [0, 1]) if not backward else ([1] if causal else [0, 1])
     with torch.cuda.device(w.device) if w.device.type == "cuda" else contextlib.nullcontext():
-        sweep[grid](*inputs, w, u, state, *outputs, part, batch, tokens, channels, chunks, FINISH=False, **flags)
-        _scan(state, w, chunks, BLOCK_T, [side for side, on in ((0, past), (1, future)) if on], backward)
-        sweep[grid](*inputs, w, u, state, *outputs, part, batch, tokens, channels, chunks, FINISH=True, **flags)
+        sweep[grid](*args, FINISH=False, **flags)
+        _scan(backward_state if backward else forward_state, w, chunks, BLOCK_T, sides, backward)
+        sweep[grid](*args, FINISH=True, **flags)
 
 
 class TritonWKV(torch.autograd.Function):
-    """``y`` from ``k, v`` (their own dtype) and ``w, u`` (the sums' dtype); keeps ``y`` and ``log den``
-    for the backward."""
+    """``y`` from ``k, v`` (their own dtype) and ``w, u`` (the sums' dtype); keeps only the states
+    entering each chunk (a fraction 4 / BLOCK_T of a tensor per side) for the backward, which
+    recomputes y and log den from them."""
 
     @staticmethod
     def forward(ctx, w, u, k, v, causal: bool):
-        # y in float32 at least (the backward reads it), log den in the sums' dtype
-        y = torch.empty(k.shape, dtype=torch.promote_types(v.dtype, torch.float32), device=k.device)
-        log_den = torch.empty(k.shape, dtype=w.dtype, device=k.device)
+        y = torch.empty_like(v)
+        state = w.new_empty(2, FORWARD_FIELDS, k.shape[0], _cdiv(k.shape[1], BLOCK_T), k.shape[2])
         if k.device.type == "meta":                         # counted, not run (``counting_traffic``)
             _log_traffic("forward", k, causal, w.element_size())
         else:
-            _sweeps((k, v), w, u, (y, log_den), y, k.shape, backward=False, past=True, future=not causal)
-        ctx.save_for_backward(w, u, k, v, y, log_den)
+            _sweeps(k, v, None, w, u, state, None, (y,), None, causal)
+        ctx.save_for_backward(w, u, k, v, state)
         ctx.causal = causal
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        w, u, k, v, y, log_den = ctx.saved_tensors
-        gy = gy.to(y.dtype).contiguous()
+        w, u, k, v, forward_state = ctx.saved_tensors
+        gy = gy.to(v.dtype).contiguous()
         gk, gv = torch.empty_like(k), torch.empty_like(v)
         batch, tokens, channels = k.shape
-        part = w.new_empty(2, batch, _cdiv(tokens, BLOCK_T), channels)     # gw, gu per chunk
+        chunks = _cdiv(tokens, BLOCK_T)
+        part = w.new_empty(2, batch, chunks, channels)     # gw, gu per chunk
+        state = w.new_empty(2, BACKWARD_FIELDS, batch, chunks, channels)
         if k.device.type == "meta":
             _log_traffic("backward", k, ctx.causal, w.element_size())
         else:
-            # the transposed sums: bi_wkv's weights are symmetric, uni_wkv's past becomes the future
-            _sweeps((log_den, gy, y, k, v), w, u, (gk, gv), part, k.shape, backward=True,
-                    past=not ctx.causal, future=True)
+            _sweeps(k, v, gy, w, u, forward_state, state, (gk, gv), part, ctx.causal)
         partials = part.sum(dim=(1, 2))
         return partials[0], partials[1], gk, gv, None
 
@@ -537,6 +302,9 @@ class TritonWKV(torch.autograd.Function):
 def wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         acc: torch.dtype) -> torch.Tensor:
     """bi_wkv (``causal=False``) or uni_wkv on the Triton kernels, accumulating in ``acc`` (chosen
-    by ``wkv.accumulation_dtype``); k and v are read in their own dtype. ``(B, T, C)`` in ``v.dtype``."""
+    by ``wkv.accumulation_dtype``); k and v are read, and y written, in their own dtype. ``(B, T, C)``
+    in ``v.dtype``."""
     w, u = (t.to(acc).contiguous() for t in (w, u))
-    return TritonWKV.apply(w, u, k.contiguous(), v.contiguous(), causal).to(v.dtype)
+    common = torch.promote_types(k.dtype, v.dtype)        # one dtype for k, v, y and the gradients
+    k, v_in = (t.to(common).contiguous() for t in (k, v))
+    return TritonWKV.apply(w, u, k, v_in, causal).to(v.dtype)
