@@ -54,9 +54,9 @@ Each token costs two exponentials per side and state (its merge) and three for i
 differences: no (BLOCK_T, BLOCK_T) tile of weights and no decay factor ``e^{-d w}`` is ever formed.
 Accumulation is in the dtype of ``w`` (the dispatch's ``accumulation_dtype``: float64 where the
 rounding of ``(i - r) w`` would exceed float32's budget); k, v and gy are loaded, and y, gk and gv
-stored, in the inputs' dtype (float32, float16, bfloat16 or float64), converted in registers. On CUDA tensors the kernels are
-compiled; on CPU tensors they run in Triton's interpreter (NumPy) when ``TRITON_INTERPRET=1`` was set
-at process start, for verification only: it is slow.
+stored, in the inputs' dtype (float32, float16, bfloat16 or float64), converted in registers. On
+CUDA tensors the kernels are compiled; on CPU tensors they run in Triton's interpreter (NumPy) when
+``TRITON_INTERPRET=1`` was set at process start, for verification only: it is slow.
 """
 from __future__ import annotations
 
@@ -257,8 +257,8 @@ def _sweeps(k, v, gy, w, u, forward_state, backward_state, outputs: tuple, part,
     half = {torch.float16: 1, torch.bfloat16: 2}.get(outputs[0].dtype, 0)      # 16-bit outputs
     flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C)
     args = (k, v, gy, w, u, forward_state, backward_state, outputs[0], out1, part, batch, tokens, channels, chunks)
-    # the forward's states: the past (and bi_wkv's future); the backward's: the transposed sums
-    sides = ([0] if causal else [0, 1]) if not backward else ([1] if causal else [0, 1])
+    # bi_wkv: both sides; uni_wkv: the past, and in the backward (the transposed sums) the future
+    sides = [0, 1] if not causal else [1] if backward else [0]
     with torch.cuda.device(w.device) if w.device.type == "cuda" else contextlib.nullcontext():
         sweep[grid](*args, FINISH=False, **flags)
         _scan(backward_state if backward else forward_state, w, chunks, BLOCK_T, sides, backward)
