@@ -231,7 +231,8 @@ def sweep(K, V, GY, w, u, FSTATE, BSTATE, OUT0, OUT1, PART, R, T, C, NC,
     LT = TK
     gw = zero
     gu = zero
-    # the forward: its future (bi_wkv), then its past
+    # the forward: its future (bi_wkv), then its past. A side of FSTATE holds 4 fields, of BSTATE 6
+    # (with the moments): triton_kernel.FORWARD_FIELDS, BACKWARD_FIELDS; the future side follows the past.
     if not CAUSAL:
         TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu = _side(
             KT, VT, VT, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, FSTATE + 4 * field, field, slot, cmask,
