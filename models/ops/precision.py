@@ -4,9 +4,11 @@ every backend, whatever dtypes they are given and whatever autocast surrounds th
 - **Compute dtype** (``compute_dtype``): float64 when an input is float64 or the op needs float64's
   range, else float32. float16 and bfloat16 inputs are computed in float32: the WKV's ``e^{k}`` overflows
   float16 above k = 11, and bfloat16's 8 bits cannot hold sums over thousands of tokens. The ops that
-  need float64's range: ``uni_wkv`` always (the maximum of k may lie in a token's future, see
-  ``wkv.py``); ``bi_wkv`` on the CPU kernel where ``|w| (T - 1) > 20`` and on Triton where it
-  exceeds 30; the PyTorch selective scan's chunk sums (its float64 ``exp(-S)``).
+  need float64's range: ``uni_wkv`` on the PyTorch path and the CPU kernel (the maximum of k may lie
+  in a token's future, see ``wkv/__init__.py``); ``bi_wkv`` on the CPU kernel where ``|w| (T - 1) > 20``;
+  the PyTorch selective scan's chunk sums (its float64 ``exp(-S)``). The Triton WKV sums in float32
+  at any span (log-space sums anchored at the heaviest token cannot overflow), so that its dispatch
+  never reads ``w`` on the host.
 - **Autocast is off inside** (``full_precision``): under ``torch.autocast`` (``train.precision:
   bf16``) the layers around the ops run in bfloat16, the ops themselves as above.
 - **Output dtype**: the op's value input (``v`` for WKV; the scan's ``u`` in float32 or float64).

@@ -40,8 +40,10 @@ above ``e^{-20}`` or so for the spec range (``|k| <= 60``, ``|w T|, |u T| <= 20`
 enough. For ``uni_wkv`` the maximum may lie in a token's future, where float32's ``e^{-88}``
 underflow would turn ``0/0``; it therefore computes in float64 (range ``e^{+-708}``).
 
-Valid range (checked, ``ValueError`` otherwise): ``|w| * (T - 1) <= 150`` in float32 and ``<= 1200``
-in float64, so that ``e^{|w| T / 2} * T`` cannot overflow.
+Valid range of the PyTorch path and the CPU kernel (checked, ``ValueError`` otherwise):
+``|w| * (T - 1) <= 150`` in float32 and ``<= 1200`` in float64, so that ``e^{|w| T / 2} * T`` cannot
+overflow. The Triton kernel sums in log space anchored at the heaviest token and has no limit; its
+dispatch reads no tensor value on the host (no device synchronisation per call).
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ from .. import _extension, backends, precision
 from .._extension import KernelUnavailable
 from .._tracing import Switch, untraced
 from .cumsum import bi_wkv_torch, uni_wkv_torch
-from .limits import (CPU_FLOAT32_SPAN, TRITON_FLOAT32_SPAN, accumulation_dtype, check_decay_span,  # noqa: F401
-                     check_inputs, decay_span)
+from .limits import (CPU_FLOAT32_SPAN, accumulation_dtype, check_decay_span, check_inputs,  # noqa: F401
+                     decay_span)
 
 BACKENDS = ("auto", "torch", "cpp", "triton")
 _KERNEL_OF_DEVICE = {"cpu": "cpp", "cuda": "triton"}   # what "auto" picks
@@ -62,8 +64,7 @@ _warned: set[str] = set()
 
 
 def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, span: float, acc: torch.dtype) -> torch.Tensor:
-    if backend == "triton":
-        check_decay_span(op, span, torch.float64, kernel=True)
+    if backend == "triton":                                 # no range to check: anchored sums
         from . import triton_kernel
         return triton_kernel.wkv(w, u, k, v, causal, acc)
     from .cpu import wkv_cpu
@@ -146,7 +147,9 @@ def _dispatch(op: str, causal: bool, torch_path, w, u, k, v, backend: str | None
             return (UniWKVOp if causal else BiWKVOp).apply(w, u, k, v, backend)
     check_inputs(op, w, u, k, v)
     chosen = resolve_backend(backend, k.device)
-    span = None if chosen == "torch" else decay_span(w, k.shape[1])      # the torch path checks its own
+    # only the CPU kernel needs w's span (read on the host: free there); the torch path checks its
+    # own; the Triton path reads no value on the host (no device sync, capturable in CUDA graphs)
+    span = decay_span(w, k.shape[1]) if chosen == "cpp" else None
     acc = accumulation_dtype(chosen, causal, span, k, v)
     backends.note(record, chosen, acc)
     with precision.full_precision(k.device):               # autocast off: the policy of precision.py

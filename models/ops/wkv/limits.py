@@ -6,13 +6,13 @@ import torch
 
 from .. import precision
 
-# |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64, the
-# kernels' recurrences in their accumulation type (float32 only for bi_wkv: on the CPU within
-# |w| (T - 1) <= 20, in Triton within TRITON_FLOAT32_SPAN, float64 beyond).
+# |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64 and the
+# CPU kernel's recurrences in their accumulation type (float32 only for bi_wkv within
+# |w| (T - 1) <= CPU_FLOAT32_SPAN, float64 beyond). The Triton kernel has no limit: its sums are
+# anchored in log space (every exponent <= 0, ``triton_kernel.py``), so nothing overflows at any span
+# and the dispatch never reads w on the host for it.
 _MAX_DECAY_SPAN = {torch.float32: 150.0, torch.float64: 1200.0}
 _MAX_DECAY_SPAN_KERNEL = {torch.float32: 80.0, torch.float64: 1200.0}
-# The Triton backward's sums of g / den reach e^{2 |w| T} * T: float32 up to |w| (T - 1) = 30.
-TRITON_FLOAT32_SPAN = 30.0
 CPU_FLOAT32_SPAN = 20.0     # csrc/wkv_cpu.cpp's chunk states are float64 beyond
 
 
@@ -33,7 +33,8 @@ def check_inputs(op: str, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: 
 
 
 def decay_span(w: torch.Tensor, tokens: int) -> float:
-    """``|w| * (T - 1)``: the largest exponent the sums' decay factors reach (one device sync)."""
+    """``|w| * (T - 1)``: the largest exponent the sums' decay factors reach (reads w on the host:
+    a device sync on a GPU; the Triton path never calls it)."""
     return float(w.detach().abs().max()) * (tokens - 1)
 
 
@@ -47,11 +48,14 @@ def check_decay_span(op: str, span: float, dtype: torch.dtype, kernel: bool = Fa
 
 def accumulation_dtype(backend: str, causal: bool, span: float | None, k: torch.Tensor,
                        v: torch.Tensor) -> torch.dtype:
-    """The dtype a call's sums accumulate in (``precision.py``): float64 for uni_wkv, for float64
-    inputs, and for a kernel's bi_wkv beyond its float32 ``span``; float32 otherwise."""
+    """The dtype a call's sums accumulate in (``precision.py``). Triton: float32, float64 for float64
+    inputs, at any span (``span`` unused: None, never read from the device). The other paths: float64
+    for uni_wkv, for float64 inputs and for the CPU kernel's bi_wkv beyond ``CPU_FLOAT32_SPAN``;
+    float32 otherwise."""
+    if backend == "triton":
+        return precision.compute_dtype(k, v)
     if causal:
         return torch.float64
     if backend == "torch":                   # the centred cumsum: float32 within its checked range
         return precision.compute_dtype(k, v)
-    float32_span = CPU_FLOAT32_SPAN if backend == "cpp" else TRITON_FLOAT32_SPAN
-    return precision.compute_dtype(k, v, needs_float64=not span <= float32_span)
+    return precision.compute_dtype(k, v, needs_float64=not span <= CPU_FLOAT32_SPAN)

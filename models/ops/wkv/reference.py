@@ -6,9 +6,12 @@ from __future__ import annotations
 import torch
 
 
-def oracle(w, u, k, v, causal):
-    """Direct evaluation: an explicit (B, T, T, C) table of log-weights, normalised with softmax."""
-    w, u, k, v = (t.detach().double() for t in (w, u, k, v))
+def oracle(w, u, k, v, causal, differentiable=False):
+    """Direct evaluation: an explicit (B, T, T, C) table of log-weights, normalised with softmax
+    (finite at any span and key spread). ``differentiable``: the inputs (float64) are used as given,
+    so that autograd through the table gives the reference gradients; else detached copies."""
+    if not differentiable:
+        w, u, k, v = (t.detach().double() for t in (w, u, k, v))
     B, T, C = k.shape
     pos = torch.arange(T, dtype=torch.float64)
     diff = pos[:, None] - pos[None, :]                       # t - i

@@ -52,8 +52,8 @@ and writes gk, gv) against the 8 any implementation moves, plus the chunk states
 
 Each token costs two exponentials per side and state (its merge) and three for its output, all of
 differences: no (BLOCK_T, BLOCK_T) tile of weights and no decay factor ``e^{-d w}`` is ever formed.
-Accumulation is in the dtype of ``w`` (the dispatch's ``accumulation_dtype``: float64 where the
-rounding of ``(i - r) w`` would exceed float32's budget); k, v and gy are loaded, and y, gk and gv
+Accumulation is in the dtype of ``w`` (the dispatch's ``accumulation_dtype``: float32 at any span,
+float64 for float64 inputs; nothing is read on the host to choose); k, v and gy are loaded, and y, gk and gv
 stored, in the inputs' dtype (float32, float16, bfloat16 or float64), converted in registers. On
 CUDA tensors the kernels are compiled; on CPU tensors they run in Triton's interpreter (NumPy) when
 ``TRITON_INTERPRET=1`` was set at process start, for verification only: it is slow.
