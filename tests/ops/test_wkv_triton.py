@@ -10,10 +10,12 @@ import sys
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import models
 from models.ops import wkv
-from models.ops.wkv import triton_kernel as wkv_triton
+from models.ops.wkv import triton_kernel as wkv_triton, triton_sweep
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, uni_wkv
 from models.ops.wkv.reference import oracle, oracle_with_grad
@@ -157,6 +159,46 @@ def test_triton_keys_spread_over_400(device, op, causal, span, dtype):
         grad_scale = max(float(theirs.grad.abs().max()), scale * float(gy.abs().max()))
         grad_error = float((ours.grad.cpu().double() - theirs.grad).abs().max()) / grad_scale
         assert grad_error <= tol_grad, (name, grad_error, tol_grad)
+
+
+def bfloat16_rounding_cases() -> torch.Tensor:
+    """float32 bit patterns of every class the bfloat16 rounding must get right: in the neighbourhood
+    of bfloat16 values across the range (the smallest subnormals, ordinary, the largest finite), the
+    value itself, just below, at and just above the tie (with an even and an odd upper half), the top of
+    the neighbourhood; +-0, +-Inf; NaNs with any payload and sign (quiet, signalling, all ones)."""
+    uppers = [0x0000, 0x0001, 0x0002, 0x007F, 0x0080, 0x3F80, 0x3F81, 0x4049, 0x7F7E, 0x7F7F]
+    uppers += [u | 0x8000 for u in uppers]
+    lows = [0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF]
+    special = [0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7FFFFFFF, 0xFFFFFFFF, 0x7F800001,
+               0xFF800001, 0x7FBFFFFF, 0x7F808000, 0x7FFF8000, 0x00000000, 0x80000000]
+    patterns = [(u << 16) | lo for u in uppers for lo in lows] + special
+    return torch.tensor(patterns, dtype=torch.int64).to(torch.int32).view(torch.float32)
+
+
+@triton.jit
+def _narrowed_to_float32(X, Y, N, BLOCK: tl.constexpr):
+    """The kernel's bfloat16 rounding (``triton_sweep._narrowed``), its float32 result stored as it is."""
+    i = tl.arange(0, BLOCK)
+    x = tl.load(X + i, mask=i < N)
+    tl.store(Y + i, triton_sweep._narrowed(x, 2), mask=i < N)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_rounding_is_nearest_even_and_keeps_nan_and_inf(device):
+    """Bit for bit against PyTorch's round-to-nearest-even conversion, on the kernel's own integer
+    arithmetic (uint32, as compiled code computes it; NumPy's uint32 in Triton's interpreter): every
+    finite pattern and +-Inf to the same bfloat16, every NaN to a NaN of the same sign."""
+    x = bfloat16_rounding_cases().to(device)
+    y = torch.empty_like(x)
+    _narrowed_to_float32[(1,)](x, y, x.numel(), BLOCK=triton.next_power_of_2(x.numel()))
+    x, y = x.cpu(), y.cpu()
+    bits = y.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    assert (bits & 0xFFFF == 0).all()                       # the store to bfloat16 drops only zero bits
+    expected = x.to(torch.bfloat16).float()
+    nan = torch.isnan(x)
+    assert torch.isnan(y[nan]).all() and (torch.signbit(y[nan]) == torch.signbit(x[nan])).all()
+    assert torch.equal(y[~nan].view(torch.int32), expected[~nan].view(torch.int32))
+    assert torch.isinf(y[torch.isinf(x)]).all() and (y[x.view(torch.int32) == 0x7F7FFFFF] == float("inf")).all()
 
 
 @pytest.mark.skipif(NO_INTERPRETER is not None, reason=str(NO_INTERPRETER))

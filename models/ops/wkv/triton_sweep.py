@@ -22,12 +22,15 @@ def _narrowed(x, HALF: tl.constexpr):
     """``x`` ready to store in a 16-bit output (HALF 1: float16, 2: bfloat16): float32, and for
     bfloat16 already rounded to the nearest bfloat16 (ties to even), so that the store only drops zero
     bits. Compiled code would round either way; Triton's interpreter converts float64 to 16 bits
-    wrongly and truncates float32 to bfloat16."""
+    wrongly and truncates float32 to bfloat16. A NaN stays a NaN (its sign and high payload kept,
+    made quiet): the rounding's carry would turn 0x7FFFFFFF into -0.0 and 0x7F800001 into Inf,
+    hiding a diverging run from the health checks; +-Inf stay, and overflow rounds to Inf."""
     x = x.to(tl.float32)
     if HALF == 2:
         bits = x.to(tl.uint32, bitcast=True)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-        x = bits.to(tl.float32, bitcast=True)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        quiet_nan = ((bits >> 16) | 0x40) << 16
+        x = tl.where(x != x, quiet_nan, rounded).to(tl.float32, bitcast=True)
     return x
 
 
