@@ -5,7 +5,7 @@ points (which stay as they are).
     medir-bench status runs/token_shift
     medir-bench render runs/token_shift
     medir-bench check-model my_net --import my_model.py
-    medir-bench profile | data | ops | traffic | scan | train-step
+    medir-bench profile | data | ops | traffic | gpu-static | scan | train-step
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 COMMANDS = {"run": "benchmark.harness.run", "status": "benchmark.harness.status", "render": "benchmark.render.__main__",
             "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.measure.ops",
             "traffic": "benchmark.measure.traffic", "scan": "benchmark.measure.scan", "train-step": "benchmark.measure.train_step", "check-model": "benchmark.checks.check_model",
-            "gpu-check": "benchmark.measure.gpu_check"}
+            "gpu-check": "benchmark.measure.gpu_check", "gpu-static": "benchmark.measure.gpu_static"}
 
 
 USAGE = """usage: medir-bench <command> [options]   (the same as python -m benchmark.<command> [options])
@@ -24,7 +24,7 @@ USAGE = """usage: medir-bench <command> [options]   (the same as python -m bench
   medir-bench status runs/token_shift
   medir-bench render runs/token_shift
   medir-bench check-model my_net --import my_model.py
-  medir-bench profile | data | ops | traffic | scan | train-step  (each with --help)
+  medir-bench profile | data | ops | traffic | gpu-static | scan | train-step  (each with --help)
 """
 
 

@@ -11,7 +11,8 @@ submitit and thop are optional.
    float64 oracle, the selective scan against mamba_ssm when it is installed, a model on each backend);
 2. times the Triton WKV (``bi_wkv``, forward + backward, B = 1) at T = 128^2 ... 1024^2 and
    C = 48 ... 384 beside its memory floor: the bytes it must move at least (``traffic.floor_bytes``) over
-   the device's copy bandwidth, measured here with a large device-to-device copy;
+   the device's copy bandwidth, measured here with a large device-to-device copy, and beside the
+   static report's issue-bound time of the same call (``gpu_static``, compiled for this GPU);
 3. times one training step (forward, L1, backward, Adam) of every paper-size model that declares a
    kernel op (``register_model(ops=...)``; ``--models`` for others) at batch 4, 128x128, in fp32
    and bf16 (``train.precision``), with the backends that ran (the selective scan is mamba_ssm's
@@ -39,7 +40,7 @@ import torch
 import models
 from models.ops import wkv
 
-from benchmark.measure import profile, timing, traffic
+from benchmark.measure import gpu_static, profile, timing, traffic
 from benchmark.base import machine, markdown
 from benchmark.measure.selection import paper_size_models
 
@@ -157,23 +158,38 @@ def wkv_section(device: torch.device, sides, channels, repeat: int, budget: Budg
         for side in sides:
             label = [f"{side}^2 = {side * side}", c]
             if budget.left() < 120:
-                rows.append(label + ["skipped: time budget", "", "", "", ""])
+                rows.append(label + ["skipped: time budget", "", "", "", "", ""])
                 continue
             too_big = fits(device, WKV_TENSORS * side * side * c * 4)
             if too_big:
-                rows.append(label + [too_big, "", "", "", ""])
+                rows.append(label + [too_big, "", "", "", "", ""])
                 continue
             row = _attempt(lambda: time_wkv(side, c, device, repeat), device)
             if isinstance(row, str):
-                rows.append(label + [row, "", "", "", ""])
+                rows.append(label + [row, "", "", "", "", ""])
                 continue
             floor_ms = row["bytes"] / bandwidth * 1e3
             peak = f"{row['peak_mb']:.0f}" if row["peak_mb"] is not None else "-"
-            rows.append(label + [f"{row['ms']:.3f}", f"{row['bytes'] / 1e6:.1f}", f"{floor_ms:.3f}",
-                                 f"{row['ms'] / floor_ms:.1f}", peak])
+            rows.append(label + [f"{row['ms']:.3f}", static_estimate(device, side, c), f"{row['bytes'] / 1e6:.1f}",
+                                 f"{floor_ms:.3f}", f"{row['ms'] / floor_ms:.1f}", peak])
             print(rows[-1], file=sys.stderr, flush=True)
-    header = ["T", "C", "fwd+bwd ms", "bytes moved (MB)", "floor ms", "x floor", "peak MB"]
+    header = ["T", "C", "fwd+bwd ms", "static issue-bound ms", "bytes moved (MB)", "floor ms", "x floor", "peak MB"]
     return markdown.table(header, rows, "r" * len(header)).split("\n")
+
+
+def static_estimate(device: torch.device, side: int, channels: int) -> str:
+    """The static report's issue-bound time of the same call (``gpu_static``: the kernels compiled for
+    this GPU's capability, their SASS counted), to set beside the measured time; or why not."""
+    if device.type != "cuda":
+        return "- (no GPU)"
+    major, minor = torch.cuda.get_device_capability(device)
+    capability = 10 * major + minor
+    if capability not in gpu_static.GPUS:
+        return f"- (no model of sm_{capability})"
+    try:
+        return f"{gpu_static.analyse('bi', 'fp32', (1, side * side, channels), capability)['issue_ms']:.3f}"
+    except Exception as error:                              # a report, not a crash: say what failed
+        return f"- ({type(error).__name__}: {error})"[:80]
 
 
 def training_section(device: torch.device, names, batch: int, size: int, repeat: int, budget: Budget) -> list[str]:
@@ -259,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         "## Triton WKV (bi_wkv), forward + backward, B = 1, float32", "",
         f"Floor: bytes moved at least (forward: read k, v, write y; backward: read gy, k, v, write gk, gv: "
         f"{traffic.FLOOR_TENSORS} x T x C x 4 B) over the measured device-to-device "
-        f"copy bandwidth, {bandwidth / 1e9:.0f} GB/s; `x floor` is the time over it.", "",
+        f"copy bandwidth, {bandwidth / 1e9:.0f} GB/s; `x floor` is the time over it. `static issue-bound "
+        f"ms`: the time the GPU needs just to issue the kernels' instructions, counted in their SASS "
+        f"without running them (`python -m benchmark.measure.gpu_static`).", "",
         *wkv_lines, "",
         f"## Training step (forward, L1, backward, Adam), batch {args.batch}, {args.size}x{args.size}", "",
         "fp32: float32 throughout; bf16: the forward and loss under bfloat16 autocast, the WKV and the "

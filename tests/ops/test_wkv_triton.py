@@ -285,15 +285,27 @@ def test_auto_runs_triton_on_cuda_and_a_model_agrees():
 
 @pytest.mark.parametrize("capability", [80, 90], ids=["sm80", "sm90"])
 def test_triton_kernels_compile_for_gpus_without_one(capability):
-    """Every variant, float32 and float64, through Triton's compiler down to a cubin (its bundled
-    ptxas) for A100 (sm80) and H100/H200 (sm90): a kernel that would not build on a GPU fails here.
-    In a child process without the interpreter, which replaces the language's jit functions."""
+    """Every variant the launcher launches (float32, bfloat16 and float64 inputs; one row or several),
+    with its specialisation, through Triton's compiler down to a cubin (its bundled ptxas) for A100
+    (sm80) and H100/H200 (sm90): a kernel that would not build on a GPU fails here. In a child process
+    without the interpreter, which replaces the language's jit functions."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     code = f"import json; from models.ops.wkv import triton_kernel as wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-3000:]
     built = json.loads(done.stdout.strip().splitlines()[-1])
-    # float32 and float64: the sweep of each pass, summaries and finish; the scan up, and down with
-    # and without a level above, per side, with and without moments; bfloat16 inputs: the sweeps
-    assert len(built) == 2 * (2 * len(wkv_triton.PASSES) + 2 * 2 * 3) + 2 * len(wkv_triton.PASSES)
+    # each data dtype: the sweep of each pass, summaries and finish, with R = 1 a constant and not
+    for data, half in (("fp32", 0), ("bf16", 2), ("fp64", 0)):
+        for backward, causal in wkv_triton.PASSES:
+            for finish in (False, True):
+                flags = f"finish={finish}, backward={backward}, causal={causal}, half={half}"
+                assert f"sweep[{data}, {flags}, r=1]" in built and f"sweep[{data}, {flags}]" in built, flags
+    # the scan of float32 and float64 states: up, and down with and without a level above, per side,
+    # with and without moments
+    for states in ("fp32", "fp64"):
+        for down, has_up in ((False, False), (True, False), (True, True)):
+            for side in (0, 1):
+                for moment in (False, True):
+                    flags = f"down={down}, has_up={has_up}, side={side}, moment={moment}"
+                    assert any(b.startswith(f"scan[{states}, {flags}") for b in built), flags

@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import typing
 
 import torch
 
@@ -103,51 +104,151 @@ def _kernels():
 
 # The passes of the ops, as (BACKWARD, CAUSAL) of ``sweep``: bi_wkv and uni_wkv forward, then backward.
 PASSES = ((False, False), (False, True), (True, False), (True, True))
-SIZES = ("R", "T", "C", "NC", "N", "NUP", "L")      # the kernels' integer arguments; the others are pointers
-DATA_POINTERS = ("K", "V", "GY", "OUT0", "OUT1")    # B x T x C tensors, in the inputs' dtype
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def compile_ahead(capability: int = 90) -> list[str]:
-    """Compile every kernel variant the ops launch, float32 and float64 sums (inputs of the same
-    type) and bfloat16 inputs with float32 sums, for an NVIDIA GPU of compute ``capability`` (90: H100/H200, 80: A100) without one:
-    Triton's front end, LLVM and its bundled ptxas, so that a machine with no GPU catches what would
-    fail to build on one. Needs a process started without TRITON_INTERPRET (the interpreter replaces
-    the language's own jit functions). Returns what it built."""
+class Launch(typing.NamedTuple):
+    """One kernel launch as the launcher makes it: the jit function, its grid, arguments and flags."""
+    kernel: typing.Any
+    grid: tuple
+    args: tuple
+    flags: dict
+
+    @property
+    def name(self) -> str:
+        """What the launch does: ``forward summaries``, ``backward finish``, ``forward scan up`` ..."""
+        if self.kernel.__name__ == "sweep":
+            return f"{'backward' if self.flags['BACKWARD'] else 'forward'} {'finish' if self.flags['FINISH'] else 'summaries'}"
+        return f"{'backward' if self.flags['MOMENT'] else 'forward'} scan {'down' if self.flags['DOWN'] else 'up'}"
+
+    @property
+    def loop_trips(self) -> float:
+        """Mean trips of each of the kernel's loops per program: a ``sweep`` loop runs over its chunk's
+        tokens (T / chunks on average, the last chunk perhaps short), a ``scan`` loop over its group's
+        items (items / groups)."""
+        if self.kernel.__name__ == "sweep":
+            tokens, chunks = self.args[SWEEP_ARGS.index("T")], self.args[SWEEP_ARGS.index("NC")]
+            return tokens / chunks
+        return self.args[SCAN_ARGS.index("N")] / self.grid[0]
+
+    @property
+    def programs(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+
+SWEEP_ARGS = ("K", "V", "GY", "w", "u", "FSTATE", "BSTATE", "OUT0", "OUT1", "PART", "R", "T", "C", "NC")
+SCAN_ARGS = ("STATE", "UP", "w", "R", "C", "N", "NUP", "L")
+
+
+class _Recorder:
+    """Stands for a jit kernel: ``kernel[grid](*args, **flags)`` appends a ``Launch``, runs nothing."""
+
+    def __init__(self, kernel, log: list):
+        self.kernel, self.log = kernel, log
+
+    def __getitem__(self, grid):
+        return lambda *args, **flags: self.log.append(Launch(self.kernel, tuple(grid), args, flags))
+
+
+def recorded_launches(batch: int, tokens: int, channels: int, causal: bool,
+                      dtype: torch.dtype = torch.float32) -> list[Launch]:
+    """Every launch of one forward + backward at (batch, tokens, channels) inputs of ``dtype``, made by
+    the launcher itself on empty CPU tensors (nothing is launched or read): grids, arguments and
+    flags exactly as on a GPU, for ``specialization`` and the static report."""
+    global _kernels
+    log: list[Launch] = []
+    sweep, scan = _kernels()
+    real, _kernels = _kernels, lambda: (_Recorder(sweep, log), _Recorder(scan, log))
+    try:
+        k, v = (torch.empty(batch, tokens, channels, dtype=dtype, requires_grad=True) for _ in range(2))
+        w, u = (torch.zeros(channels, dtype=dtype, requires_grad=True) for _ in range(2))
+        acc = torch.float64 if dtype == torch.float64 else torch.float32       # accumulation_dtype's rule
+        y = wkv(w, u, k, v, causal, acc)
+        y.backward(torch.empty_like(y))
+    finally:
+        _kernels = real
+    return log
+
+
+def specialization(launch: Launch) -> tuple[dict, dict, dict]:
+    """(signature, constexprs, attrs) of ``triton.compiler.ASTSource`` for ``launch``, as Triton's JIT
+    specialises a call: integer arguments equal to 1 become constants, pointers to 16-byte-aligned
+    memory and integers divisible by 16 get ``tt.divisibility`` 16 (Triton's own rule: its
+    ``native_specialize_impl``, where this Triton has it)."""
+    from triton.backends.nvidia.compiler import CUDABackend
+    try:
+        from triton.runtime.jit import native_specialize_impl
+
+        def specialize(arg):
+            return native_specialize_impl(CUDABackend, arg, False, True, True)
+    except ImportError:                    # an older Triton: the same rule written out
+        def specialize(arg):
+            if isinstance(arg, torch.Tensor):
+                return "*" + {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16",
+                              torch.float16: "fp16"}[arg.dtype], "D" if arg.data_ptr() % 16 == 0 else ""
+            if arg == 1:
+                return "constexpr", 1
+            return ("i32" if -2 ** 31 <= arg < 2 ** 31 else "i64"), "D" if arg % 16 == 0 else ""
+    signature, constexprs, attrs = {}, dict(launch.flags), {}
+    for index, (name, arg) in enumerate(zip(launch.kernel.arg_names, launch.args)):
+        kind, spec = specialize(arg)
+        signature[name] = kind
+        if kind == "constexpr":
+            constexprs[name] = spec
+        elif spec == "D":
+            attrs[(index,)] = [["tt.divisibility", 16]]
+    signature.update({name: "constexpr" for name in launch.flags})
+    return signature, constexprs, attrs
+
+
+def compile_launch(launch: Launch, capability: int):
+    """``launch``'s kernel compiled for an NVIDIA GPU of compute ``capability`` (90: H100/H200, 80:
+    A100) with the launcher's specialisation, without a GPU: Triton's front end, LLVM and its bundled
+    ptxas. Needs a process started without TRITON_INTERPRET (the interpreter replaces the language's
+    own jit functions)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
-    sweep, scan = _kernels()
-    if not isinstance(sweep, JITFunction):
-        raise RuntimeError("compile_ahead needs a process started without TRITON_INTERPRET=1 "
+    if not isinstance(launch.kernel, JITFunction):
+        raise RuntimeError("compiling for a GPU needs a process started without TRITON_INTERPRET=1 "
                            "(the kernels were made for Triton's interpreter)")
-    target = GPUTarget("cuda", capability, 32)
-    variants = []
-    for backward, causal in PASSES:
-        for finish in (False, True):
-            variants.append((sweep, dict(BACKWARD=backward, CAUSAL=causal, FINISH=finish, HALF=0,
-                                         BT=BLOCK_T, BC=BLOCK_C)))
-    for side in (0, 1):
-        for moment in (False, True):
-            for down, has_up in ((False, False), (True, False), (True, True)):
-                variants.append((scan, dict(DOWN=down, HAS_UP=has_up, SIDE=side, MOMENT=moment, G=GROUP, BC=BLOCK_C)))
-    built = []
-    # (data: k, v, gy and the outputs; sums: w, u, the states and partials) per variant's pointers
-    dtypes = [("fp32", "fp32", variants), ("fp64", "fp64", variants),
-              ("bf16", "fp32", [(kernel, dict(flags, HALF=2)) for kernel, flags in variants if kernel is sweep])]
-    for data, sums, chosen in dtypes:
-        for kernel, constants in chosen:
-            signature = {name: "constexpr" if name in constants else "i32" if name in SIZES
-                         else f"*{data}" if name in DATA_POINTERS else f"*{sums}" for name in kernel.arg_names}
-            compiled = triton.compile(ASTSource(kernel, signature, constexprs=constants), target=target)
-            assert compiled.asm.get("cubin"), f"{kernel.__name__}: no cubin"
-            flags = ", ".join(f"{k.lower()}={v}" for k, v in constants.items() if k not in ("BT", "BC", "G"))
-            built.append(f"{kernel.__name__}[{data} in {sums}, {flags}]")
-    return built
+    signature, constexprs, attrs = specialization(launch)
+    compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", capability, 32))
+    if not compiled.asm.get("cubin"):
+        raise RuntimeError(f"{launch.name}: Triton produced no cubin")
+    return compiled
+
+
+# Shapes whose launches cover every specialisation the ops meet: one row (R = 1, a constant) or
+# several, T and C divisible by 16 or not, one chunk or many (a scan of one and of several levels).
+AHEAD_SHAPES = ((1, 128 ** 2, 48), (4, 128 ** 2, 384), (2, 150, 20))
+AHEAD_DTYPES = (torch.float32, torch.bfloat16, torch.float64)      # sums: float32, float32, float64
+
+
+def compile_ahead(capability: int = 90) -> list[str]:
+    """Compile every distinct kernel variant the ops launch at ``AHEAD_SHAPES`` for ``AHEAD_DTYPES``
+    inputs, each with exactly the launcher's specialisation (``specialization``), for compute
+    ``capability`` without a GPU, so that a machine with no GPU catches what would fail to build on
+    one. Returns what it built, one line per distinct variant."""
+    built = {}
+    for shape in AHEAD_SHAPES:
+        for causal in (False, True):
+            for dtype in AHEAD_DTYPES:
+                for launch in recorded_launches(*shape, causal, dtype):
+                    signature, constexprs, attrs = specialization(launch)
+                    key = repr((launch.kernel.__name__, sorted(signature.items()), sorted(constexprs.items()),
+                                sorted(attrs)))
+                    if key not in built:
+                        compile_launch(launch, capability)
+                        ptr = next(t for n, t in signature.items() if t.startswith("*"))
+                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "G"))
+                        built[key] = f"{launch.kernel.__name__}[{ptr[1:]}, {flags}]"
+    return list(built.values())
 
 
 def _scan_traffic(rows: int, items: int, channels: int, fields: int, sides: int, itemsize: int) -> tuple[int, int]:
