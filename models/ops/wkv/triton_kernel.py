@@ -30,28 +30,38 @@ from differences of keys and of integer positions (``(i - r) w``), as exact as t
 formulation's ``e^{-d w}``. Moments need no decay either: crossing one token adds ``s`` to the moment
 sum ``mo`` (every distance grows by one), crossing ``L`` tokens adds ``L s``.
 
-Two kernels, ``sweep`` chunk-parallel over (T / BLOCK_T, C / BLOCK_C, B), a program loading its
-chunk's tokens once as (BLOCK_T, BLOCK_C) tiles and sweeping them a row at a time, and ``scan``;
-three launches per direction:
+Two kernels, ``sweep`` chunk-parallel over (T / BLOCK_T, C / BLOCK_C, B) and ``scan``, each program
+one warp with one channel per lane: a lane visits its chunk's tokens one after another, so a token's
+work is a handful of scalar operations (one exponential per merge), with no reduction, shuffle or
+barrier (``triton_sweep.py``). Three launches per direction:
 
-1. ``sweep`` (summaries): each chunk sums its own tokens, one after another, into its state on
-   each side (with moments in the backward);
+1. ``sweep`` (summaries): each chunk merges its own tokens into its state on each side (with moments
+   in the backward: each token's distance to the chunk's edge);
 2. ``scan`` (up, then down): a hierarchical scan over the chunk states, ``GROUP`` at a time per
    program (``log_GROUP(T / BLOCK_T)`` levels up and down, every level parallel over its groups),
    turns each summary into the state entering its chunk from either side;
-3. ``sweep`` (finish): each chunk sweeps its tokens again from its entering states and writes its
-   outputs. bi_wkv sweeps the future first, keeping each token's future state in (BLOCK_T,
-   BLOCK_C) register tiles, then the past, finishing each token.
+3. ``sweep`` (finish): each chunk visits its tokens again from its entering states and writes its
+   outputs. A chunk is SUB_T-token sub-blocks in a loop, each sub-block's tokens unrolled: what a
+   later visit needs of a token (its future state, its y and log den) is kept in registers for
+   SUB_T tokens, and the states at the sub-block boundaries for the chunk. bi_wkv first runs its
+   forward future state backwards through the chunk, keeping the state after each sub-block; then
+   each sub-block from its boundary state, keeping each token's future state; then its past, giving
+   each token's output.
 
 The forward's entering states (4 fields per side and chunk: 1 / 16 of a B x T x C tensor per side at
 64 tokens per chunk) are all the backward keeps: both of its ``sweep`` launches first redo the
-forward's finish on their chunk (from those states, into register tiles of y and ``log den``), so
-that y and ``log den`` are never written for it nor read back. Per forward + backward that is 13
-tensors of B x T x C (the forward reads k, v twice and writes y; the backward reads k, v, gy twice
-and writes gk, gv) against the 8 any implementation moves, plus the chunk states and their scan.
+forward's finish on their chunk (from those states, in registers), so that y and ``log den`` are
+never written for it nor read back. The backward finish visits the transposed sums' future side
+from the chunk's last sub-block (uni_wkv's only side: each token's gradients are then complete),
+writing each token's gk, gv; bi_wkv's past side then visits the sub-blocks in order, reads those
+back (the program's own writes, from its cache) and adds its part. Per forward + backward that is 13
+tensors of B x T x C from memory (the forward reads k, v twice and writes y; the backward reads k, v,
+gy twice and writes gk, gv) against the 8 any implementation moves, plus the chunk states and their
+scan; a program's later visits to its chunk (64 tokens x 32 channels of each input) come from its
+caches.
 
-Each token costs two exponentials per side and state (its merge) and three for its output, all of
-differences: no (BLOCK_T, BLOCK_T) tile of weights and no decay factor ``e^{-d w}`` is ever formed.
+Each token costs one exponential per merge and three for its output, all of differences: no
+(BLOCK_T, BLOCK_T) tile of weights and no decay factor ``e^{-d w}`` is ever formed.
 Accumulation is in the dtype of ``w`` (the dispatch's ``accumulation_dtype``: float32 at any span,
 float64 for float64 inputs; nothing is read on the host to choose); k, v and gy are loaded, and y, gk and gv
 stored, in the inputs' dtype (float32, float16, bfloat16 or float64), converted in registers. On
@@ -67,9 +77,12 @@ import typing
 
 import torch
 
-BLOCK_T = 64          # tokens per chunk, swept one after another by one program
-BLOCK_C = 16          # channels per program
+BLOCK_T = 64          # tokens per chunk, visited one after another by each lane of one program
+SUB_T = 8             # tokens per sub-block: what the kernel keeps of each token, it keeps for SUB_T tokens
+BLOCK_C = 32          # channels per program: one warp, one channel per lane
+WARPS = 1
 GROUP = 16            # chunk states combined per program and level of the boundary scan
+LAUNCH_OPTIONS = ("num_warps",)     # launch keywords that are options of the compiler, not constants
 
 
 def _interpret_requested() -> bool:
@@ -127,11 +140,12 @@ class Launch(typing.NamedTuple):
     @property
     def loop_trips(self) -> float:
         """Mean trips of each of the kernel's loops per program: a ``sweep`` loop runs over its chunk's
-        tokens (T / chunks on average, the last chunk perhaps short), a ``scan`` loop over its group's
+        sub-blocks of S tokens (BT / S, fewer in a short last chunk), a ``scan`` loop over its group's
         items (items / groups)."""
         if self.kernel.__name__ == "sweep":
             tokens, chunks = self.args[SWEEP_ARGS.index("T")], self.args[SWEEP_ARGS.index("NC")]
-            return tokens / chunks
+            block, sub = self.flags["BT"], self.flags["S"]
+            return (tokens // block * (block // sub) + _cdiv(tokens % block, sub)) / chunks
         return self.args[SCAN_ARGS.index("N")] / self.grid[0]
 
     @property
@@ -192,7 +206,8 @@ def specialization(launch: Launch) -> tuple[dict, dict, dict]:
             if arg == 1:
                 return "constexpr", 1
             return ("i32" if -2 ** 31 <= arg < 2 ** 31 else "i64"), "D" if arg % 16 == 0 else ""
-    signature, constexprs, attrs = {}, dict(launch.flags), {}
+    signature, attrs = {}, {}
+    constexprs = {name: value for name, value in launch.flags.items() if name not in LAUNCH_OPTIONS}
     for index, (name, arg) in enumerate(zip(launch.kernel.arg_names, launch.args)):
         kind, spec = specialize(arg)
         signature[name] = kind
@@ -200,7 +215,7 @@ def specialization(launch: Launch) -> tuple[dict, dict, dict]:
             constexprs[name] = spec
         elif spec == "D":
             attrs[(index,)] = [["tt.divisibility", 16]]
-    signature.update({name: "constexpr" for name in launch.flags})
+    signature.update({name: "constexpr" for name in launch.flags if name not in LAUNCH_OPTIONS})
     return signature, constexprs, attrs
 
 
@@ -217,16 +232,18 @@ def compile_launch(launch: Launch, capability: int):
         raise RuntimeError("compiling for a GPU needs a process started without TRITON_INTERPRET=1 "
                            "(the kernels were made for Triton's interpreter)")
     signature, constexprs, attrs = specialization(launch)
+    options = {name: value for name, value in launch.flags.items() if name in LAUNCH_OPTIONS}
     compiled = triton.compile(ASTSource(launch.kernel, signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", capability, 32))
+                              target=GPUTarget("cuda", capability, 32), options=options)
     if not compiled.asm.get("cubin"):
         raise RuntimeError(f"{launch.name}: Triton produced no cubin")
     return compiled
 
 
-# Shapes whose launches cover every specialisation the ops meet: one row (R = 1, a constant) or
-# several, T and C divisible by 16 or not, one chunk or many (a scan of one and of several levels).
-AHEAD_SHAPES = ((1, 128 ** 2, 48), (4, 128 ** 2, 384), (2, 150, 20))
+# Shapes whose launches cover the kinds of specialisation the ops meet: one row (R = 1, a constant)
+# with T and C divisible by 16 and many chunks (a scan of two levels), several rows with neither
+# divisible and a ragged last chunk (a scan of one).
+AHEAD_SHAPES = ((1, 128 ** 2, 48), (2, 150, 20))
 AHEAD_DTYPES = (torch.float32, torch.bfloat16, torch.float64)      # sums: float32, float32, float64
 
 
@@ -246,7 +263,7 @@ def compile_ahead(capability: int = 90) -> list[str]:
                     if key not in built:
                         compile_launch(launch, capability)
                         ptr = next(t for n, t in signature.items() if t.startswith("*"))
-                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "G"))
+                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "G", "S"))
                         built[key] = f"{launch.kernel.__name__}[{ptr[1:]}, {flags}]"
     return list(built.values())
 
@@ -275,20 +292,23 @@ FORWARD_FIELDS, BACKWARD_FIELDS = 4, 6                         # a state's field
 
 def traffic(batch: int, tokens: int, channels: int, causal: bool, input_itemsize: int,
             itemsize: int) -> dict[str, tuple[int, int]]:
-    """{kernel: (bytes read, bytes written)} of one forward and one backward, from the kernels' grids
-    and loops: a program loads and stores only its unmasked elements, so each total is the elements
-    a program touches times the programs. k, v, y, gy, gk and gv move ``input_itemsize`` bytes each;
-    the states, w, u and the partials of gw, gu ``itemsize`` (the sums'). A program loads its chunk's
-    tokens once, whatever its sweeps. Tested against Triton's interpreter with its loads and stores
-    counted."""
+    """{kernel: (bytes read, bytes written)} of one forward and one backward, from the kernels' grids:
+    a program loads and stores only its unmasked elements, each element it touches counted once (its
+    later visits to its chunk's tokens, 64 tokens x 32 channels of each input, come from its caches:
+    L1, or L2 when many programs share an SM), so each total is the elements a program touches times
+    the programs; what a program reads back after writing it (bi_wkv's backward finish writes each
+    token's gradients from its future, then adds those from its past) is a cache hit too. k, v, y, gy,
+    gk and gv move ``input_itemsize`` bytes each; the states, w, u and the partials of gw, gu
+    ``itemsize`` (the sums'). Tested against Triton's interpreter with the distinct addresses each
+    program loads and stores counted."""
     data = batch * tokens * channels * input_itemsize          # one B x T x C tensor
     chunk = batch * _cdiv(tokens, BLOCK_T) * channels * itemsize   # one state field; w (or u) per program
     sides = 1 if causal else 2
     forward_states = sides * FORWARD_FIELDS * chunk            # the forward's states, all sides
     backward_states = sides * BACKWARD_FIELDS * chunk
     count = {}
-    # forward: each kernel reads k and v; the finish writes y
-    count["forward summaries"] = (2 * data + chunk, forward_states)
+    # forward: each kernel reads k, v, w and u; the finish writes y
+    count["forward summaries"] = (2 * data + 2 * chunk, forward_states)
     count["forward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, FORWARD_FIELDS, sides, itemsize)
     count["forward finish"] = (2 * data + 2 * chunk + forward_states, data)
     # backward: each kernel reads k, v, gy and the forward's entering states (it recomputes y and log
@@ -329,7 +349,7 @@ def _scan(state: torch.Tensor, w: torch.Tensor, items: int, length: int, sides: 
     rows, channels = state.shape[2], state.shape[4]
     groups = _cdiv(items, GROUP)
     grid = (groups, _cdiv(channels, BLOCK_C), rows)
-    flags = dict(MOMENT=moment, G=GROUP, BC=BLOCK_C)
+    flags = dict(MOMENT=moment, G=GROUP, BC=BLOCK_C, num_warps=WARPS)
     upper = state
     if groups > 1:
         upper = state.new_empty(2, state.shape[1], rows, groups, channels)
@@ -356,7 +376,7 @@ def _sweeps(k, v, gy, w, u, forward_state, backward_state, outputs: tuple, part,
     out1 = outputs[-1]
     part = outputs[0] if part is None else part
     half = {torch.float16: 1, torch.bfloat16: 2}.get(outputs[0].dtype, 0)      # 16-bit outputs
-    flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C)
+    flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C, S=SUB_T, num_warps=WARPS)
     args = (k, v, gy, w, u, forward_state, backward_state, outputs[0], out1, part, batch, tokens, channels, chunks)
     # bi_wkv: both sides; uni_wkv: the past, and in the backward (the transposed sums) the future
     sides = [0, 1] if not causal else [1] if backward else [0]

@@ -3,18 +3,22 @@ the algorithm and its notation are in ``triton_kernel.py``, which imports this m
 (it imports Triton). Under ``TRITON_INTERPRET=1`` at process start ``triton.jit`` makes them
 interpreted functions, else compiled ones.
 
-A *state* is a sum over tokens anchored at its heaviest token (key ``kr``, position ``pr``): its two
-value sums ``s0, s1`` and, in the backward, their first moments ``m0, m1``. A state buffer holds, per
-side (0: past, 1: future), one field after the other, each a (rows, chunks, C) slab.
+One channel per lane: every value here is a (BC,) vector of one warp's lanes, each lane a channel,
+and a chunk's tokens are visited one after another by the same lane (the token loops are unrolled
+at compile time, ``tl.static_range``), so a token's work is a handful of scalar operations per
+lane, with no reduction, shuffle or barrier. What a later visit needs of each token (its state on
+the other side, its y and log den, its future contributions to the gradients) is kept in tuples of
+registers, one entry per token of a sub-block of S tokens; the states at the sub-block boundaries
+likewise, one entry per sub-block.
+
+A *state* is a tuple ``(kr, pr, s0, s1, m0, m1)``: a sum over tokens anchored at its heaviest token
+(key ``kr``, position ``pr``), its two value sums and, in the backward, their first moments. A state
+buffer holds, per side (0: past, 1: future), one field after the other, each a (rows, chunks, C) slab.
 """
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _row(tile, here):
-    """Row ``here`` (a (BT, 1) mask) of a (BT, BC) register tile, as a (BC,) vector."""
-    return tl.sum(tl.where(here, tile, 0.0), axis=0)
+NO_KEY = tl.constexpr(-1e30)   # the key of no token: lighter than any, e^{NO_KEY - k} = 0
 
 
 @triton.jit
@@ -35,7 +39,7 @@ def _narrowed(x, HALF: tl.constexpr):
 
 
 @triton.jit
-def _empty_state(like):
+def _empty(like):
     """A state of no tokens (an anchor lighter than any token), shaped like ``like``."""
     zero = tl.zeros_like(like)
     return zero - 1e30, zero, zero, zero, zero, zero
@@ -43,8 +47,8 @@ def _empty_state(like):
 
 @triton.jit
 def _load_state(at, stride, mask, MOMENT: tl.constexpr):
-    """A state's fields (kr, pr, s0, s1, m0, m1) from ``at``, ``stride`` apart; masked lanes and the
-    moments without MOMENT are an empty state's."""
+    """A state from ``at``, its fields ``stride`` apart; masked lanes and the moments without MOMENT
+    are an empty state's."""
     kr = tl.load(at, mask=mask, other=-1e30)
     pr = tl.load(at + stride, mask=mask, other=0.0)
     s0 = tl.load(at + 2 * stride, mask=mask, other=0.0)
@@ -58,7 +62,8 @@ def _load_state(at, stride, mask, MOMENT: tl.constexpr):
 
 
 @triton.jit
-def _store_state(at, stride, mask, kr, pr, s0, s1, m0, m1, MOMENT: tl.constexpr):
+def _store_state(at, stride, mask, state, MOMENT: tl.constexpr):
+    kr, pr, s0, s1, m0, m1 = state
     tl.store(at, kr, mask=mask)
     tl.store(at + stride, pr, mask=mask)
     tl.store(at + 2 * stride, s0, mask=mask)
@@ -69,14 +74,16 @@ def _store_state(at, stride, mask, kr, pr, s0, s1, m0, m1, MOMENT: tl.constexpr)
 
 
 @triton.jit
-def _merge(kr, pr, s0, s1, m0, m1, key, pos, x0, x1, n0, n1, sign, w, MOMENT: tl.constexpr):
-    """The state (kr, pr, s0, s1, m0, m1) absorbs a token or a state (key, pos, x0, x1, n0, n1) on the
-    side ``sign`` (1: past, -1: future). The heavier of the two anchors the result; the other is
-    scaled by e^{-|delta|}, so every exponent is <= 0."""
+def _merge(state, key, pos, x0, x1, n0, n1, sign, w, MOMENT: tl.constexpr):
+    """``state`` absorbs a token or a state (key, pos, x0, x1, n0, n1) on the side ``sign`` (1: past,
+    -1: future). The heavier of the two anchors the result; the other is scaled by e^{-|delta|}
+    (one exponential), so every exponent is <= 0."""
+    kr, pr, s0, s1, m0, m1 = state
     delta = (key - kr) + sign * (pos - pr) * w
     heavier = delta > 0
-    old = tl.exp(tl.where(heavier, -delta, 0.0))
-    new = tl.exp(tl.where(heavier, 0.0, delta))
+    scaled = tl.exp(-tl.abs(delta))
+    old = tl.where(heavier, scaled, 1.0)
+    new = tl.where(heavier, 1.0, scaled)
     s0 = s0 * old + x0 * new
     s1 = s1 * old + x1 * new
     if MOMENT:
@@ -86,184 +93,290 @@ def _merge(kr, pr, s0, s1, m0, m1, key, pos, x0, x1, n0, n1, sign, w, MOMENT: tl
 
 
 @triton.jit
-def _shares(kr, pr, fk, fp, key, t, sign, w, u):
-    """Token ``t``'s three parts: the main side's state (anchor kr, pr), the future's (fk, fp; none:
-    fk = -1e30) and its own term e^{u + key}. A past anchor r weighs e^{kr - (t-1-r) w} at t, a future
-    one e^{kr - (r-t-1) w}. Returns the log of the common scale and each part's factor below it: the
-    log-weights are taken relative to the largest key first (key differences are exact where the
-    weights are close), then to the largest log-weight."""
-    ref = tl.maximum(tl.maximum(kr, fk), key)
-    main = (kr - ref) + (1.0 - sign * (t - pr)) * w
-    other = (fk - ref) + (1.0 + t - fp) * w
-    own = (key - ref) + u
-    top = tl.maximum(tl.maximum(main, other), own)
-    return ref + top, tl.exp(main - top), tl.exp(other - top), tl.exp(own - top)
+def _crossed(state):
+    """``state`` after its sums cross one token: every distance grows by one."""
+    kr, pr, s0, s1, m0, m1 = state
+    return kr, pr, s0, s1, m0 + s0, m1 + s1
 
 
 @triton.jit
-def _side(KEYS, X0S, X1S, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, side, field, slot, cmask, start,
-          count, tile_rows, base, C, c, wc, uc, OUT0, OUT1, FUTURE: tl.constexpr, FORWARD: tl.constexpr,
-          SUMMARY: tl.constexpr, KEEP: tl.constexpr, OUTPUT: tl.constexpr, OTHER: tl.constexpr,
-          TILES: tl.constexpr, HALF: tl.constexpr):
-    """One sweep over a chunk's tokens on one side (FUTURE: from its end), of the forward's terms
-    (FORWARD: log-weight k, values v and 1) or the backward's (log-weight -log den, values gy and
-    -gy y, with moments), from the rows of the (BT, BC) tiles KEYS, X0S, X1S. SUMMARY: from nothing,
-    storing the chunk's state at ``side``. Otherwise from the state entering the chunk, read at
-    ``side``; KEEP: each token's state goes to the tiles TK ... TM1 (a future sweep, for the past
-    sweep that follows); OUTPUT: each token's output, with the future kept in the tiles where OTHER:
-    the forward's y (stored to OUT0, or with log den into the tiles YT, LT where TILES), or the
-    backward's gk, gv (OUT0, OUT1) and gw, gu summed over the chunk. Returns the tiles and sums."""
-    zero = tl.zeros_like(wc)
-    sign = -1.0 if FUTURE else 1.0
-    if SUMMARY:
-        kr, pr, s0, s1, m0, m1 = _empty_state(wc)
-    else:
-        kr, pr, s0, s1, m0, m1 = _load_state(side + slot, field, cmask, not FORWARD)
-    i = 0
-    while i < count:
-        if FUTURE:
-            j = count - 1 - i
-        else:
-            j = i
-        t = start + j
-        tf = t.to(wc.dtype)
-        here = tile_rows == j
-        offsets = base + t * C + c
-        key = _row(KEYS, here)
-        x0 = _row(X0S, here)
-        if FORWARD:
-            x1 = zero + 1.0
-        else:
-            x1 = _row(X1S, here)
-        if KEEP:                                         # token t's state
-            TK = tl.where(here, kr[None, :], TK)
-            TP = tl.where(here, pr[None, :], TP)
-            T0 = tl.where(here, s0[None, :], T0)
-            T1 = tl.where(here, s1[None, :], T1)
-            if not FORWARD:
-                TM0 = tl.where(here, m0[None, :], TM0)
-                TM1 = tl.where(here, m1[None, :], TM1)
-        if OUTPUT:
-            fk = zero - 1e30
-            fp = zero
-            f0 = zero
-            f1 = zero
-            if OTHER:
-                fk = _row(TK, here)
-                fp = _row(TP, here)
-                f0 = _row(T0, here)
-                f1 = _row(T1, here)
-            log_scale, e_main, e_other, e_self = _shares(kr, pr, fk, fp, key, tf, sign, wc, uc)
-            sum0 = s0 * e_main + f0 * e_other + x0 * e_self
-            sum1 = s1 * e_main + f1 * e_other + x1 * e_self
-            if FORWARD:
-                if TILES:
-                    YT = tl.where(here, (sum0 / sum1)[None, :], YT)
-                    LT = tl.where(here, (log_scale + tl.log(sum1))[None, :], LT)
-                else:
-                    y = sum0 / sum1
-                    if HALF:
-                        y = _narrowed(y, HALF)
-                    tl.store(OUT0 + offsets, y, mask=cmask)
-            else:
-                moment0 = m0 * e_main
-                moment1 = m1 * e_main
-                if OTHER:
-                    moment0 += _row(TM0, here) * e_other
-                    moment1 += _row(TM1, here) * e_other
-                kt = _row(KT, here)
-                vt = _row(VT, here)
-                scale = tl.exp(kt + log_scale)           # e^{k_t} times the sums' scale
-                gv = scale * sum0
-                gk = vt * gv + scale * sum1
-                if HALF:
-                    gv = _narrowed(gv, HALF)
-                    gk = _narrowed(gk, HALF)
-                tl.store(OUT0 + offsets, gk, mask=cmask)
-                tl.store(OUT1 + offsets, gv, mask=cmask)
-                gw -= scale * (vt * moment0 + moment1)
-                gu += tl.exp(uc + kt + key) * (x0 * vt + x1)
-        if not FORWARD:                                  # every distance grows by one
-            m0 += s0
-            m1 += s1
-        kr, pr, s0, s1, m0, m1 = _merge(kr, pr, s0, s1, m0, m1, key, tf, x0, x1, zero, zero, sign, wc,
-                                        not FORWARD)
-        i += 1
-    if SUMMARY:
-        _store_state(side + slot, field, cmask, kr, pr, s0, s1, m0, m1, not FORWARD)
-    return TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu
+def _pick(states, index, N: tl.constexpr):
+    """``states[index]`` for a runtime ``index`` < N (a tuple takes constant indices only), by selects.
+    The entries are forward states without moments, ``(kr, pr, s0, s1)``; returns a whole state."""
+    kr, pr, s0, s1 = states[0]
+    for i in tl.static_range(1, N):
+        hit = index == i
+        k2, p2, a2, b2 = states[i]
+        kr, pr = tl.where(hit, k2, kr), tl.where(hit, p2, pr)
+        s0, s1 = tl.where(hit, a2, s0), tl.where(hit, b2, s1)
+    zero = tl.zeros_like(s0)
+    return kr, pr, s0, s1, zero, zero
+
+
+@triton.jit
+def _put(states, index, state, N: tl.constexpr):
+    """``states`` with entry ``index`` (a runtime value < N) replaced by ``state``'s fields without
+    moments (a loop would carry zeros it cannot prove constant)."""
+    kr, pr, s0, s1, _, _ = state
+    out = ()
+    for i in tl.static_range(N):
+        hit = index == i
+        k2, p2, a2, b2 = states[i]
+        out = out + ((tl.where(hit, kr, k2), tl.where(hit, pr, p2), tl.where(hit, s0, a2), tl.where(hit, s1, b2)),)
+    return out
+
+
+@triton.jit
+def _unset(like, N: tl.constexpr):
+    """N boundary entries, each an empty forward state, shaped like ``like``."""
+    kr, pr, s0, s1, _, _ = _empty(like)
+    return ((kr, pr, s0, s1),) * N
+
+
+@triton.jit
+def _forward_token(K, V, base, t, C, c, cmask, T, w):
+    """Token ``t``'s forward term: key k_t (NO_KEY past the sequence), position, values v_t and 1."""
+    ok = cmask & (t < T)
+    key = tl.load(K + base + t * C + c, mask=ok, other=0.0).to(w.dtype)
+    value = tl.load(V + base + t * C + c, mask=ok, other=0.0).to(w.dtype)
+    return tl.where(ok, key, NO_KEY), tl.zeros_like(w) + t, value, tl.zeros_like(w) + 1.0
+
+
+@triton.jit
+def _sum_tokens(state, K, V, base, first, C, c, cmask, T, w, sign, S: tl.constexpr, REVERSE: tl.constexpr):
+    """``state`` with the forward terms of tokens first ... first + S - 1 merged on side ``sign``, in
+    token order or REVERSE (the order of a sweep; without moments any order gives the same state)."""
+    for i in tl.static_range(S):
+        p = S - 1 - i if REVERSE else i                 # a runtime value: used in arithmetic only
+        key, pos, x0, x1 = _forward_token(K, V, base, first + p, C, c, cmask, T, w)
+        state = _merge(state, key, pos, x0, x1, x0, x1, sign, w, False)
+    return state
+
+
+@triton.jit
+def _future_states(state, K, V, base, first, C, c, cmask, T, w, S: tl.constexpr):
+    """From the future state after a sub-block (its last token's), each token's future state (the
+    tokens after it) as a tuple in token order, and the state before the sub-block."""
+    futures = ()
+    for p in tl.static_range(S - 1, -1, -1):
+        key, pos, x0, x1 = _forward_token(K, V, base, first + p, C, c, cmask, T, w)
+        futures = (state,) + futures
+        state = _merge(state, key, pos, x0, x1, x0, x1, -1.0, w, False)
+    return state, futures
+
+
+@triton.jit
+def _forward_outputs(state, futures, K, V, base, first, C, c, cmask, T, w, u, S: tl.constexpr,
+                     CAUSAL: tl.constexpr):
+    """y and log den of each token of a sub-block (tuples in token order) from the past state entering
+    it and (bi_wkv) each token's future state; returns the past state after the sub-block too. The
+    three parts (past, future, the token's own e^{u + k}) are scaled below the largest log-weight,
+    formed first relative to the largest key (key differences are exact where the weights are close)."""
+    ys = ()
+    logs = ()
+    for p in tl.static_range(S):
+        key, pos, x0, x1 = _forward_token(K, V, base, first + p, C, c, cmask, T, w)
+        kr, pr, s0, s1, m0, m1 = state
+        fk, fp, f0, f1, fm0, fm1 = _empty(w)
+        if not CAUSAL:
+            fk, fp, f0, f1, fm0, fm1 = futures[p]
+        ref = tl.maximum(tl.maximum(kr, fk), key)
+        main = (kr - ref) + (1.0 - (pos - pr)) * w          # a past anchor r weighs e^{k_r - (t-1-r) w}
+        other = (fk - ref) + (1.0 + pos - fp) * w           # a future one e^{k_r - (r-t-1) w}
+        own = (key - ref) + u
+        top = tl.maximum(tl.maximum(main, other), own)
+        e_main = tl.exp(main - top)
+        e_own = tl.exp(own - top)
+        sum0 = s0 * e_main + x0 * e_own
+        sum1 = s1 * e_main + e_own
+        if not CAUSAL:
+            e_other = tl.exp(other - top)
+            sum0 += f0 * e_other
+            sum1 += f1 * e_other
+        ys = ys + (sum0 / sum1,)
+        logs = logs + (ref + top + tl.log(sum1),)
+        state = _merge(state, key, pos, x0, x1, x0, x1, 1.0, w, False)
+    return state, ys, logs
+
+
+@triton.jit
+def _backward_token(GY, K, V, base, t, C, c, cmask, T, w, y, log_den):
+    """Token ``t``'s backward term (log-weight -log den, so that a term is gy / den; values gy and
+    -gy y), its position, k_t and v_t for its gradients, and whether it is in the sequence."""
+    ok = cmask & (t < T)
+    gy = tl.load(GY + base + t * C + c, mask=ok, other=0.0).to(w.dtype)
+    kt = tl.load(K + base + t * C + c, mask=ok, other=0.0).to(w.dtype)
+    vt = tl.load(V + base + t * C + c, mask=ok, other=0.0).to(w.dtype)
+    # past the sequence: no term, and k = NO_KEY, so that its (unstored) gradients are 0, not inf * 0
+    return (tl.where(ok, -log_den, NO_KEY), tl.zeros_like(w) + t, gy, tl.where(ok, -gy * y, 0.0),
+            tl.where(ok, kt, NO_KEY), vt, ok)
+
+
+@triton.jit
+def _gradient_part(state, sign, pos, kt, vt, w):
+    """One side's contribution to (gk, gv, gw) at token ``t`` (position ``pos``) from the transposed
+    sums of ``state`` (terms gy / den of the tokens on that side, anchored at r: weight
+    e^{k_r - d w}, d = |t - r| - 1): gv = e^{k_t} S(alpha), gk = v gv + e^{k_t} S(beta), and
+    gw = -e^{k_t} (v M(alpha) + M(beta)). Each part's scale e^{k_t} e^{weight} is <= 1 (den_r holds
+    token t's weight), so the parts add without overflow."""
+    kr, pr, s0, s1, m0, m1 = state
+    scale = tl.exp(kt + kr + (1.0 - sign * (pos - pr)) * w)
+    gv = scale * s0
+    return vt * gv + scale * s1, gv, -scale * (vt * m0 + m1)
+
+
+@triton.jit
+def _own_part(key, x0, x1, kt, vt, u):
+    """Token t's own term e^{u + k_t} gy_t / den_t in (gk, gv) and its gradient of u."""
+    own = tl.exp(u + kt + key)
+    gv = own * x0
+    return vt * gv + own * x1, gv, own * (x0 * vt + x1)
+
+
+@triton.jit
+def _store_output(OUT, base, t, C, c, cmask, T, value, HALF: tl.constexpr):
+    if HALF:
+        value = _narrowed(value, HALF)
+    tl.store(OUT + base + t * C + c, value, mask=cmask & (t < T))
+
+
+@triton.jit
+def _future_boundaries(state, K, V, base, start, C, c, cmask, T, w, blocks, S: tl.constexpr, NS: tl.constexpr):
+    """The forward future state after each of the chunk's ``blocks`` sub-blocks (a tuple of NS, in
+    sub-block order), from the state entering the chunk from its end."""
+    bounds = _unset(w, NS)
+    for i in range(blocks):
+        b = blocks - 1 - i
+        bounds = _put(bounds, b, state, NS)
+        state = _sum_tokens(state, K, V, base, start + b * S, C, c, cmask, T, w, -1.0, S, True)
+    return bounds
 
 
 @triton.jit
 def sweep(K, V, GY, w, u, FSTATE, BSTATE, OUT0, OUT1, PART, R, T, C, NC,
           BACKWARD: tl.constexpr, CAUSAL: tl.constexpr, FINISH: tl.constexpr, HALF: tl.constexpr,
-          BT: tl.constexpr, BC: tl.constexpr):
-    """One chunk of BT tokens and BC channels of one row, its tiles of k, v (and gy) loaded once,
-    swept token by token (``_side``): the forward's future (bi_wkv) and past, then (BACKWARD) the
-    backward's future and past (bi_wkv). Summaries (FINISH false): the forward's states into FSTATE,
-    or the backward's into BSTATE (its forward sweeps recompute y and log den first). Finish: every
-    sweep starts from the state entering the chunk on its side (after the scan) and the last one
-    of each direction gives the outputs: y (forward: OUT0), or gk, gv (OUT0, OUT1) and the chunk's
-    partials of gw, gu (PART), y and log den being recomputed from FSTATE, never read."""
+          BT: tl.constexpr, BC: tl.constexpr, S: tl.constexpr):
+    """One chunk of BT tokens (NS = BT / S sub-blocks of S, a runtime loop over sub-blocks whose S
+    tokens are unrolled) and BC channels of one row, one channel per lane (a tuple takes constant
+    indices only: ``_pick`` / ``_put`` select by a runtime one: a constant assigned to a local becomes a runtime value,
+so every index here comes straight from ``tl.static_range``). Summaries (FINISH false): the forward's states into FSTATE (each token merged on each side),
+    or the backward's into BSTATE (y and log den recomputed first, with moments: each token's distance
+    to the chunk's edge). Finish: from the states entering the chunk (after the scan), the outputs: y
+    (forward: OUT0), or gk, gv (OUT0, OUT1) and the chunk's partials of gw, gu (PART), y and log den
+    being recomputed from FSTATE, never read."""
+    NS: tl.constexpr = BT // S
     chunk, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start = chunk * BT
     count = tl.minimum(T - start, BT)                    # the chunk's tokens (its last may be short)
     c = cblock * BC + tl.arange(0, BC)
     cmask = c < C
     wc = tl.load(w + c, mask=cmask, other=0.0)
-    zero = tl.zeros([BC], dtype=wc.dtype)
-    uc = zero
-    if FINISH or BACKWARD:
-        uc = tl.load(u + c, mask=cmask, other=0.0)
+    uc = tl.load(u + c, mask=cmask, other=0.0)
     base = row.to(tl.int64) * T * C                      # int64: B T C passes 2^31 at 4 x 1024^2 x 384
     field = R * NC * C                                   # one field of one side of a state buffer
     slot = row.to(tl.int64) * NC * C + chunk * C + c
-    tile_rows = tl.arange(0, BT)[:, None]
-    tokens = start + tl.arange(0, BT)
-    tile_mask = (tokens < T)[:, None] & cmask[None, :]
-    tile = base + tokens[:, None] * C + c[None, :]
-    KT = tl.load(K + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-    VT = tl.load(V + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-    TK = tl.zeros([BT, BC], dtype=wc.dtype)              # each token's future state (bi_wkv)
-    TP = TK
-    T0 = TK
-    T1 = TK
-    TM0 = TK
-    TM1 = TK
-    YT = TK                                              # y and log den (backward)
-    LT = TK
-    gw = zero
-    gu = zero
-    # the forward: its future (bi_wkv), then its past. A side of FSTATE holds 4 fields, of BSTATE 6
-    # (with the moments): triton_kernel.FORWARD_FIELDS, BACKWARD_FIELDS; the future side follows the past.
-    if not CAUSAL:
-        TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu = _side(
-            KT, VT, VT, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, FSTATE + 4 * field, field, slot, cmask,
-            start, count, tile_rows, base, C, c, wc, uc, OUT0, OUT1, FUTURE=True, FORWARD=True,
-            SUMMARY=not (FINISH or BACKWARD), KEEP=FINISH or BACKWARD, OUTPUT=False, OTHER=False, TILES=False,
-            HALF=HALF)
-    TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu = _side(
-        KT, VT, VT, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, FSTATE, field, slot, cmask,
-        start, count, tile_rows, base, C, c, wc, uc, OUT0, OUT1, FUTURE=False, FORWARD=True,
-        SUMMARY=not (FINISH or BACKWARD), KEEP=False, OUTPUT=FINISH or BACKWARD, OTHER=not CAUSAL,
-        TILES=BACKWARD, HALF=HALF)
-    if BACKWARD:
-        # the backward's terms: log-weight -log den (so that a term is gy / den), values gy, -gy y;
-        # the transposed sums: the future (uni_wkv's), then the past (bi_wkv's are symmetric)
-        GYT = tl.load(GY + tile, mask=tile_mask, other=0.0).to(wc.dtype)
-        KEYS = -LT
-        X1S = -GYT * YT
-        TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu = _side(
-            KEYS, GYT, X1S, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, BSTATE + 6 * field, field, slot,
-            cmask, start, count, tile_rows, base, C, c, wc, uc, OUT0, OUT1, FUTURE=True, FORWARD=False,
-            SUMMARY=not FINISH, KEEP=FINISH and not CAUSAL, OUTPUT=FINISH and CAUSAL, OTHER=False, TILES=False,
-            HALF=HALF)
+    # a side of FSTATE holds 4 fields, of BSTATE 6 (with the moments): triton_kernel.FORWARD_FIELDS,
+    # BACKWARD_FIELDS; the future side follows the past
+    blocks = tl.cdiv(count, S)                           # the chunk's sub-blocks, a runtime loop
+    if not BACKWARD and not FINISH:                      # forward summaries: any order per side
+        past = _empty(wc)
+        future = _empty(wc)
+        for b in range(blocks):
+            past = _sum_tokens(past, K, V, base, start + b * S, C, c, cmask, T, wc, 1.0, S, False)
+            if not CAUSAL:
+                future = _sum_tokens(future, K, V, base, start + b * S, C, c, cmask, T, wc, -1.0, S, False)
+        _store_state(FSTATE + slot, field, cmask, past, False)
         if not CAUSAL:
-            TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu = _side(
-                KEYS, GYT, X1S, KT, VT, TK, TP, T0, T1, TM0, TM1, YT, LT, gw, gu, BSTATE, field, slot,
-                cmask, start, count, tile_rows, base, C, c, wc, uc, OUT0, OUT1, FUTURE=False, FORWARD=False,
-                SUMMARY=not FINISH, KEEP=False, OUTPUT=FINISH, OTHER=True, TILES=False, HALF=HALF)
-        if FINISH:
+            _store_state(FSTATE + 4 * field + slot, field, cmask, future, False)
+    else:
+        past = _load_state(FSTATE + slot, field, cmask, False)
+        bounds = _unset(wc, NS)                          # bi_wkv: the forward future state after each sub-block
+        if not CAUSAL:
+            entering = _load_state(FSTATE + 4 * field + slot, field, cmask, False)
+            bounds = _future_boundaries(entering, K, V, base, start, C, c, cmask, T, wc, blocks, S, NS)
+        if not BACKWARD:                                 # forward finish: y
+            for b in range(blocks):
+                first = start + b * S
+                futures = ()
+                if not CAUSAL:
+                    _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
+                past, ys, _ = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc, S, CAUSAL)
+                for p in tl.static_range(S):
+                    _store_output(OUT0, base, first + p, C, c, cmask, T, ys[p], HALF)
+        elif not FINISH:                                 # backward summaries, both sides in one visit
+            bpast = _empty(wc)
+            bfuture = _empty(wc)
+            for b in range(blocks):
+                first = start + b * S
+                futures = ()
+                if not CAUSAL:
+                    _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
+                past, ys, logs = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc, S, CAUSAL)
+                for p in tl.static_range(S):
+                    key, pos, x0, x1, _, _, _ = _backward_token(GY, K, V, base, first + p, C, c, cmask, T, wc,
+                                                                ys[p], logs[p])
+                    near = b * S + p                     # tokens before it in the chunk
+                    bfuture = _merge(bfuture, key, pos, x0, x1, near * x0, near * x1, -1.0, wc, True)
+                    if not CAUSAL:
+                        far = count - 1 - near           # tokens after it in the chunk
+                        bpast = _merge(bpast, key, pos, x0, x1, far * x0, far * x1, 1.0, wc, True)
+            _store_state(BSTATE + 6 * field + slot, field, cmask, bfuture, True)
+            if not CAUSAL:
+                _store_state(BSTATE + slot, field, cmask, bpast, True)
+        else:                                            # backward finish: gk, gv, partials of gw, gu
+            gw = tl.zeros_like(wc)
+            gu = tl.zeros_like(wc)
+            starts = _unset(wc, NS)                      # the forward past state before each sub-block
+            for b in range(blocks):
+                starts = _put(starts, b, past, NS)
+                past = _sum_tokens(past, K, V, base, start + b * S, C, c, cmask, T, wc, 1.0, S, False)
+            # the transposed sums' future side (uni_wkv's only side), sub-blocks from the last, the
+            # forward's future state running alongside: each token's gradients from its future and
+            # its own term, written out (bi_wkv: read back by the past side's visit, which adds its part)
+            bfuture = _load_state(BSTATE + 6 * field + slot, field, cmask, True)
+            future = _empty(wc)
+            if not CAUSAL:
+                future = _load_state(FSTATE + 4 * field + slot, field, cmask, False)
+            for i in range(blocks):
+                b = blocks - 1 - i
+                first = start + b * S
+                futures = ()
+                if not CAUSAL:
+                    future, futures = _future_states(future, K, V, base, first, C, c, cmask, T, wc, S)
+                _, ys, logs = _forward_outputs(_pick(starts, b, NS), futures, K, V, base, first, C, c, cmask, T,
+                                               wc, uc, S, CAUSAL)
+                for p in tl.static_range(S - 1, -1, -1):
+                    key, pos, x0, x1, kt, vt, ok = _backward_token(GY, K, V, base, first + p, C, c, cmask, T, wc,
+                                                                   ys[p], logs[p])
+                    gk, gv, dw = _gradient_part(bfuture, -1.0, pos, kt, vt, wc)
+                    own_k, own_v, du = _own_part(key, x0, x1, kt, vt, uc)
+                    _store_output(OUT0, base, first + p, C, c, cmask, T, gk + own_k, HALF)
+                    _store_output(OUT1, base, first + p, C, c, cmask, T, gv + own_v, HALF)
+                    gw += tl.where(ok, dw, 0.0)
+                    gu += tl.where(ok, du, 0.0)
+                    bfuture = _merge(_crossed(bfuture), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, -1.0, wc, True)
+            if not CAUSAL:
+                # bi_wkv: the past side, sub-blocks in order, adding to what the future side wrote
+                # (this program's own writes, read back from the cache)
+                bpast = _load_state(BSTATE + slot, field, cmask, True)
+                past = _pick(starts, 0, NS)
+                for b in range(blocks):
+                    first = start + b * S
+                    _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
+                    past, ys, logs = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc,
+                                                      S, CAUSAL)
+                    for p in tl.static_range(S):
+                        key, pos, x0, x1, kt, vt, ok = _backward_token(GY, K, V, base, first + p, C, c, cmask, T,
+                                                                       wc, ys[p], logs[p])
+                        gk, gv, dw = _gradient_part(bpast, 1.0, pos, kt, vt, wc)
+                        at = base + (first + p) * C + c
+                        written = cmask & (first + p < T)
+                        gk += tl.load(OUT0 + at, mask=written, other=0.0).to(wc.dtype)
+                        gv += tl.load(OUT1 + at, mask=written, other=0.0).to(wc.dtype)
+                        _store_output(OUT0, base, first + p, C, c, cmask, T, gk, HALF)
+                        _store_output(OUT1, base, first + p, C, c, cmask, T, gv, HALF)
+                        gw += tl.where(ok, dw, 0.0)
+                        bpast = _merge(_crossed(bpast), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, 1.0, wc, True)
             tl.store(PART + slot, gw, mask=cmask)
             tl.store(PART + field + slot, gu, mask=cmask)
 
@@ -272,10 +385,10 @@ def sweep(K, V, GY, w, u, FSTATE, BSTATE, OUT0, OUT1, PART, R, T, C, NC,
 def scan(STATE, UP, w, R, C, N, NUP, L, DOWN: tl.constexpr, HAS_UP: tl.constexpr, SIDE: tl.constexpr,
          MOMENT: tl.constexpr, G: tl.constexpr, BC: tl.constexpr):
     """One group of G items of STATE (chunks, or groups of the level below: L tokens each but
-    perhaps the last, which nothing crosses) merged in token order on SIDE (0: past, 1: future). Up
-    (DOWN false): the group's summary is written to UP, an item of the next level. Down: in place,
-    each item's summary becomes the state entering it, starting from the state entering the group
-    (UP; none at the top)."""
+    perhaps the last, which nothing crosses) merged in token order on SIDE (0: past, 1: future), one
+    channel per lane. Up (DOWN false): the group's summary is written to UP, an item of the next level.
+    Down: in place, each item's summary becomes the state entering it, starting from the state
+    entering the group (UP; none at the top)."""
     group, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     c = cblock * BC + tl.arange(0, BC)
     cmask = c < C
@@ -288,9 +401,9 @@ def scan(STATE, UP, w, R, C, N, NUP, L, DOWN: tl.constexpr, HAS_UP: tl.constexpr
     up_field = R * NUP * C
     items = STATE + SIDE * fields * n_field + row.to(tl.int64) * N * C + c
     up = UP + SIDE * fields * up_field + row.to(tl.int64) * NUP * C + group * C + c
-    kr, pr, s0, s1, m0, m1 = _empty_state(wc)
+    state = _empty(wc)
     if DOWN and HAS_UP:
-        kr, pr, s0, s1, m0, m1 = _load_state(up, up_field, cmask, MOMENT)
+        state = _load_state(up, up_field, cmask, MOMENT)
     i = 0
     while i < count:
         if SIDE == 0:
@@ -300,11 +413,11 @@ def scan(STATE, UP, w, R, C, N, NUP, L, DOWN: tl.constexpr, HAS_UP: tl.constexpr
         at = items + item * C
         ki, pi, i0, i1, im0, im1 = _load_state(at, n_field, cmask, MOMENT)
         if DOWN:                                         # the state entering this item
-            _store_state(at, n_field, cmask, kr, pr, s0, s1, m0, m1, MOMENT)
+            _store_state(at, n_field, cmask, state, MOMENT)
         if MOMENT:                                       # the state so far crosses the item
-            m0 += L * s0
-            m1 += L * s1
-        kr, pr, s0, s1, m0, m1 = _merge(kr, pr, s0, s1, m0, m1, ki, pi, i0, i1, im0, im1, sign, wc, MOMENT)
+            kr, pr, s0, s1, m0, m1 = state
+            state = kr, pr, s0, s1, m0 + L * s0, m1 + L * s1
+        state = _merge(state, ki, pi, i0, i1, im0, im1, sign, wc, MOMENT)
         i += 1
     if not DOWN:
-        _store_state(up, up_field, cmask, kr, pr, s0, s1, m0, m1, MOMENT)
+        _store_state(up, up_field, cmask, state, MOMENT)
