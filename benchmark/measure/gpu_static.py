@@ -3,7 +3,8 @@ backward (``triton_kernel.recorded_launches``) compiled for sm_80 / sm_90 with t
 specialisation, its SASS read with the ``cuobjdump`` and ``nvdisasm`` that ship inside Triton's NVIDIA
 backend, and the time the GPU would need just to *issue* those instructions, against the memory floor.
 
-Per launch: registers, spill bytes (local memory per thread), blocks per SM, and from the SASS the
+Per launch: registers, spill bytes (the local memory and stack frame per thread that ptxas reserves
+for spills: ``ptxas -v`` reports the same bytes), blocks per SM, and from the SASS the
 instructions outside loops and inside each loop (a loop is a backward branch; its mean trip count per
 program comes from the launcher, ``Launch.loop_trips``), with barriers (``BAR``), shuffles (``SHFL``)
 and special-function operations (``MUFU``: exp, log, reciprocal) counted apart.

@@ -86,14 +86,15 @@ def test_the_report_specialises_as_triton_does_at_launch():
 
 def test_recorded_launches_are_the_launchers_grids():
     """Forward: summaries, a scan up and down per side (bi_wkv), finish; the backward the same. At
-    T = 150 with chunks of 64: 3 chunks (the last of 22 tokens), one group, so no scan up; 20
-    channels in one program of 32 lanes; a sweep's loop runs over sub-blocks of 8 tokens: 8, 8 and 3."""
-    assert (wkv_triton.BLOCK_T, wkv_triton.SUB_T, wkv_triton.BLOCK_C) == (64, 8, 32)
+    T = 150 with chunks of 64: 3 chunks (the last of 22 tokens), one group, so no scan up. A sweep
+    program takes 2 chunks of 16 channels (2 x 2 programs per row for 20 channels) and loops over its
+    first chunk's sub-blocks of 8 tokens: 8, then 3; a scan program takes 32 channels."""
+    assert (wkv_triton.BLOCK_T, wkv_triton.SUB_T, wkv_triton.BLOCK_C, wkv_triton.CHUNKS) == (64, 8, 16, 2)
     launches = wkv_triton.recorded_launches(2, 150, 20, causal=False)
     assert [launch.name for launch in launches] == (
         ["forward summaries"] + ["forward scan down"] * 2 + ["forward finish"]
         + ["backward summaries"] + ["backward scan down"] * 2 + ["backward finish"])
-    assert launches[0].grid == (3, 1, 2) and launches[0].loop_trips == pytest.approx((8 + 8 + 3) / 3)
+    assert launches[0].grid == (2, 2, 2) and launches[0].loop_trips == pytest.approx((8 + 3) / 2)
     assert launches[1].grid == (1, 1, 2) and launches[1].loop_trips == 3
     assert all(launch.flags["num_warps"] == 1 for launch in launches)
 
@@ -123,14 +124,27 @@ def test_the_estimate_counts_every_launch_with_its_trips():
                                             / (8 * 128 ** 2 * 48 * 4 / 3.0e12), rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 42, not met yet: bi_wkv's backward finish spills 8 bytes in float32 (255 "
-                   "registers) and, against bfloat16's own 2-byte floor, bi_wkv is issue-bound at 6.1x and uni_wkv at "
-                   "3.1x (float32: 2.8x and 1.4x; the kernels of b46f48b: 130x). Strict: this fails CI once every "
+GOAL_SHAPES = ((4, 128 ** 2, 384), (1, 1024 ** 2, 48))
+
+
+def _over_the_goal(results):
+    return [f"{r['name']} sm_{r['sm']} {r['shape']}: {r['ratio']:.2f}x, {r['spill']} bytes spilled"
+            for r in results if r["spill"] or r["ratio"] > gpu_static.GOAL]
+
+
+def test_float32_variants_meet_the_goal_without_spills():
+    """bi_wkv and uni_wkv with float32 inputs on sm_90 at the goal's shapes: issue-bound at most 3x the
+    floor (measured 2.7x and 1.4x; the kernels of b46f48b: 130x and 64x), nothing spilled."""
+    results = _report_in_a_child(dict(dtypes=("fp32",), shapes=GOAL_SHAPES, capabilities=(90,)))
+    assert len(results) == 4 and not _over_the_goal(results), "\n".join(_over_the_goal(results))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 42, not met yet for bfloat16 inputs: against bfloat16's own floor "
+                   "(2-byte tensors) bi_wkv is issue-bound at 5.8-5.9x and uni_wkv at 3.0-3.1x, since the kernels do "
+                   "float32's work on half the bytes (float32: 2.7x and 1.4x). Strict: this fails CI once every "
                    "variant meets the goal, so the mark is removed then")
 def test_every_variant_meets_the_goal_without_spills():
     """The goal's own scope: sm_90, (4, 128^2, 384) and (1, 1024^2, 48), float32 and bfloat16 inputs."""
-    results = _report_in_a_child(dict(dtypes=("fp32", "bf16"), shapes=((4, 128 ** 2, 384), (1, 1024 ** 2, 48)),
-                                      capabilities=(90,)))
-    failures = [f"{r['name']} sm_{r['sm']} {r['shape']}: {r['ratio']:.1f}x, {r['spill']} bytes spilled"
-                for r in results if r["spill"] or r["ratio"] > gpu_static.GOAL]
+    results = _report_in_a_child(dict(dtypes=("fp32", "bf16"), shapes=GOAL_SHAPES, capabilities=(90,)))
+    failures = _over_the_goal(results)
     assert not failures, "\n".join(failures)

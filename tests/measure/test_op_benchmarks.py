@@ -107,6 +107,6 @@ def test_gpu_check_skips_a_cpu_point_that_would_not_fit_and_says_so(monkeypatch)
     monkeypatch.setattr(gpu_check, "time_wkv", lambda *a: pytest.fail("a point that does not fit was run"))
     lines = gpu_check.wkv_section(cpu, [1024], [384], 1, gpu_check.Budget(600), 1e9)
     # 100 tensors of 1024^2 x 384 float32: 150 GiB
-    assert lines[-1] == "| 1024^2 = 1048576 | 384 | skipped: needs about 24.0 GiB, 1.0 GiB available |  |  |  |  |"
+    assert lines[-1] == "| 1024^2 = 1048576 | 384 | skipped: needs about 24.0 GiB, 1.0 GiB available |  |  |  |  |  |"
     assert gpu_check.fits(cpu, 10 * 2 ** 20) is None
     assert gpu_check.free_memory(cpu) == 2 ** 30

@@ -30,10 +30,11 @@ from differences of keys and of integer positions (``(i - r) w``), as exact as t
 formulation's ``e^{-d w}``. Moments need no decay either: crossing one token adds ``s`` to the moment
 sum ``mo`` (every distance grows by one), crossing ``L`` tokens adds ``L s``.
 
-Two kernels, ``sweep`` chunk-parallel over (T / BLOCK_T, C / BLOCK_C, B) and ``scan``, each program
-one warp with one channel per lane: a lane visits its chunk's tokens one after another, so a token's
-work is a handful of scalar operations (one exponential per merge), with no reduction, shuffle or
-barrier (``triton_sweep.py``). Three launches per direction:
+Two kernels, ``sweep`` chunk-parallel over (T / (CHUNKS BLOCK_T), C / BLOCK_C, B), each program one
+warp of CHUNKS chunks x BLOCK_C channels (2 x 16: C = 48 fills its lanes), and ``scan``, one warp of
+SCAN_C channels; one (chunk, channel) per lane: a lane visits its chunk's tokens one after another,
+so a token's work is a handful of scalar operations (one exponential per merge), with no reduction,
+shuffle or barrier (``triton_sweep.py``). Three launches per direction:
 
 1. ``sweep`` (summaries): each chunk merges its own tokens into its state on each side (with moments
    in the backward: each token's distance to the chunk's edge);
@@ -79,10 +80,13 @@ import torch
 
 BLOCK_T = 64          # tokens per chunk, visited one after another by each lane of one program
 SUB_T = 8             # tokens per sub-block: what the kernel keeps of each token, it keeps for SUB_T tokens
-BLOCK_C = 32          # channels per program: one warp, one channel per lane
+BLOCK_C = 16          # channels per sweep program, of each of its CHUNKS chunks: one (chunk, channel) per lane
+CHUNKS = 2            # chunks per sweep program: 2 x 16 lanes, one warp (C = 48 fills its lanes)
+SCAN_C = 32           # channels per scan program, one per lane
 WARPS = 1
+REGISTERS = 255       # per thread, asked of ptxas (left to itself it stops at 168 and spills)
 GROUP = 16            # chunk states combined per program and level of the boundary scan
-LAUNCH_OPTIONS = ("num_warps",)     # launch keywords that are options of the compiler, not constants
+LAUNCH_OPTIONS = ("num_warps", "maxnreg")     # launch keywords that are options of the compiler, not constants
 
 
 def _interpret_requested() -> bool:
@@ -142,10 +146,10 @@ class Launch(typing.NamedTuple):
         """Mean trips of each of the kernel's loops per program: a ``sweep`` loop runs over its chunk's
         sub-blocks of S tokens (BT / S, fewer in a short last chunk), a ``scan`` loop over its group's
         items (items / groups)."""
-        if self.kernel.__name__ == "sweep":
-            tokens, chunks = self.args[SWEEP_ARGS.index("T")], self.args[SWEEP_ARGS.index("NC")]
-            block, sub = self.flags["BT"], self.flags["S"]
-            return (tokens // block * (block // sub) + _cdiv(tokens % block, sub)) / chunks
+        if self.kernel.__name__ == "sweep":               # a program's loop: its first chunk's sub-blocks
+            tokens, block, sub, per = self.args[SWEEP_ARGS.index("T")], self.flags["BT"], self.flags["S"], self.flags["CH"]
+            firsts = range(0, tokens, block * per)
+            return sum(_cdiv(min(tokens - first, block), sub) for first in firsts) / len(firsts)
         return self.args[SCAN_ARGS.index("N")] / self.grid[0]
 
     @property
@@ -263,7 +267,7 @@ def compile_ahead(capability: int = 90) -> list[str]:
                     if key not in built:
                         compile_launch(launch, capability)
                         ptr = next(t for n, t in signature.items() if t.startswith("*"))
-                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "G", "S"))
+                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "CH", "G", "S"))
                         built[key] = f"{launch.kernel.__name__}[{ptr[1:]}, {flags}]"
     return list(built.values())
 
@@ -302,20 +306,21 @@ def traffic(batch: int, tokens: int, channels: int, causal: bool, input_itemsize
     ``itemsize`` (the sums'). Tested against Triton's interpreter with the distinct addresses each
     program loads and stores counted."""
     data = batch * tokens * channels * input_itemsize          # one B x T x C tensor
-    chunk = batch * _cdiv(tokens, BLOCK_T) * channels * itemsize   # one state field; w (or u) per program
+    chunk = batch * _cdiv(tokens, BLOCK_T) * channels * itemsize   # one state field (and gw or gu's partials)
+    per_program = batch * _cdiv(_cdiv(tokens, BLOCK_T), CHUNKS) * channels * itemsize   # w or u, once per sweep program
     sides = 1 if causal else 2
     forward_states = sides * FORWARD_FIELDS * chunk            # the forward's states, all sides
     backward_states = sides * BACKWARD_FIELDS * chunk
     count = {}
     # forward: each kernel reads k, v, w and u; the finish writes y
-    count["forward summaries"] = (2 * data + 2 * chunk, forward_states)
+    count["forward summaries"] = (2 * data + 2 * per_program, forward_states)
     count["forward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, FORWARD_FIELDS, sides, itemsize)
-    count["forward finish"] = (2 * data + 2 * chunk + forward_states, data)
+    count["forward finish"] = (2 * data + 2 * per_program + forward_states, data)
     # backward: each kernel reads k, v, gy and the forward's entering states (it recomputes y and log
     # den); the finish writes gk, gv and the (gw, gu) partials of each chunk
-    count["backward summaries"] = (3 * data + 2 * chunk + forward_states, backward_states)
+    count["backward summaries"] = (3 * data + 2 * per_program + forward_states, backward_states)
     count["backward scan"] = _scan_traffic(batch, _cdiv(tokens, BLOCK_T), channels, BACKWARD_FIELDS, sides, itemsize)
-    count["backward finish"] = (3 * data + 2 * chunk + forward_states + backward_states, 2 * data + 2 * chunk)
+    count["backward finish"] = (3 * data + 2 * per_program + forward_states + backward_states, 2 * data + 2 * chunk)
     return count
 
 
@@ -348,8 +353,8 @@ def _scan(state: torch.Tensor, w: torch.Tensor, items: int, length: int, sides: 
     scan = _kernels()[1]
     rows, channels = state.shape[2], state.shape[4]
     groups = _cdiv(items, GROUP)
-    grid = (groups, _cdiv(channels, BLOCK_C), rows)
-    flags = dict(MOMENT=moment, G=GROUP, BC=BLOCK_C, num_warps=WARPS)
+    grid = (groups, _cdiv(channels, SCAN_C), rows)
+    flags = dict(MOMENT=moment, G=GROUP, BC=SCAN_C, num_warps=WARPS)
     upper = state
     if groups > 1:
         upper = state.new_empty(2, state.shape[1], rows, groups, channels)
@@ -369,14 +374,15 @@ def _sweeps(k, v, gy, w, u, forward_state, backward_state, outputs: tuple, part,
     chunks = _cdiv(tokens, BLOCK_T)
     sweep = _kernels()[0]
     backward = gy is not None
-    grid = (chunks, _cdiv(channels, BLOCK_C), batch)
+    grid = (_cdiv(chunks, CHUNKS), _cdiv(channels, BLOCK_C), batch)
     # unused pointers are given a tensor of the call (the kernel never loads them)
     gy = k if gy is None else gy
     backward_state = forward_state if backward_state is None else backward_state
     out1 = outputs[-1]
     part = outputs[0] if part is None else part
     half = {torch.float16: 1, torch.bfloat16: 2}.get(outputs[0].dtype, 0)      # 16-bit outputs
-    flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C, S=SUB_T, num_warps=WARPS)
+    flags = dict(BACKWARD=backward, CAUSAL=causal, HALF=half, BT=BLOCK_T, BC=BLOCK_C, CH=CHUNKS, S=SUB_T,
+                 num_warps=WARPS, maxnreg=REGISTERS)
     args = (k, v, gy, w, u, forward_state, backward_state, outputs[0], out1, part, batch, tokens, channels, chunks)
     # bi_wkv: both sides; uni_wkv: the past, and in the backward (the transposed sums) the future
     sides = [0, 1] if not causal else [1] if backward else [0]

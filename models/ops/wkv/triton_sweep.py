@@ -3,10 +3,11 @@ the algorithm and its notation are in ``triton_kernel.py``, which imports this m
 (it imports Triton). Under ``TRITON_INTERPRET=1`` at process start ``triton.jit`` makes them
 interpreted functions, else compiled ones.
 
-One channel per lane: every value here is a (BC,) vector of one warp's lanes, each lane a channel,
-and a chunk's tokens are visited one after another by the same lane (the token loops are unrolled
-at compile time, ``tl.static_range``), so a token's work is a handful of scalar operations per
-lane, with no reduction, shuffle or barrier. What a later visit needs of each token (its state on
+One channel per lane: every value here is a vector of one warp's lanes, each lane a channel of a
+chunk (two chunks of 16 channels per warp, so that C = 48 fills its lanes), and a chunk's tokens
+are visited one after another by the same lane (a sub-block's tokens unrolled at compile time,
+``tl.static_range``), so a token's work is a handful of scalar operations per lane, with no
+reduction, shuffle or barrier. What a later visit needs of each token (its state on
 the other side, its y and log den, its future contributions to the gradients) is kept in tuples of
 registers, one entry per token of a sub-block of S tokens; the states at the sub-block boundaries
 likewise, one entry per sub-block.
@@ -166,37 +167,71 @@ def _future_states(state, K, V, base, first, C, c, cmask, T, w, S: tl.constexpr)
 
 
 @triton.jit
+def _past_states(state, K, V, base, first, C, c, cmask, T, w, S: tl.constexpr):
+    """From the past state before a sub-block, each token's past state (the tokens before it in the
+    chunk and beyond) as a tuple in token order."""
+    pasts = ()
+    for p in tl.static_range(S):
+        key, pos, x0, x1 = _forward_token(K, V, base, first + p, C, c, cmask, T, w)
+        pasts = pasts + (state,)
+        state = _merge(state, key, pos, x0, x1, x0, x1, 1.0, w, False)
+    return pasts
+
+
+@triton.jit
+def _forward_output(state, future, key, pos, x0, w, u, CAUSAL: tl.constexpr):
+    """y and log den of one token (key, pos, values x0 and 1) from the past state entering it and
+    (bi_wkv) its future state. The three parts (past, future, the token's own e^{u + k}) are scaled
+    below the largest log-weight, formed first relative to the largest key (key differences are exact
+    where the weights are close)."""
+    kr, pr, s0, s1, m0, m1 = state
+    fk, fp, f0, f1, fm0, fm1 = _empty(w)
+    if not CAUSAL:
+        fk, fp, f0, f1, fm0, fm1 = future
+    ref = tl.maximum(tl.maximum(kr, fk), key)
+    main = (kr - ref) + (1.0 - (pos - pr)) * w          # a past anchor r weighs e^{k_r - (t-1-r) w}
+    other = (fk - ref) + (1.0 + pos - fp) * w           # a future one e^{k_r - (r-t-1) w}
+    own = (key - ref) + u
+    top = tl.maximum(tl.maximum(main, other), own)
+    e_main = tl.exp(main - top)
+    e_own = tl.exp(own - top)
+    sum0 = s0 * e_main + x0 * e_own
+    sum1 = s1 * e_main + e_own
+    if not CAUSAL:
+        e_other = tl.exp(other - top)
+        sum0 += f0 * e_other
+        sum1 += f1 * e_other
+    return sum0 / sum1, ref + top + tl.log(sum1)
+
+
+@triton.jit
 def _forward_outputs(state, futures, K, V, base, first, C, c, cmask, T, w, u, S: tl.constexpr,
                      CAUSAL: tl.constexpr):
     """y and log den of each token of a sub-block (tuples in token order) from the past state entering
-    it and (bi_wkv) each token's future state; returns the past state after the sub-block too. The
-    three parts (past, future, the token's own e^{u + k}) are scaled below the largest log-weight,
-    formed first relative to the largest key (key differences are exact where the weights are close)."""
+    it and (bi_wkv) each token's future state; returns the past state after the sub-block too."""
     ys = ()
     logs = ()
     for p in tl.static_range(S):
         key, pos, x0, x1 = _forward_token(K, V, base, first + p, C, c, cmask, T, w)
-        kr, pr, s0, s1, m0, m1 = state
-        fk, fp, f0, f1, fm0, fm1 = _empty(w)
+        future = state
         if not CAUSAL:
-            fk, fp, f0, f1, fm0, fm1 = futures[p]
-        ref = tl.maximum(tl.maximum(kr, fk), key)
-        main = (kr - ref) + (1.0 - (pos - pr)) * w          # a past anchor r weighs e^{k_r - (t-1-r) w}
-        other = (fk - ref) + (1.0 + pos - fp) * w           # a future one e^{k_r - (r-t-1) w}
-        own = (key - ref) + u
-        top = tl.maximum(tl.maximum(main, other), own)
-        e_main = tl.exp(main - top)
-        e_own = tl.exp(own - top)
-        sum0 = s0 * e_main + x0 * e_own
-        sum1 = s1 * e_main + e_own
-        if not CAUSAL:
-            e_other = tl.exp(other - top)
-            sum0 += f0 * e_other
-            sum1 += f1 * e_other
-        ys = ys + (sum0 / sum1,)
-        logs = logs + (ref + top + tl.log(sum1),)
+            future = futures[p]
+        y, log_den = _forward_output(state, future, key, pos, x0, w, u, CAUSAL)
+        ys = ys + (y,)
+        logs = logs + (log_den,)
         state = _merge(state, key, pos, x0, x1, x0, x1, 1.0, w, False)
     return state, ys, logs
+
+
+@triton.jit
+def _sub_block_outputs(past, bounds, b, K, V, base, first, C, c, cmask, T, w, u, S: tl.constexpr,
+                       NS: tl.constexpr, CAUSAL: tl.constexpr):
+    """y and log den of sub-block ``b``'s tokens (tuples in token order) from the past state entering it
+    and (bi_wkv) the forward future state after it (``bounds``); and the past state after it."""
+    futures = ()
+    if not CAUSAL:
+        _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, w, S)
+    return _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, w, u, S, CAUSAL)
 
 
 @triton.jit
@@ -255,9 +290,9 @@ def _future_boundaries(state, K, V, base, start, C, c, cmask, T, w, blocks, S: t
 @triton.jit
 def sweep(K, V, GY, w, u, FSTATE, BSTATE, OUT0, OUT1, PART, R, T, C, NC,
           BACKWARD: tl.constexpr, CAUSAL: tl.constexpr, FINISH: tl.constexpr, HALF: tl.constexpr,
-          BT: tl.constexpr, BC: tl.constexpr, S: tl.constexpr):
-    """One chunk of BT tokens (NS = BT / S sub-blocks of S, a runtime loop over sub-blocks whose S
-    tokens are unrolled) and BC channels of one row, one channel per lane (a tuple takes constant
+          BT: tl.constexpr, BC: tl.constexpr, CH: tl.constexpr, S: tl.constexpr):
+    """CH chunks of BT tokens (NS = BT / S sub-blocks of S, a runtime loop over sub-blocks whose S
+    tokens are unrolled) and BC channels of one row, one (chunk, channel) per lane (a tuple takes constant
     indices only: ``_pick`` / ``_put`` select by a runtime one: a constant assigned to a local becomes a runtime value,
 so every index here comes straight from ``tl.static_range``). Summaries (FINISH false): the forward's states into FSTATE (each token merged on each side),
     or the backward's into BSTATE (y and log den recomputed first, with moments: each token's distance
@@ -265,11 +300,13 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
     (forward: OUT0), or gk, gv (OUT0, OUT1) and the chunk's partials of gw, gu (PART), y and log den
     being recomputed from FSTATE, never read."""
     NS: tl.constexpr = BT // S
-    chunk, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    start = chunk * BT
-    count = tl.minimum(T - start, BT)                    # the chunk's tokens (its last may be short)
-    c = cblock * BC + tl.arange(0, BC)
-    cmask = c < C
+    group, cblock, row = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    lane = tl.arange(0, BC * CH)                         # CH chunks of BC channels: one warp at C = 48 too
+    chunk = group * CH + lane // BC
+    c = cblock * BC + lane % BC
+    cmask = (c < C) & (chunk < NC)
+    start = chunk * BT                                   # each lane's chunk and its tokens (the last may be short)
+    count = tl.minimum(T - start, BT)
     wc = tl.load(w + c, mask=cmask, other=0.0)
     uc = tl.load(u + c, mask=cmask, other=0.0)
     base = row.to(tl.int64) * T * C                      # int64: B T C passes 2^31 at 4 x 1024^2 x 384
@@ -277,7 +314,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
     slot = row.to(tl.int64) * NC * C + chunk * C + c
     # a side of FSTATE holds 4 fields, of BSTATE 6 (with the moments): triton_kernel.FORWARD_FIELDS,
     # BACKWARD_FIELDS; the future side follows the past
-    blocks = tl.cdiv(count, S)                           # the chunk's sub-blocks, a runtime loop
+    blocks = tl.cdiv(tl.minimum(T - group * CH * BT, BT), S)     # the sub-blocks of the program's first chunk
     if not BACKWARD and not FINISH:                      # forward summaries: any order per side
         past = _empty(wc)
         future = _empty(wc)
@@ -291,16 +328,14 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
     else:
         past = _load_state(FSTATE + slot, field, cmask, False)
         bounds = _unset(wc, NS)                          # bi_wkv: the forward future state after each sub-block
-        if not CAUSAL:
+        if not CAUSAL and not (BACKWARD and FINISH):     # (the backward finish records them as it goes)
             entering = _load_state(FSTATE + 4 * field + slot, field, cmask, False)
             bounds = _future_boundaries(entering, K, V, base, start, C, c, cmask, T, wc, blocks, S, NS)
         if not BACKWARD:                                 # forward finish: y
             for b in range(blocks):
                 first = start + b * S
-                futures = ()
-                if not CAUSAL:
-                    _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
-                past, ys, _ = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc, S, CAUSAL)
+                past, ys, _ = _sub_block_outputs(past, bounds, b, K, V, base, first, C, c, cmask, T, wc, uc, S, NS,
+                                                 CAUSAL)
                 for p in tl.static_range(S):
                     _store_output(OUT0, base, first + p, C, c, cmask, T, ys[p], HALF)
         elif not FINISH:                                 # backward summaries, both sides in one visit
@@ -308,10 +343,8 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
             bfuture = _empty(wc)
             for b in range(blocks):
                 first = start + b * S
-                futures = ()
-                if not CAUSAL:
-                    _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
-                past, ys, logs = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc, S, CAUSAL)
+                past, ys, logs = _sub_block_outputs(past, bounds, b, K, V, base, first, C, c, cmask, T, wc, uc, S,
+                                                    NS, CAUSAL)
                 for p in tl.static_range(S):
                     key, pos, x0, x1, _, _, _ = _backward_token(GY, K, V, base, first + p, C, c, cmask, T, wc,
                                                                 ys[p], logs[p])
@@ -340,14 +373,16 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
             for i in range(blocks):
                 b = blocks - 1 - i
                 first = start + b * S
-                futures = ()
                 if not CAUSAL:
-                    future, futures = _future_states(future, K, V, base, first, C, c, cmask, T, wc, S)
-                _, ys, logs = _forward_outputs(_pick(starts, b, NS), futures, K, V, base, first, C, c, cmask, T,
-                                               wc, uc, S, CAUSAL)
-                for p in tl.static_range(S - 1, -1, -1):
+                    bounds = _put(bounds, b, future, NS)
+                pasts = _past_states(_pick(starts, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
+                for p in tl.static_range(S - 1, -1, -1):         # y, log den and gradients token by token
+                    fkey, fpos, fx0, fx1 = _forward_token(K, V, base, first + p, C, c, cmask, T, wc)
+                    y, log_den = _forward_output(pasts[p], future, fkey, fpos, fx0, wc, uc, CAUSAL)
+                    if not CAUSAL:
+                        future = _merge(future, fkey, fpos, fx0, fx1, fx0, fx1, -1.0, wc, False)
                     key, pos, x0, x1, kt, vt, ok = _backward_token(GY, K, V, base, first + p, C, c, cmask, T, wc,
-                                                                   ys[p], logs[p])
+                                                                   y, log_den)
                     gk, gv, dw = _gradient_part(bfuture, -1.0, pos, kt, vt, wc)
                     own_k, own_v, du = _own_part(key, x0, x1, kt, vt, uc)
                     _store_output(OUT0, base, first + p, C, c, cmask, T, gk + own_k, HALF)
@@ -363,11 +398,12 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                 for b in range(blocks):
                     first = start + b * S
                     _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
-                    past, ys, logs = _forward_outputs(past, futures, K, V, base, first, C, c, cmask, T, wc, uc,
-                                                      S, CAUSAL)
-                    for p in tl.static_range(S):
+                    for p in tl.static_range(S):                 # y, log den and gradients token by token
+                        fkey, fpos, fx0, fx1 = _forward_token(K, V, base, first + p, C, c, cmask, T, wc)
+                        y, log_den = _forward_output(past, futures[p], fkey, fpos, fx0, wc, uc, CAUSAL)
+                        past = _merge(past, fkey, fpos, fx0, fx1, fx0, fx1, 1.0, wc, False)
                         key, pos, x0, x1, kt, vt, ok = _backward_token(GY, K, V, base, first + p, C, c, cmask, T,
-                                                                       wc, ys[p], logs[p])
+                                                                       wc, y, log_den)
                         gk, gv, dw = _gradient_part(bpast, 1.0, pos, kt, vt, wc)
                         at = base + (first + p) * C + c
                         written = cmask & (first + p < T)
