@@ -280,10 +280,12 @@ def _future_boundaries(state, K, V, base, start, C, c, cmask, T, w, blocks, S: t
     """The forward future state after each of the chunk's ``blocks`` sub-blocks (a tuple of NS, in
     sub-block order), from the state entering the chunk from its end."""
     bounds = _unset(w, NS)
-    for i in range(blocks):
+    i = 0
+    while i < blocks:
         b = blocks - 1 - i
         bounds = _put(bounds, b, state, NS)
         state = _sum_tokens(state, K, V, base, start + b * S, C, c, cmask, T, w, -1.0, S, True)
+        i += 1
     return bounds
 
 
@@ -318,10 +320,12 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
     if not BACKWARD and not FINISH:                      # forward summaries: any order per side
         past = _empty(wc)
         future = _empty(wc)
-        for b in range(blocks):
+        b = 0
+        while b < blocks:
             past = _sum_tokens(past, K, V, base, start + b * S, C, c, cmask, T, wc, 1.0, S, False)
             if not CAUSAL:
                 future = _sum_tokens(future, K, V, base, start + b * S, C, c, cmask, T, wc, -1.0, S, False)
+            b += 1
         _store_state(FSTATE + slot, field, cmask, past, False)
         if not CAUSAL:
             _store_state(FSTATE + 4 * field + slot, field, cmask, future, False)
@@ -332,16 +336,19 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
             entering = _load_state(FSTATE + 4 * field + slot, field, cmask, False)
             bounds = _future_boundaries(entering, K, V, base, start, C, c, cmask, T, wc, blocks, S, NS)
         if not BACKWARD:                                 # forward finish: y
-            for b in range(blocks):
+            b = 0
+            while b < blocks:
                 first = start + b * S
                 past, ys, _ = _sub_block_outputs(past, bounds, b, K, V, base, first, C, c, cmask, T, wc, uc, S, NS,
                                                  CAUSAL)
                 for p in tl.static_range(S):
                     _store_output(OUT0, base, first + p, C, c, cmask, T, ys[p], HALF)
+                b += 1
         elif not FINISH:                                 # backward summaries, both sides in one visit
             bpast = _empty(wc)
             bfuture = _empty(wc)
-            for b in range(blocks):
+            b = 0
+            while b < blocks:
                 first = start + b * S
                 past, ys, logs = _sub_block_outputs(past, bounds, b, K, V, base, first, C, c, cmask, T, wc, uc, S,
                                                     NS, CAUSAL)
@@ -353,6 +360,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                     if not CAUSAL:
                         far = count - 1 - near           # tokens after it in the chunk
                         bpast = _merge(bpast, key, pos, x0, x1, far * x0, far * x1, 1.0, wc, True)
+                b += 1
             _store_state(BSTATE + 6 * field + slot, field, cmask, bfuture, True)
             if not CAUSAL:
                 _store_state(BSTATE + slot, field, cmask, bpast, True)
@@ -360,9 +368,11 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
             gw = tl.zeros_like(wc)
             gu = tl.zeros_like(wc)
             starts = _unset(wc, NS)                      # the forward past state before each sub-block
-            for b in range(blocks):
+            b = 0
+            while b < blocks:
                 starts = _put(starts, b, past, NS)
                 past = _sum_tokens(past, K, V, base, start + b * S, C, c, cmask, T, wc, 1.0, S, False)
+                b += 1
             # the transposed sums' future side (uni_wkv's only side), sub-blocks from the last, the
             # forward's future state running alongside: each token's gradients from its future and
             # its own term, written out (bi_wkv: read back by the past side's visit, which adds its part)
@@ -370,7 +380,8 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
             future = _empty(wc)
             if not CAUSAL:
                 future = _load_state(FSTATE + 4 * field + slot, field, cmask, False)
-            for i in range(blocks):
+            i = 0
+            while i < blocks:
                 b = blocks - 1 - i
                 first = start + b * S
                 if not CAUSAL:
@@ -390,12 +401,14 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                     gw += tl.where(ok, dw, 0.0)
                     gu += tl.where(ok, du, 0.0)
                     bfuture = _merge(_crossed(bfuture), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, -1.0, wc, True)
+                i += 1
             if not CAUSAL:
                 # bi_wkv: the past side, sub-blocks in order, adding to what the future side wrote
                 # (this program's own writes, read back from the cache)
                 bpast = _load_state(BSTATE + slot, field, cmask, True)
                 past = _pick(starts, 0, NS)
-                for b in range(blocks):
+                b = 0
+                while b < blocks:
                     first = start + b * S
                     _, futures = _future_states(_pick(bounds, b, NS), K, V, base, first, C, c, cmask, T, wc, S)
                     for p in tl.static_range(S):                 # y, log den and gradients token by token
@@ -413,6 +426,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                         _store_output(OUT1, base, first + p, C, c, cmask, T, gv, HALF)
                         gw += tl.where(ok, dw, 0.0)
                         bpast = _merge(_crossed(bpast), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, 1.0, wc, True)
+                    b += 1
             tl.store(PART + slot, gw, mask=cmask)
             tl.store(PART + field + slot, gu, mask=cmask)
 
