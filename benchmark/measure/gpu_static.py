@@ -27,9 +27,11 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
+
+from models.ops.wkv import limits
 
 from ..base import markdown
 from . import traffic
@@ -44,7 +46,6 @@ SCHEDULERS_PER_SM = 4
 MAX_BLOCKS_PER_SM, MAX_WARPS_PER_SM = 32, 64
 SHAPES = ((1, 128 ** 2, 48), (4, 128 ** 2, 384), (1, 1024 ** 2, 48))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
-SUMS = {"fp32": "fp32", "bf16": "fp32", "fp64": "fp64"}     # the dispatch's accumulation per input dtype
 GOAL = 3.0                                                  # issue-bound / floor (issue 42)
 
 
@@ -81,10 +82,10 @@ class Counts:
         self.special += opcode.startswith("MUFU")
 
     def scaled(self, factor: float) -> "Counts":
-        return Counts(*(getattr(self, f) * factor for f in ("instructions", "barriers", "shuffles", "special")))
+        return Counts(*(n * factor for n in astuple(self)))
 
     def __add__(self, other: "Counts") -> "Counts":
-        return Counts(*(getattr(self, f) + getattr(other, f) for f in ("instructions", "barriers", "shuffles", "special")))
+        return Counts(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*);")
@@ -156,9 +157,7 @@ _compiled: dict = {}
 def analyse_launch(launch, capability: int) -> dict:
     """One launch's static facts and its warp-instructions in total (all programs and warps)."""
     from models.ops.wkv import triton_kernel
-    signature, constexprs, attrs = triton_kernel.specialization(launch)
-    key = (launch.kernel.__name__, repr(sorted(signature.items())), repr(sorted(constexprs.items())),
-           repr(sorted(attrs)), capability)
+    key = (triton_kernel.variant_key(launch), capability)
     if key not in _compiled:
         compiled = triton_kernel.compile_launch(launch, capability)
         _compiled[key] = (read_cubin(compiled.asm["cubin"]), compiled.metadata.num_warps)
@@ -187,7 +186,10 @@ def analyse(op: str, dtype: str, shape: tuple, capability: int) -> dict:
 
 
 def variant_name(result: dict) -> str:
-    return f"{result['op']}_wkv {result['dtype']} in, {SUMS[result['dtype']]} sums"
+    """``bi_wkv fp32 in, fp32 sums``: the sums' dtype as the dispatch chooses it for the Triton path."""
+    inputs = torch.empty(0, dtype=DTYPES[result["dtype"]])
+    sums = limits.accumulation_dtype("triton", result["op"] == "uni", None, inputs, inputs)
+    return f"{result['op']}_wkv {result['dtype']} in, {next(n for n, d in DTYPES.items() if d == sums)} sums"
 
 
 def summary_table(results: list[dict]) -> str:

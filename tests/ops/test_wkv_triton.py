@@ -225,16 +225,6 @@ class NoHostRead(torch.Tensor):
     item = tolist = cpu = numpy = __bool__ = __float__ = __int__ = __index__ = _refuse
 
 
-class _RecordedLaunch:
-    """Stands for a Triton kernel: ``kernel[grid](*args, **flags)`` records the grid and flags."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def __getitem__(self, grid):
-        return lambda *args, **flags: self.log.append((grid, flags))
-
-
 @pytest.mark.skipif(NO_INTERPRETER is not None, reason=str(NO_INTERPRETER))
 @pytest.mark.parametrize("op", [bi_wkv, uni_wkv], ids=["bi", "uni"])
 def test_the_triton_call_reads_no_value_on_the_host(monkeypatch, op):
@@ -242,7 +232,9 @@ def test_the_triton_call_reads_no_value_on_the_host(monkeypatch, op):
     item / bool / float / int / tolist / cpu / numpy raise: no device synchronisation per call (the
     kernels themselves are recorded, not run: Triton's interpreter reads its tensors on the host)."""
     launched = []
-    monkeypatch.setattr(wkv_triton, "_kernels", lambda: (_RecordedLaunch(launched), _RecordedLaunch(launched)))
+    sweep, scan = wkv_triton._kernels()
+    monkeypatch.setattr(wkv_triton, "_kernels",
+                        lambda: (wkv_triton._Recorder(sweep, launched), wkv_triton._Recorder(scan, launched)))
     w, u, k, v = random_inputs(2, 150, 3, k_scale=60.0, decay_span=400.0, seed=3)
     guarded = [t.as_subclass(NoHostRead).requires_grad_() for t in (w, u, k, v)]
     with pytest.raises(AssertionError, match="read on the host"):

@@ -78,6 +78,8 @@ import typing
 
 import torch
 
+from .limits import accumulation_dtype
+
 BLOCK_T = 64          # tokens per chunk, visited one after another by each lane of one program
 SUB_T = 8             # tokens per sub-block: what the kernel keeps of each token, it keeps for SUB_T tokens
 BLOCK_C = 16          # channels per sweep program, of each of its CHUNKS chunks: one (chunk, channel) per lane
@@ -146,19 +148,16 @@ class Launch(typing.NamedTuple):
         """Mean trips of each of the kernel's loops per program: a ``sweep`` loop runs over its chunk's
         sub-blocks of S tokens (BT / S, fewer in a short last chunk), a ``scan`` loop over its group's
         items (items / groups)."""
+        args = dict(zip(self.kernel.arg_names, self.args))
         if self.kernel.__name__ == "sweep":               # a program's loop: its first chunk's sub-blocks
-            tokens, block, sub, per = self.args[SWEEP_ARGS.index("T")], self.flags["BT"], self.flags["S"], self.flags["CH"]
+            tokens, block, sub, per = args["T"], self.flags["BT"], self.flags["S"], self.flags["CH"]
             firsts = range(0, tokens, block * per)
             return sum(_cdiv(min(tokens - first, block), sub) for first in firsts) / len(firsts)
-        return self.args[SCAN_ARGS.index("N")] / self.grid[0]
+        return args["N"] / self.grid[0]
 
     @property
     def programs(self) -> int:
         return self.grid[0] * self.grid[1] * self.grid[2]
-
-
-SWEEP_ARGS = ("K", "V", "GY", "w", "u", "FSTATE", "BSTATE", "OUT0", "OUT1", "PART", "R", "T", "C", "NC")
-SCAN_ARGS = ("STATE", "UP", "w", "R", "C", "N", "NUP", "L")
 
 
 class _Recorder:
@@ -183,8 +182,7 @@ def recorded_launches(batch: int, tokens: int, channels: int, causal: bool,
     try:
         k, v = (torch.empty(batch, tokens, channels, dtype=dtype, requires_grad=True) for _ in range(2))
         w, u = (torch.zeros(channels, dtype=dtype, requires_grad=True) for _ in range(2))
-        acc = torch.float64 if dtype == torch.float64 else torch.float32       # accumulation_dtype's rule
-        y = wkv(w, u, k, v, causal, acc)
+        y = wkv(w, u, k, v, causal, accumulation_dtype("triton", causal, None, k, v))
         y.backward(torch.empty_like(y))
     finally:
         _kernels = real
@@ -221,6 +219,15 @@ def specialization(launch: Launch) -> tuple[dict, dict, dict]:
             attrs[(index,)] = [["tt.divisibility", 16]]
     signature.update({name: "constexpr" for name in launch.flags if name not in LAUNCH_OPTIONS})
     return signature, constexprs, attrs
+
+
+def variant_key(launch: Launch) -> tuple:
+    """What makes one compiled kernel: the kernel and its specialisation (launches that share it
+    share a binary)."""
+    signature, constexprs, attrs = specialization(launch)
+    return (launch.kernel.__name__, tuple(signature.items()), tuple(constexprs.items()),
+            tuple((index, repr(spec)) for index, spec in sorted(attrs.items())),
+            tuple((name, value) for name, value in launch.flags.items() if name in LAUNCH_OPTIONS))
 
 
 def compile_launch(launch: Launch, capability: int):
@@ -261,13 +268,12 @@ def compile_ahead(capability: int = 90) -> list[str]:
         for causal in (False, True):
             for dtype in AHEAD_DTYPES:
                 for launch in recorded_launches(*shape, causal, dtype):
-                    signature, constexprs, attrs = specialization(launch)
-                    key = repr((launch.kernel.__name__, sorted(signature.items()), sorted(constexprs.items()),
-                                sorted(attrs)))
+                    key = variant_key(launch)
                     if key not in built:
                         compile_launch(launch, capability)
-                        ptr = next(t for n, t in signature.items() if t.startswith("*"))
-                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs.items() if n not in ("BT", "BC", "CH", "G", "S"))
+                        _, signature, constexprs, _, _ = key
+                        ptr = next(t for _, t in signature if t.startswith("*"))
+                        flags = ", ".join(f"{n.lower()}={v}" for n, v in constexprs if n not in ("BT", "BC", "CH", "G", "S"))
                         built[key] = f"{launch.kernel.__name__}[{ptr[1:]}, {flags}]"
     return list(built.values())
 

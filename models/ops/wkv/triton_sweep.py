@@ -94,10 +94,10 @@ def _merge(state, key, pos, x0, x1, n0, n1, sign, w, MOMENT: tl.constexpr):
 
 
 @triton.jit
-def _crossed(state):
-    """``state`` after its sums cross one token: every distance grows by one."""
+def _crossed(state, tokens):
+    """``state`` after its sums cross ``tokens`` tokens: every distance grows by that many."""
     kr, pr, s0, s1, m0, m1 = state
-    return kr, pr, s0, s1, m0 + s0, m1 + s1
+    return kr, pr, s0, s1, m0 + tokens * s0, m1 + tokens * s1
 
 
 @triton.jit
@@ -400,7 +400,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                     _store_output(OUT1, base, first + p, C, c, cmask, T, gv + own_v, HALF)
                     gw += tl.where(ok, dw, 0.0)
                     gu += tl.where(ok, du, 0.0)
-                    bfuture = _merge(_crossed(bfuture), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, -1.0, wc, True)
+                    bfuture = _merge(_crossed(bfuture, 1.0), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, -1.0, wc, True)
                 i += 1
             if not CAUSAL:
                 # bi_wkv: the past side, sub-blocks in order, adding to what the future side wrote
@@ -425,7 +425,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
                         _store_output(OUT0, base, first + p, C, c, cmask, T, gk, HALF)
                         _store_output(OUT1, base, first + p, C, c, cmask, T, gv, HALF)
                         gw += tl.where(ok, dw, 0.0)
-                        bpast = _merge(_crossed(bpast), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, 1.0, wc, True)
+                        bpast = _merge(_crossed(bpast, 1.0), key, pos, x0, x1, x0 * 0.0, x1 * 0.0, 1.0, wc, True)
                     b += 1
             tl.store(PART + slot, gw, mask=cmask)
             tl.store(PART + field + slot, gu, mask=cmask)
@@ -465,8 +465,7 @@ def scan(STATE, UP, w, R, C, N, NUP, L, DOWN: tl.constexpr, HAS_UP: tl.constexpr
         if DOWN:                                         # the state entering this item
             _store_state(at, n_field, cmask, state, MOMENT)
         if MOMENT:                                       # the state so far crosses the item
-            kr, pr, s0, s1, m0, m1 = state
-            state = kr, pr, s0, s1, m0 + L * s0, m1 + L * s1
+            state = _crossed(state, L)
         state = _merge(state, ki, pi, i0, i1, im0, im1, sign, wc, MOMENT)
         i += 1
     if not DOWN:
