@@ -9,6 +9,7 @@ in ``MEDIR_BENCH_IMPORTS`` (``models._plugins``).
 from ._registry import (TINY_DIVISOR, TINY_FLOOR, ModelInfo, check_options, create_model, list_models, load_checkpoint, model_info,
                         models_using, register_model)
 from ._contract import RestorationModel
+from ._signature import network_signature
 from ._input import check_image, pad_image
 from . import airnet, amir, argan, ctformer, dcnn_pet, drmc, edsr, eformer, mambair, rat, redcnn, restore_rwkv, restormer, rwkv_ir, srcnn, swinir, vdsr, xformer, xiang_pet  # noqa: F401  (each registers its presets)
 from ._plugins import (ModelImportError, ensure_model, import_models, imported_modules, load_entry_points,
@@ -20,5 +21,5 @@ load_entry_points()
 load_inherited()          # the --import modules of the process that started this one
 
 __all__ = ["REFERENCE_MODEL", "TINY_DIVISOR", "TINY_FLOOR", "ModelImportError", "ModelInfo", "model_info", "RestorationModel", "check_image", "check_options", "create_model", "ensure_model", "import_models",
-           "imported_modules", "list_models", "load_checkpoint", "load_entry_points", "load_inherited", "model_source", "models_using", "pad_image",
+           "imported_modules", "list_models", "load_checkpoint", "load_entry_points", "load_inherited", "model_source", "models_using", "network_signature", "pad_image",
            "register_model"]

@@ -11,6 +11,7 @@ MODALITY = {"mri_sr": "mri", "ct_denoise": "ct", "pet_synthesis": "pet"}
 TASK_TITLES = {"mri_sr": "MRI super-resolution", "ct_denoise": "CT denoising", "pet_synthesis": "PET synthesis"}
 
 RANGES = {"ct": (-1024.0, 3072.0), "mri": (0.0, 4095.0), "pet": (0.0, 20.0)}
+UNITS = {"ct": "HU", "mri": "scanner units", "pet": "SUV"}
 
 # Values a prepared dataset may hold, in physical units: far wider than the training ranges (real
 # data exceed them: metal in CT, hot spots in PET), narrow enough to refuse garbage such as 1e30.

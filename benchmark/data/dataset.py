@@ -2,7 +2,9 @@
 
 ``open_dataset(source, split)`` accepts a prepared folder (``python -m benchmark.data prepare``), an
 all-in-one folder, or ``phantom-<modality>`` (generated in memory, no files). Each item is a dict
-``{"lq": (1, h, w), "hq": (1, h, w), "task": str, "index": int}`` of float32 tensors. Training
+``{"lq": (1, h, w), "hq": (1, h, w), "task": str, "index": int, "subject": str}`` (the images float32
+tensors; ``subject``: the case the slice was cut from, an IXI subject, an AAPM patient, a PET file,
+or for phantoms the phantom itself, each generated on its own). Training
 (``crop`` set) takes a random crop of both images at the same place, optionally flipped / rotated
 (off by default: the paper uses none); crops depend only on (seed, epoch, index), so they are the
 same with any number of loader workers. Evaluation (``crop=None``) returns whole slices in order.
@@ -33,7 +35,7 @@ def denormalize(image, modality: str):
 
 class PairedSlices(torch.utils.data.Dataset):
     def __init__(self, lq: np.ndarray, hq: np.ndarray, modality: str, task: str, crop: int | None = None,
-                 augment: bool = False, seed: int = 0, regions=None):
+                 augment: bool = False, seed: int = 0, regions=None, subjects: list[str] | None = None):
         if modality not in RANGES:
             raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(RANGES)}")
         if lq.shape != hq.shape or lq.ndim != 3:
@@ -42,7 +44,10 @@ class PairedSlices(torch.utils.data.Dataset):
             raise ValueError(f"crop {crop} does not fit slices of {lq.shape[1:]}")
         if regions is not None and regions.shape != lq.shape:
             raise DataError(f"{task}: region masks of shape {regions.shape} for slices of {lq.shape}")
+        if subjects is not None and len(subjects) != lq.shape[0]:
+            raise DataError(f"{task}: {len(subjects)} subject names for {lq.shape[0]} slices")
         self.lq, self.hq, self.modality, self.task, self.regions = lq, hq, modality, task, regions
+        self.subjects = subjects if subjects is not None else [f"{task}-{i}" for i in range(lq.shape[0])]
         self.crop, self.augment, self.seed, self.epoch = crop, augment, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -69,7 +74,8 @@ class PairedSlices(torch.utils.data.Dataset):
                 if flip:
                     images = [a[:, ::-1] for a in images]
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(normalize(a, self.modality), dtype=np.float32))[None]  # noqa: E731
-        sample = {"lq": as_tensor(images[0]), "hq": as_tensor(images[1]), "task": self.task, "index": index}
+        sample = {"lq": as_tensor(images[0]), "hq": as_tensor(images[1]), "task": self.task, "index": index,
+                  "subject": self.subjects[index]}
         if self.regions is not None:
             sample["regions"] = torch.from_numpy(np.ascontiguousarray(images[2], dtype=np.int64))
         return sample
@@ -98,7 +104,9 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
         if generated not in RANGES:
             raise ValueError(f"unknown phantom source {source!r}; expected phantom-ct, phantom-mri or phantom-pet")
         lq, hq = phantom_split(generated, split, phantom_size, phantom_seed)
-        return PairedSlices(lq, hq, generated, str(source), crop, augment, seed)
+        cases = sources.phantom_cases(generated, size=phantom_size, seed=phantom_seed)[split]   # names only: lazy
+        return PairedSlices(lq, hq, generated, str(source), crop, augment, seed,
+                            subjects=slice_subjects([{"name": c.name, "slices": c.slices} for c in cases]))
     folder = Path(source)
     manifest = prepared.read_manifest(folder)
     if manifest["task"] in (ALL_IN_ONE, "all-in-one"):           # "all-in-one": manifests of earlier versions
@@ -115,7 +123,14 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
         raise DataError(f"{folder}: a {manifest['modality']} dataset where {modality} data is expected")
     lq, hq = prepared.open_split(folder, split)
     return PairedSlices(lq, hq, manifest["modality"], manifest["task"], crop, augment, seed,
-                        regions=prepared.open_regions(folder, split))
+                        regions=prepared.open_regions(folder, split),
+                        subjects=slice_subjects(manifest["splits"][split].get("cases") or []) or None)
+
+
+def slice_subjects(cases: list[dict]) -> list[str]:
+    """Each slice's subject, in slice order, from a split's cases (``{"name", "slices"}``, in the
+    order their slices were written: ``prepared.write``)."""
+    return [case["name"] for case in cases for _ in range(case["slices"])]
 
 
 def write_all_in_one(out, components: list[str]) -> dict:

@@ -60,16 +60,16 @@ class _SplitWriter:
         elif lq.shape[1:] != self.shape:
             raise DataError(f"{case}: slices of {lq.shape[1:]} where the dataset has {self.shape}; "
                             "all slices of a prepared dataset share one size")
-        for name, array in (("lq", lq), ("hq", hq), ("regions", regions)):
-            if array is None:
-                continue
-            if not np.isfinite(array).all():
+        arrays = [(name, array) for name, array in (("lq", lq), ("hq", hq), ("regions", regions)) if array is not None]
+        for name, array in arrays:              # every array checked before any is written: a skipped case
+            if not np.isfinite(array).all():    # leaves no slices behind
                 raise DataError(f"{case}: the {name} slices contain NaN or infinite values")
             low, high = REGION_LABELS if name == "regions" else self.plausible
             if array.min() < low or array.max() > high:
                 raise DataError(f"{case}: the {name} slices hold values in [{array.min():.4g}, {array.max():.4g}], "
                                 f"outside the plausible range [{low:g}, {high:g}] of this modality: wrong units "
                                 "or a corrupt file?")
+        for name, array in arrays:
             data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
             self.files[name].write(data)
             self.digests[name].update(data)

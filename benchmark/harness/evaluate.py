@@ -52,7 +52,7 @@ def test(model: torch.nn.Module, config: dict, device: torch.device,
                 if not np.isfinite(out).all():
                     raise FloatingPointError(f"the model's output for {task} test image {index} has NaN or infinite values")
                 ours, inputs = metrics.evaluate(out, gt, part.modality), metrics.evaluate(lq, gt, part.modality)
-                rows.append({"task": task, "index": index, **ours, **{f"input_{k}": v for k, v in inputs.items()},
+                rows.append({"task": task, "index": index, "subject": sample["subject"], **ours, **{f"input_{k}": v for k, v in inputs.items()},
                              "complexity": glcm_complexity(gt, part.modality)})
                 if index in kept:
                     for key, value in (("task", task), ("index", index), ("lq", lq), ("hq", gt), ("output", out)):

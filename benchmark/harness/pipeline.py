@@ -62,7 +62,8 @@ def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict
     size = config["profile"]["size"]
     shape = (1, 1, size, size)
     sizes = {"size": size, "params_m": profile.count_params(model), "deploy_params_m": profile.count_params(model, True),
-             "paper_gmacs": profile.count_macs(model, shape, "paper")[0]}
+             "paper_gmacs": profile.count_macs(model, shape, "paper")[0],
+             "network": models.network_signature(model)}             # rows that build one network share it
     sizes["full_gmacs"], sizes["uncounted"] = profile.count_macs(model, shape, "full")
     latency = profile.measure_latency(model, shape, "infer", str(device), repeat=config["profile"]["latency_repeat"])
     if models.model_info(cfg.model_name(config)).floored:          # a tiny preset raised to the floor: the rule

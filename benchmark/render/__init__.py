@@ -1,8 +1,9 @@
 """Rendering: a grid's store -> ``tables/<grid>.md``, ``tables/<grid>_curves.png`` (training
-curves) and ``tables/<grid>_erf.png``. Reads only the store (``benchmark.results.store``), so the same store
-always gives the same files.
+curves) and ``tables/<grid>_erf.png``, and the claims ledger ``tables/claims.md`` from every grid
+store beside it. Reads only the stores (``benchmark.results.store``), so the same stores always give
+the same files.
 
-    python -m benchmark.render runs/token_shift     # writes tables/token_shift.md (+ _curves.png, _erf.png)
+    python -m benchmark.render runs/token_shift     # writes tables/token_shift.md (+ figures) and tables/claims.md
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.results import health, store
+from benchmark.render import claims
 from benchmark.render.complexity import complexity_figure, complexity_text
 from benchmark.render.examples import comparison_figure, panels
 from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
-from benchmark.render.tables import erf_table, provenance_notes, render_markdown, tuning_table
+from benchmark.base.vocabulary import TASKS
+from benchmark.render.tables import erf_table, provenance_notes, render_markdown, row_marks, tuning_table
 
 __all__ = ["render_grid"]
 
@@ -31,8 +34,8 @@ def _curve(folder: Path, spec: dict, status: dict) -> dict | None:
 
 
 def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -> list[Path]:
-    """Write the grid's table, its training curves (when any run has a log) and its ERF figure (when
-    any run has a map); returns the paths. The table's headline lines are appended to ``headline``
+    """Write the grid's table, its training curves (when any run has a log), its ERF figure (when
+    any run has a map) and the claims ledger of every grid store in its folder; returns the paths. The table's headline lines are appended to ``headline``
     when a list is given. A run with an unreadable store file is rendered as ``broken`` (the file
     named under the table); the other runs are rendered as usual."""
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
@@ -65,15 +68,21 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         if curve is not None:
             curves.setdefault(run["label"], []).append(curve)
     scores = store.load_image_scores(grid_dir, problems)
-    markdown = render_markdown(metadata, index, runs, scores, headline,
-                               provenance_notes(records))
+    found = claims.gather(grid_dir.parent)              # every grid store beside this one: the ledger's evidence
+    link = (f"The paper's claims this table tests, with their verdicts: [`{claims.LEDGER}`]({claims.LEDGER}#table-"
+            f"{metadata['table']}).") if metadata.get("table") else ""
+    same = claims.same_networks(metadata["name"], found)
+    markdown = render_markdown(metadata, index, runs, scores, headline, provenance_notes(records), same, link)
+    config = runs[0]["config"] if runs else {}
+    marks = row_marks(index, list(TASKS[config["task"]]), config["train"].get("min_gain", 0.0), same) if config else {}
     if metadata.get("tune"):
         markdown += tuning_table(metadata, store.read_tuning(grid_dir))
     written = []
     if curves:
         figure = out_dir / f"{metadata['name']}_curves.png"
         curves_figure(list(curves.items()), figure,
-                      f"Training curves: {metadata.get('title') or metadata['name']} (✗: did not learn; x: loss spike)")
+                      f"Training curves: {metadata.get('title') or metadata['name']} (✗: did not learn; x: loss spike)",
+                      marks)
         written.append(figure)
         markdown += (f"\nTraining curves: `{figure.name}` (per row, the training loss, a {CURVE_SMOOTHING}-iteration "
                      "moving average on a log scale, with loss spikes as crosses, and the validation PSNR, one line "
@@ -81,7 +90,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
         means = {label: np.mean(maps, axis=0) for label, maps in stacks.items()}
-        erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}")
+        erf_figure(list(means.items()), figure, f"Effective receptive fields: {metadata.get('title') or metadata['name']}",
+                   marks)
         written.append(figure)
         markdown += erf_table(stacks, means, figure.name)
     for row in shown.values():                      # each row's scores, from those loaded above
@@ -90,7 +100,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         figure = out_dir / f"{metadata['name']}_compare.png"
         reference = metadata.get("reference") or next(iter(shown))
         comparison_figure(panels(list(shown.values()), reference), figure,
-                          f"Visual comparison: {metadata.get('title') or metadata['name']}")
+                          f"Visual comparison: {metadata.get('title') or metadata['name']}", marks)
         written.append(figure)
         markdown += (f"\nVisual comparison: `{figure.name}` (per task, the test images whose degraded input has the "
                      "median and the lowest PSNR; the input, each row's output from its first finished run and the "
@@ -99,7 +109,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     tasks = list(dict.fromkeys(scores["task"])) if len(scores) else []
     if tasks and "complexity" in scores and scores["complexity"].notna().any():
         figure = out_dir / f"{metadata['name']}_complexity.png"
-        complexity_figure(scores, tasks, figure, f"Gain against image complexity: {metadata.get('title') or metadata['name']}")
+        complexity_figure(scores, tasks, figure, f"Gain against image complexity: {metadata.get('title') or metadata['name']}",
+                          marks)
         written.append(figure)
         markdown += complexity_text(scores, tasks, figure.name)
     problems = list(dict.fromkeys(problems + [r for r in index.loc[index["state"] == store.BROKEN, "reason"]]))
@@ -109,4 +120,6 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)
+    if found:
+        written.append(claims.render_ledger(found, out_dir, grid_dir.parent.name))
     return written

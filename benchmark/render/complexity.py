@@ -1,8 +1,8 @@
 """Does a row's gain hold on hard images as well as easy ones? Each row's PSNR gain over the
 degraded input, per test image (the mean over the row's seeds), against the image's GLCM
-complexity (``benchmark.data.complexity``, recorded in ``test_images.csv``), with a least-squares
-line per row; its slope (dB per unit of complexity) with a 95% bootstrap interval over the images
-(Du et al., RWKV-IR: complexity predicts PSNR)."""
+complexity (``benchmark.data.complexity``, recorded in ``test_images.csv``): its least-squares
+slope (dB per unit of complexity) with a 95% bootstrap interval over the images, in a table and
+a figure of the slopes with their intervals (Du et al., RWKV-IR: complexity predicts PSNR)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +45,8 @@ def complexity_text(scores: pd.DataFrame, tasks: list[str], figure: str) -> str:
     """The slopes under the table (markdown), "" when no run recorded complexities."""
     if "complexity" not in scores or scores["complexity"].isna().all():
         return ""
-    lines = [f"\nImage complexity (`{figure}`): each row's PSNR gain over the input per test image against the "
-             "image's GLCM complexity (contrast of the 32-level co-occurrence matrix at distances 1 and 2 in four "
+    lines = [f"\nImage complexity (`{figure}`: each row's slope with its interval): each row's PSNR gain over the "
+             "input per test image against the image's GLCM complexity (contrast of the 32-level co-occurrence matrix at distances 1 and 2 in four "
              "directions, in the display window; `benchmark.data.complexity`). A negative slope: the gain shrinks "
              f"on complex images. Slope in dB per unit of complexity, 95% bootstrap interval over the images "
              f"({RESAMPLES:,} resamples).\n"]
@@ -60,22 +60,30 @@ def complexity_text(scores: pd.DataFrame, tasks: list[str], figure: str) -> str:
     return "\n".join(lines)
 
 
-def complexity_figure(scores: pd.DataFrame, tasks: list[str], path: Path, title: str = "") -> None:
+def complexity_figure(scores: pd.DataFrame, tasks: list[str], path: Path, title: str = "",
+                      marks: dict[str, str] | None = None) -> None:
+    """Each row's slope of gain on complexity with its 95% interval, one panel per task (rows top to
+    bottom in grid order, ``marks`` after their labels), a line at 0: a slope whose interval holds 0
+    shows no dependence on complexity at this scale."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
+    marks = marks or {}
+    rows = max((len(gains(scores, task)) for task in tasks), default=1)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1.6, 0.35 * rows + 1.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for label, g in gains(scores, task).items():
-            x, y = g["complexity"].to_numpy(), g["gain"].to_numpy()
-            points = ax.scatter(x, y, s=12, label=label)
-            b = slope(x, y)
-            if np.isfinite(b):
-                line = np.linspace(x.min(), x.max(), 2)
-                ax.plot(line, y.mean() + b * (line - x.mean()), color=points.get_facecolor()[0], linewidth=1)
-        ax.axhline(0.0, color="grey", linewidth=0.6, linestyle="--")
-        ax.set_xlabel("GLCM complexity of the test image")
-        ax.set_ylabel("PSNR gain over the input (dB)")
+        per_row = gains(scores, task)
+        for y, (label, g) in enumerate(reversed(list(per_row.items()))):
+            x, gain = g["complexity"].to_numpy(), g["gain"].to_numpy()
+            b = slope(x, gain)
+            low, high = slope_interval(x, gain)
+            colour = "tab:red" if "✗" in marks.get(label, "") else "tab:blue"     # did not learn
+            ax.errorbar([b], [y], xerr=[[b - low], [high - b]], fmt="o", color=colour, ms=4, capsize=2, lw=1)
+        ax.set_yticks(range(len(per_row)), [label + marks.get(label, "") for label in reversed(list(per_row))],
+                      fontsize=7)
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("slope of PSNR gain on complexity (dB per unit)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title(task, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.grid(axis="x", alpha=0.3)
     _save(fig, path, title, dpi=100)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from benchmark.base import markdown
 from benchmark.results import store
 from benchmark.results.stats import growth_exponent
@@ -124,20 +126,25 @@ def render_markdown(data: dict, source: str | None = None) -> str:
 
 
 def figure(data: dict, path: Path) -> None:
-    """Latency and peak memory against the image side, log-log, one line per model."""
+    """Latency and peak memory against the image side, log-log, one line per model (10 colours x 2
+    line styles x 5 markers: no two alike), with dotted reference slopes of a cost linear and
+    quadratic in the pixel count."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from benchmark.render.figures import _save
     sizes = data["settings"]["sizes"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for i, entry in enumerate(data["models"]):              # 20 colours x 5 markers: no two lines alike
-        style = {"color": plt.cm.tab20(i % 20), "marker": "os^Dv"[i % 5], "markersize": 4}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4))
+    for i, entry in enumerate(data["models"]):
+        style = {"color": plt.cm.tab10(i % 10), "linestyle": ("-", "--")[(i // 10) % 2], "marker": "os^Dv"[i % 5],
+                 "markersize": 4, "linewidth": 1.2}
         points = _measured(data["inference"], entry["model"])
         for ax, key in zip(axes, ("median_ms", "peak_mb")):
             kept = [r for r in points if r.get(key)]
             if kept:
-                ax.plot([r["size"] for r in kept], [r[key] for r in kept], "-", label=entry["model"], **style)
+                ax.plot([r["size"] for r in kept], [r[key] for r in kept], label=entry["model"], **style)
     for ax, label in zip(axes, ("inference latency (ms per image)", "peak memory (MB)")):
+        _reference_slopes(ax, sizes)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(sizes, [f"{s}²" for s in sizes])
@@ -148,14 +155,24 @@ def figure(data: dict, path: Path) -> None:
         ax.set_xlabel("image size (pixels)")
         ax.set_ylabel(label)
         ax.grid(True, which="major", alpha=0.3)
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.suptitle(f"{data.get('title') or 'Efficiency'} ({data['environment']['machine']}, "
-                 f"{data['environment']['threads']} threads)", fontsize=11)
-    fig.tight_layout()
-    try:
-        store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=100, metadata={"Software": None}))
-    finally:
-        plt.close(fig)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path, f"{data.get('title') or 'Efficiency'} ({data['environment']['machine']}, "
+                     f"{data['environment']['threads']} threads)", dpi=100)
+
+
+def _reference_slopes(ax, sizes: list[int]) -> None:
+    """Dotted lines from the median of the models' values at the smallest size: cost proportional
+    to the pixel count (slope 2 against the side) and to its square (slope 4)."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata() if y and y > 0]
+    firsts = [line.get_ydata()[0] for line in ax.get_lines() if len(line.get_ydata()) and line.get_xdata()[0] == min(sizes)]
+    if not firsts or len(sizes) < 2:
+        return
+    start = float(np.exp(np.median(np.log(firsts))))
+    side = np.array([min(sizes), max(sizes)], dtype=np.float64)
+    for power, name, style in ((1, "∝ pixels", ":"), (2, "∝ pixels²", (0, (1, 4)))):
+        ax.plot(side, start * (side / side[0]) ** (2 * power), color="black", linestyle=style, linewidth=1.2,
+                label=f"reference: {name}")
+    ax.set_ylim(min(values) / 1.5, max(values) * 1.5)          # the references are clipped to the data
 
 
 def render_efficiency(store_dir, out_dir="tables") -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.base.vocabulary import MODALITY, display_window
+from benchmark.base.vocabulary import MODALITY, UNITS, display_window
 from benchmark.render.figures import _save
 
 INSET = 4                 # the inset shows 1/INSET of the image's side
@@ -71,10 +71,12 @@ def _scores(scores, task: str, index: int, prefix: str) -> str:
     return f"{hit[prefix + 'psnr'].iloc[0]:.2f} dB / {hit[prefix + 'ssim'].iloc[0]:.4f}"
 
 
-def comparison_figure(examples: list[dict], path: Path, title: str = ""):
+def comparison_figure(examples: list[dict], path: Path, title: str = "", marks: dict[str, str] | None = None):
     """Draw ``panels(...)`` (two rows per example image: the images with their inset, the absolute
-    errors on a shared scale) and write ``path``; returns the figure's image arrays in panel order
-    (the drawn pixels, for checking)."""
+    errors on a shared scale with its colour bar) and write ``path``; ``marks``: label -> its marks
+    (' ✗', ' †') shown after each row's title. Returns the figure's image arrays in panel order (the
+    drawn pixels, for checking)."""
+    marks = marks or {}
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -99,12 +101,15 @@ def comparison_figure(examples: list[dict], path: Path, title: str = ""):
             zoom.set_xticks([]), zoom.set_yticks([])
             for spine in zoom.spines.values():
                 spine.set_edgecolor("yellow")
-            ax.set_title(panel["title"], fontsize=8)
+            ax.set_title(panel["title"] + marks.get(panel["title"], ""), fontsize=8)
             ax.text(0.5, -0.04, panel["caption"], transform=ax.transAxes, ha="center", va="top", fontsize=7)
             if panel["title"] != "Ground truth":
                 err_ax = axes[2 * e + 1, c]
-                err_ax.imshow(panel["error"], cmap="inferno", vmin=0.0, vmax=scale, interpolation="nearest")
-                err_ax.set_title(f"|{panel['title']} - truth|", fontsize=7)
+                errors = err_ax.imshow(panel["error"], cmap="inferno", vmin=0.0, vmax=scale, interpolation="nearest")
+                err_ax.set_title(f"|{panel['title']}{marks.get(panel['title'], '')} - truth|", fontsize=7)
+        bar = fig.colorbar(errors, cax=axes[2 * e + 1, columns - 1].inset_axes([0.08, 0.05, 0.1, 0.85]))
+        bar.set_label(f"absolute error ({UNITS[example['modality']]})", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
         axes[2 * e, 0].text(-0.08, 0.5, f"{example['task']} #{example['index']}\n[{low:.4g}, {high:.4g}]",
                             transform=axes[2 * e, 0].transAxes, rotation=90, ha="right", va="center", fontsize=7)
     _save(fig, path, title, dpi=110)

@@ -31,29 +31,100 @@ def high_contribution_area(erf: np.ndarray, share: float = 0.9) -> float:
     return float((np.searchsorted(np.cumsum(values), share * total) + 1) / values.size)
 
 
-def erf_figure(maps: list[tuple[str, np.ndarray]], path: Path, title: str = "") -> None:
+def erf_figure(maps: list[tuple[str, np.ndarray]], path: Path, title: str = "",
+               marks: dict[str, str] | None = None) -> None:
+    """One panel per row (``marks``: label -> its marks, e.g. ' ✗', shown after the label), with
+    one colour bar for the rescaled contribution."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    marks = marks or {}
     columns = min(len(maps), 4)
     rows = -(-len(maps) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns + 0.8, 3.3 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
+    image = None
     for ax, (label, erf) in zip(axes.ravel(), maps):
-        ax.imshow(rescale(erf), cmap="RdYlGn", vmin=0, vmax=1)
-        ax.set_title(label, fontsize=10)
-    _save(fig, path, title, dpi=100)
+        image = ax.imshow(rescale(erf), cmap="RdYlGn", vmin=0, vmax=1)
+        ax.set_title(label + marks.get(label, ""), fontsize=10)
+    _save(fig, path, title, dpi=100, right=0.9,
+          after_layout=lambda: image is not None and colour_bar(fig, image, "(contribution / max)^0.25"))
 
 
-def _save(fig, path: Path, title: str, dpi: int) -> None:
-    """Title, lay out and write ``fig`` atomically as a PNG without a timestamp (the same store gives
-    the same bytes), then close it."""
+def colour_bar(fig, image, label: str, box=(0.92, 0.15, 0.015, 0.7)):
+    """A colour bar for ``image`` in its own axes at ``box`` (figure fractions: left, bottom, width,
+    height), labelled."""
+    bar = fig.colorbar(image, cax=fig.add_axes(box))
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def _texts(fig) -> list[tuple[object, object]]:
+    """(owner axes or None for the figure, text artist) of every visible, non-empty text."""
+    out = [(None, t) for t in fig.texts if t.get_visible() and t.get_text().strip()]
+    if getattr(fig, "_suptitle", None) is not None and fig._suptitle.get_text().strip():
+        out.append((None, fig._suptitle))
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison and not ax.texts and not ax.get_title():
+            continue
+        own = [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.axison:
+            own += [ax.xaxis.label, ax.yaxis.label]
+        legend = ax.get_legend()
+        if legend is not None:
+            own += list(legend.get_texts())
+        out += [(ax, t) for t in own if t.get_visible() and t.get_text().strip()]
+    return list({id(t): (owner, t) for owner, t in out}.values())
+
+
+def text_overlaps(fig, slack: float = 1.0) -> list[str]:
+    """Texts that overlap another text or a panel that is not their own (in display pixels, after
+    drawing): each a line naming both. A panel is an axes that is drawn (its frame or an image);
+    a text may lie on its own panel (captions, legends)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [(owner, t, t.get_window_extent(renderer)) for owner, t in _texts(fig)]
+    panels = [(ax, ax.get_window_extent(renderer)) for ax in fig.axes
+              if ax.get_visible() and (ax.axison or ax.images)]
+
+    def overlap(a, b) -> bool:
+        return (min(a.x1, b.x1) - max(a.x0, b.x0) > slack) and (min(a.y1, b.y1) - max(a.y0, b.y0) > slack)
+
+    found = []
+    for i, (owner, text, box) in enumerate(texts):
+        for other_owner, other, other_box in texts[i + 1:]:
+            if overlap(box, other_box):
+                found.append(f"text {text.get_text()!r} overlaps text {other.get_text()!r}")
+        for ax, panel in panels:
+            if ax is not owner and getattr(ax, "_colorbar", None) is None and overlap(box, panel):
+                name = ax.get_title() or "an untitled panel"
+                found.append(f"text {text.get_text()!r} overlaps the panel {name!r}")
+    return found
+
+
+def _save(fig, path: Path, title: str, dpi: int, right: float = 1.0, after_layout=None) -> None:
+    """Title (wrapped to the figure's width), lay out (``right``: the share of the width the panels
+    may use) and write ``fig`` atomically as a PNG without a timestamp (the same store gives the same
+    bytes), then close it; ``after_layout()`` adds what must not move (colour bars). A text that
+    overlaps another text or another panel is reported on stderr (``text_overlaps``)."""
+    import sys
+    import textwrap
+
     import matplotlib.pyplot as plt
+    width, height = fig.get_size_inches()
+    top = 1.0
     if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        wrapped = textwrap.fill(title, width=max(20, int(width * 72 / (11 * 0.6))))
+        fig.suptitle(wrapped, fontsize=11, y=0.995, va="top")
+        top = 1 - ((wrapped.count("\n") + 1) * 11 * 1.3 + 4) / 72 / height
+    fig.tight_layout(rect=(0, 0, right, top))
+    if after_layout is not None:
+        after_layout()
     try:
+        for problem in text_overlaps(fig):
+            print(f"{path.name}: {problem}", file=sys.stderr)
         store.write_with(path, lambda f: fig.savefig(f, format="png", dpi=dpi, metadata={"Software": None}))
     finally:
         plt.close(fig)
@@ -70,25 +141,27 @@ def smooth(values: np.ndarray, width: int = CURVE_SMOOTHING) -> np.ndarray:
     return (sums[1:] - sums[np.arange(1, len(values) + 1) - counts]) / counts
 
 
-def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "") -> None:
-    """Training curves per grid row: the training loss (moving average, log scale) and the validation
-    PSNR against the iteration, one line per seed, the validation inputs' PSNR dashed. ``rows``:
-    (label, runs) with each run a dict of ``seed``, ``log`` (a train_log DataFrame), ``val_input_psnr``
-    (or None), ``learned`` and ``spikes`` (iterations). A run that did not learn is drawn in red and
-    marked ✗ in the legend; loss spikes are red crosses on the loss curve."""
+def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "",
+                  marks: dict[str, str] | None = None) -> None:
+    """Training curves per grid row, one line of three panels each: the training loss (moving
+    average, log scale), the validation PSNR against the iteration, and its last half enlarged; one
+    line per seed, the validation inputs' PSNR dashed. Both PSNR panels share their y-axis over the
+    rows (the whole run's range, and the last half's), so rows compare at a glance. ``rows``: (label,
+    runs) with each run a dict of ``seed``, ``log`` (a train_log DataFrame), ``val_input_psnr`` (or
+    None), ``learned`` and ``spikes`` (iterations); ``marks``: label -> its marks (' ✗', ' †'). A run
+    that did not learn is drawn in red and marked ✗ in the legend; loss spikes are red crosses."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    pairs = min(len(rows), 2)                                   # label panels side by side per figure row
-    lines = -(-len(rows) // pairs)
-    fig, axes = plt.subplots(lines, 2 * pairs, figsize=(4.6 * 2 * pairs, 2.6 * lines + 0.5), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    marks = marks or {}
+    fig, axes = plt.subplots(len(rows), 3, figsize=(12, 2.3 * len(rows) + 0.7), squeeze=False)
     colours = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]   # red (3) marks "did not learn"
+    last = max((float(run["log"]["iteration"].max()) for _, runs in rows for run in runs), default=1.0)
+    half = last / 2
+    whole, late = [], []                                       # the PSNR values each panel shows
     for number, (label, runs) in enumerate(rows):
-        loss_ax, psnr_ax = axes[number // pairs, 2 * (number % pairs)], axes[number // pairs, 2 * (number % pairs) + 1]
-        for ax in (loss_ax, psnr_ax):
-            ax.axis("on")
+        loss_ax, psnr_ax, late_ax = axes[number]
+        for ax in (loss_ax, psnr_ax, late_ax):
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
         inputs = [r["val_input_psnr"] for r in runs if r["val_input_psnr"] is not None]
@@ -100,13 +173,27 @@ def curves_figure(rows: list[tuple[str, list[dict]]], path: Path, title: str = "
             spikes = log[log["iteration"].isin(run["spikes"])]
             loss_ax.plot(spikes["iteration"], spikes["loss"], "x", color="tab:red", ms=5)
             val = log.dropna(subset=["val_psnr"])
-            psnr_ax.plot(val["iteration"], val["val_psnr"], "o-", color=colour, lw=1, ms=3, label=name)
+            for ax in (psnr_ax, late_ax):
+                ax.plot(val["iteration"], val["val_psnr"], "o-", color=colour, lw=1, ms=3, label=name)
+            whole += list(val["val_psnr"])
+            late += list(val.loc[val["iteration"] >= half, "val_psnr"])
         if inputs:
-            psnr_ax.axhline(float(np.mean(inputs)), color="black", ls="--", lw=1, label="input")
+            for ax in (psnr_ax, late_ax):
+                ax.axhline(float(np.mean(inputs)), color="black", ls="--", lw=1, label="input")
+            whole.append(float(np.mean(inputs)))
         loss_ax.set_yscale("log")
-        loss_ax.set_title(f"{label}: training loss", fontsize=9)
-        psnr_ax.set_title(f"{label}: validation PSNR (dB)", fontsize=9)
-        loss_ax.set_xlabel("iteration", fontsize=7)
-        psnr_ax.set_xlabel("iteration", fontsize=7)
+        shown = label + marks.get(label, "")
+        loss_ax.set_title(f"{shown}: training loss", fontsize=9)
+        psnr_ax.set_title(f"{shown}: validation PSNR (dB)", fontsize=9)
+        late_ax.set_title(f"{shown}: last half, enlarged", fontsize=9)
+        late_ax.set_xlim(half, last * 1.02)
         psnr_ax.legend(fontsize=6, loc="lower right")
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration", fontsize=7)
+    for column, values in ((1, whole), (2, late)):
+        if values:
+            low, high = float(np.min(values)), float(np.max(values))
+            pad = 0.05 * (high - low) or 0.5
+            for ax in axes[:, column]:
+                ax.set_ylim(low - pad, high + pad)
     _save(fig, path, title, dpi=80)

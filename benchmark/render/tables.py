@@ -66,17 +66,35 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
         done = finished[finished["eval_task"] == task]
         not_learned = done[~done["learned"].astype(bool)] if "learned" in done else done.iloc[:0]
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
+                 "seeds": sorted(int(x) for x in done["seed"].dropna().unique()),
                  "not_learned": [(seed, gain) for seed, gain in zip(not_learned["seed"], not_learned["val_gain_db"])],
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
         entry.update(params_m=first["deploy_params_m"], paper_gmacs=first["paper_gmacs"],
+                     profile_size=_number(first.get("profile_size")),
                      floored=next((f for f in group.get("floored", []) if isinstance(f, dict)), None))
         for key in HIGHER_IS_BETTER:
             entry[key] = float(done[key].mean()) if len(done) else None
             entry[f"input_{key}"] = float(done[f"input_{key}"].mean()) if len(done) else None
         out.append(entry)
     return out
+
+
+def _number(value) -> int | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """'seed 0', 'seeds 0-4', 'seeds 0-1, 3': which training runs a number averages."""
+    if not seeds:
+        return ""
+    runs, start = [], seeds[0]
+    for previous, current in zip(seeds, seeds[1:] + [None]):
+        if current is None or current != previous + 1:          # a run of consecutive seeds ends here
+            runs.append(f"{start}" if start == previous else f"{start}-{previous}")
+            start = current
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(runs)}"
 
 
 def _state_text(entry: dict) -> str:
@@ -127,21 +145,56 @@ def not_learned_note(entries: list[dict], min_gain: float) -> str:
             "The training curves figure shows why.")
 
 
-def task_table(entries: list[dict], task: str, table: int | None, paper: list[dict],
-               min_gain: float = 0.0) -> tuple[str, list[str], str]:
+SAME_NETWORK_MARK = "≡"
+
+
+def same_network_note(same: dict[str, list[str]]) -> str:
+    """The footnote for rows that build the same network as other rows at this scale ("" when none)."""
+    if not same:
+        return ""
+    rows = "; ".join(f"{label} builds the same network as {', '.join(others)}" for label, others in same.items())
+    return (f"{SAME_NETWORK_MARK} {rows}, at this scale (the same modules, module settings and parameter shapes, "
+            "compared by the harness on the built networks): their differences are between training runs of one "
+            "network, not between the designs the labels name.")
+
+
+def row_marks(index: pd.DataFrame, tasks: list[str], min_gain: float,
+              same: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """Each row's marks as its figures show them after its label (' †', ' ≡', ' ✗': floored, the
+    same network as another row, did not learn on a task), the same marks as its table's."""
+    marks: dict[str, str] = {}
+    for task in tasks:
+        for e in _summaries(index, task):
+            text = marks.get(e["label"], "")
+            for mark, applies in ((FLOORED_MARK, bool(e.get("floored"))), (SAME_NETWORK_MARK, e["label"] in (same or {})),
+                                  (NOT_LEARNED_MARK, did_not_learn(e, min_gain))):
+                if applies and mark not in text:
+                    text += f" {mark}"
+            marks[e["label"]] = text
+    return {label: text for label, text in marks.items() if text}
+
+
+def task_table(entries: list[dict], task: str, table: int | None, paper: list[dict], min_gain: float = 0.0,
+               paper_comparable: bool = False, same: dict[str, list[str]] | None = None) -> tuple[str, list[str], str]:
     """The markdown table of one evaluated task from its rows' ``_summaries``, the notes on its runs
-    without a result, and the footnote on its rows that did not learn ("" when none)."""
+    without a result, and its footnotes (rows that did not learn, floored presets, rows that build
+    another row's network: ``same``, label -> the rows it equals; "" when none). ``paper_comparable``:
+    our data and scale are the paper's, so ``ours − paper`` is shown (never at smoke scale or on
+    phantoms: a phantom PSNR minus a real-data one means nothing)."""
+    same = same or {}
     reported = {r["method"]: r for r in paper if r["table"] == table and r["task"] == task}
     digits = {"psnr": 2, "ssim": 4, "rmse": _rmse_digits([e["rmse"] for e in entries]
                                                         + [r["rmse"] for r in reported.values()])}
     marks = {key: _marks([e[key] for e in entries], higher, digits[key]) for key, higher in HIGHER_IS_BETTER.items()}
+    sizes = [e["profile_size"] for e in entries if e.get("profile_size")]
+    common = max(set(sizes), key=sizes.count) if sizes else None
     rows = []
     notes = []
     for i, entry in enumerate(entries):
         theirs = reported.get(entry["label"], {})
         if entry["done"]:
             ours = [_decorate(f"{entry[k]:.{digits[k]}f}", marks[k][i]) for k in HIGHER_IS_BETTER]
-            seeds = f" (mean of {entry['done']} seeds)" if entry["done"] > 1 else ""
+            seeds = f" ({seeds_text(entry['seeds'])})" if entry.get("seeds") else ""
             if did_not_learn(entry, min_gain):
                 seeds = f" {NOT_LEARNED_MARK}{seeds}"
         else:
@@ -149,21 +202,26 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
             notes += [f"- {entry['label']}: {reason}" for reason in entry["reasons"]]
         paper_cells = [f"{theirs[k]:.{digits[k]}f}" if theirs.get(k) is not None else "-" for k in HIGHER_IS_BETTER]
         delta = (f"{entry['psnr'] - theirs['psnr']:+.2f}" if entry["done"] and theirs.get("psnr") is not None else "-")
-        floored = f" {FLOORED_MARK}" if entry.get("floored") else ""
-        rows.append([f"{entry['label']}{floored}{seeds}", _fmt(entry["params_m"]), _fmt(entry["paper_gmacs"]), *ours,
-                     *paper_cells, delta])
+        marks_after = (f" {FLOORED_MARK}" if entry.get("floored") else "") + \
+                      (f" {SAME_NETWORK_MARK}" if entry["label"] in same else "")
+        macs = _fmt(entry["paper_gmacs"])
+        if entry.get("profile_size") and common and entry["profile_size"] != common and macs != "-":
+            macs += f" (at {entry['profile_size']}x{entry['profile_size']})"
+        rows.append([f"{entry['label']}{marks_after}{seeds}", _fmt(entry["params_m"]), macs, *ours, *paper_cells]
+                    + ([delta] if paper_comparable else []))
     for method, theirs in reported.items():
         if method not in {e["label"] for e in entries}:
             paper_cells = [f"{theirs[k]:.{digits[k]}f}" for k in HIGHER_IS_BETTER]
-            rows.append([method, _fmt(theirs["params_m"]), _fmt(theirs["flops_g"]), "not run", "-", "-", *paper_cells,
-                         "-"])
+            rows.append([method, _fmt(theirs["params_m"]), _fmt(theirs["flops_g"]), "not run", "-", "-", *paper_cells]
+                        + (["-"] if paper_comparable else []))
     inputs = next((e for e in entries if e["done"]), None)
     if inputs is not None:
         rows.append(["*input (degraded)*", "-", "-", *(f"{inputs[f'input_{k}']:.{digits[k]}f}" for k in HIGHER_IS_BETTER),
-                     "-", "-", "-", "-"])
-    header = ["Method", "Params (M)", "MACs (G)", "PSNR", "SSIM", "RMSE", "paper PSNR", "paper SSIM", "paper RMSE",
-              "ours − paper (PSNR)"]
-    footnotes = "\n\n".join(n for n in (floored_note(entries), not_learned_note(entries, min_gain)) if n)
+                     "-", "-", "-"] + (["-"] if paper_comparable else []))
+    header = ["Method", "Params (M)", "MACs (G)", "PSNR", "SSIM", "RMSE", "paper PSNR", "paper SSIM", "paper RMSE"] \
+        + (["ours − paper (PSNR)"] if paper_comparable else [])
+    footnotes = "\n\n".join(n for n in (floored_note(entries), same_network_note(same),
+                                         not_learned_note(entries, min_gain)) if n)
     return markdown.table(header, rows), notes, footnotes
 
 
@@ -179,46 +237,100 @@ def _p(value: float | None) -> str:
     return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], reference: str,
-                     failed: set[str] = frozenset()) -> tuple[str, list[str], list[str], str]:
-    """Each finished row against the reference row (paired over the test images), the notes that say
-    how to read it and what the scale resolves, the headline (a few lines: the best row, the
-    reference, the rows whose interval excludes 0) and the warning to print above the table ("" unless
-    the reference row is in ``failed``, the rows that did not learn, marked ✗: then no difference is a
-    finding); ("", notes, headline, "") when it cannot be computed."""
-    scores = scores[scores["task"] == task]
-    done = [label for label in labels if label in set(scores["label"])]
-    if reference not in done:
-        text = f"No statistics: the reference row {reference!r} has no finished run on this task."
-        return "", [text], [text], ""
-    try:
-        psnr, ssim = (stats.compare(scores, done, reference, metric) for metric in ("psnr", "ssim"))
-    except ValueError as err:                   # e.g. rows tested on different images: say so, render the rest
-        return "", [f"No statistics: {err}."], [f"No statistics: {err}."], ""
+def subject_nouns(source: str, task: str) -> tuple[str, str]:
+    """What one subject of a test set is called: (singular, plural)."""
+    if str(source).startswith("phantom-"):
+        return "phantom", "phantoms"
+    return ("patient", "patients") if task == "ct_denoise" else ("subject", "subjects")
+
+
+def unit_text(scores: pd.DataFrame, nouns: tuple[str, str]) -> str:
+    """The unit the statistics resample, as a sentence: how many test images of how many subjects,
+    and what an interval then covers."""
+    one, many = nouns
+    images = scores["index"].nunique()
+    subjects = scores["subject"].nunique() if "subject" in scores else images
+    if "subject_recorded" in scores and not scores["subject_recorded"].all():
+        return (f"Unit: {images} test images whose subjects these runs did not record (tested before subjects "
+                "were recorded): each image is counted as its own subject, so the intervals are too narrow if "
+                "images share a subject; rerun the grid to record them.")
+    if subjects == images:
+        return f"Unit: {images} test images of {images} {many} (one image each); the {many} are resampled."
+    if subjects == 1:
+        return (f"Unit: {images} slices of 1 {one}: its slices are resampled, so the intervals cover these slices "
+                f"of this {one}, not other {many}.")
+    return (f"Unit: {images} slices of {subjects} {many}: the {many} are resampled, then the slices within each "
+            f"(slices of one {one} are not independent).")
+
+
+def compare_rows(scores: pd.DataFrame, tasks: list[str], labels: list[str], reference: str) -> dict:
+    """Per task, its rows against the reference row: {"psnr": [...], "ssim": [...]} of
+    ``stats.Comparison`` (``p_holm`` adjusted over the table's comparisons of that metric, all tasks
+    together), or a string saying why there are none."""
+    out = {}
+    for task in tasks:
+        mine = scores[scores["task"] == task]
+        done = [label for label in labels if label in set(mine["label"])]
+        if reference not in done:
+            out[task] = f"No statistics: the reference row {reference!r} has no finished run on this task."
+            continue
+        try:
+            out[task] = {metric: stats.compare(mine, done, reference, metric) for metric in ("psnr", "ssim")}
+        except ValueError as err:               # e.g. rows tested on different images: say so, render the rest
+            out[task] = f"No statistics: {err}."
+    for metric in ("psnr", "ssim"):             # Holm over the table's comparisons of this metric
+        family = [c for result in out.values() if isinstance(result, dict) for c in result[metric]]
+        adjusted = dict(zip(map(id, family), stats.with_holm(family)))
+        for result in out.values():
+            if isinstance(result, dict):
+                result[metric] = [adjusted[id(c)] for c in result[metric]]
+    return out
+
+
+def holm_family(comparisons: dict) -> int:
+    """How many PSNR comparisons the table's Holm correction adjusts over."""
+    return sum(c.p_value is not None for r in comparisons.values() if isinstance(r, dict) for c in r["psnr"])
+
+
+def statistics_table(result: dict | str, scores: pd.DataFrame, reference: str, failed: set[str] = frozenset(),
+                     nouns: tuple[str, str] = ("subject", "subjects"),
+                     family: int = 0) -> tuple[str, list[str], list[str], str]:
+    """One task's rows against the reference row (``compare_rows``'s ``result`` for the task), the
+    notes that say how to read it and what the scale resolves, the headline (a few lines: the best
+    row, the reference, the rows whose interval excludes 0) and the warning to print above the table
+    ("" unless the reference row is in ``failed``, the rows that did not learn, marked ✗: then no
+    difference is a finding); ("", notes, headline, "") when there is no result."""
+    if isinstance(result, str):
+        return "", [result], [result], ""
+    psnr, ssim = result["psnr"], result["ssim"]
     gains = scores.groupby("label").apply(lambda g: (g["psnr"] - g["input_psnr"]).mean(), include_groups=False)
     rows = []
     for p, s in zip(psnr, ssim):
         spread = f" ± {p.seed_sd:.2f}" if p.seed_sd is not None else ""
         if p.label == reference:
-            cells = ["reference", "-", "reference", "-"]
+            cells = ["reference", "-", "-", "reference", "-", "-"]
         else:
-            cells = [_interval(p, 2), _p(p.p_value), _interval(s, 4), _p(s.p_value)]
+            cells = [_interval(p, 2), _p(p.p_value), _p(p.p_holm), _interval(s, 4), _p(s.p_holm), _p(p.wilcoxon)]
         mark = f" {NOT_LEARNED_MARK}" if p.label in failed else ""
         rows.append([f"{p.label}{mark}", p.seeds, f"{p.mean:.2f}{spread}", f"{gains[p.label]:+.2f}{mark}", *cells,
                      f"{100 * p.first:.0f}%"])
     lines = [markdown.table(["Method", "seeds", "PSNR (± SD over seeds)", "gain over input",
-                             f"ΔPSNR vs {reference} [95% CI]", "p", f"ΔSSIM vs {reference} [95% CI]", "p", "P(first)"],
-                            rows)]
+                             f"ΔPSNR vs {reference} [95% CI]", "p", "p (Holm)", f"ΔSSIM vs {reference} [95% CI]",
+                             "p (Holm)", "Wilcoxon p (secondary)", "P(first)"], rows)]
     others = [c for c in psnr if c.label != reference]
-    seeds, images = min(c.seeds for c in psnr), psnr[0].images
-    notes = [f"Differences to the reference row {reference}, paired image by image over the {images} test images "
-             "(ours minus reference; means over seeds per image). 95% CI: hierarchical bootstrap "
-             f"({stats.RESAMPLES:,} resamples of each row's seeds, then of the images); ≈: the interval contains 0, "
-             "so the difference is not resolved. p: Wilcoxon signed-rank test of the per-image differences "
-             "(two-sided); it asks whether these trained models differ on these images, not whether another "
-             "training run would, which the interval covers when there are several seeds. P(first): the share of "
-             "bootstrap resamples in which the row has the best PSNR. Gain over input: PSNR minus the degraded "
-             "input's."]
+    seeds = min(c.seeds for c in psnr)
+    notes = [unit_text(scores, nouns),
+             f"Differences to the reference row {reference}, paired image by image (ours minus reference; means "
+             "over seeds per image). 95% CI: hierarchical bootstrap "
+             f"({stats.RESAMPLES:,} resamples of each row's seeds, then of the {nouns[1]}, then of the slices within "
+             "them); ≈: the interval contains 0, so the difference is not resolved. p: from the same resamples "
+             "(twice the smaller share of resampled differences at or beyond 0), so p < 0.05 exactly when the "
+             f"interval excludes 0. p (Holm): adjusted over the table's {family} PSNR comparisons (SSIM: its own "
+             "family of as many); a difference is a finding at the 5% level over the whole table when it is under "
+             "0.05. Wilcoxon p: signed-rank test of the per-image differences, a secondary column that treats "
+             "images as independent and ignores seeds, so it can be small where the interval contains 0. "
+             "P(first): the share of bootstrap resamples in which the row has the best PSNR. Gain over input: "
+             "PSNR minus the degraded input's."]
     if others:
         half = sorted((c.high - c.low) / 2 for c in others)[len(others) // 2]
         if seeds >= FEW_SEEDS:
@@ -243,18 +355,20 @@ def statistics_table(scores: pd.DataFrame, task: str, labels: list[str], referen
 
 def _headline(psnr: list[stats.Comparison], reference: str, gains: pd.Series, failed: set[str]) -> list[str]:
     """The table in a few lines: the best row, the reference, the rows whose PSNR interval excludes 0
-    (findings only when the reference learned), the rows that did not learn."""
+    (findings only when the reference learned) and how many of them hold after Holm, the rows that
+    did not learn."""
     best = max(psnr, key=lambda c: c.mean)
     ref = next(c for c in psnr if c.label == reference)
     lines = [f"best PSNR: {best.label} {best.mean:.2f} dB (gain {gains[best.label]:+.2f} dB over the input; "
              f"first in {100 * best.first:.0f}% of resamples)",
              f"reference: {reference} {ref.mean:.2f} dB (gain {gains[reference]:+.2f} dB)"]
-    resolved = [f"{c.label} {c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" for c in psnr
-                if c.label != reference and c.resolved]
+    resolved = [c for c in psnr if c.label != reference and c.resolved]
+    listed = "; ".join(f"{c.label} {c.difference:+.2f} [{c.low:+.2f}, {c.high:+.2f}]" for c in resolved) or "none"
     if reference in failed:
         lines.append(f"the reference {reference} did not learn: no difference to it is a finding")
     else:
-        lines.append(f"interval excludes 0 ({len(resolved)} of {len(psnr) - 1}): " + ("; ".join(resolved) or "none"))
+        held = sum(c.p_holm is not None and c.p_holm < 1 - stats.CONFIDENCE for c in resolved)
+        lines.append(f"interval excludes 0 ({len(resolved)} of {len(psnr) - 1}; {held} after Holm): {listed}")
     if failed:
         lines.append(f"did not learn: {', '.join(label for label in gains.index if label in failed)}")
     return lines
@@ -276,9 +390,24 @@ def erf_table(stacks: dict[str, list[np.ndarray]], means: dict[str, np.ndarray],
             + "\n")
 
 
-SMOKE_NOTE = ("Smoke scale is a pipeline check: it shows that every model trains (its gain over the input) and "
-              "differences larger than the intervals below; it cannot show differences the size of the paper's "
-              "(0.05-0.5 dB between its rows), and its numbers do not reproduce the paper's.")
+def smoke_note(paper: list[dict], table: int | None, reference: str) -> str:
+    """The smoke-scale banner, with the spread of the paper's own differences in this table computed
+    from its numbers (its rows against the reference row, PSNR, every task)."""
+    rows = [r for r in paper if r["table"] == table and r["psnr"] is not None]
+    gaps = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = {r["method"]: r["psnr"] for r in rows if r["task"] == task}
+        if reference in mine:
+            gaps += [abs(v - mine[reference]) for m, v in mine.items() if m != reference]
+        else:                                   # no reference row in the paper: every pair
+            values = list(mine.values())
+            gaps += [abs(a - b) for i, a in enumerate(values) for b in values[i + 1:]]
+    spread = (f" (in this table the paper's rows differ from {reference} by {min(gaps):.2f} to {max(gaps):.2f} dB "
+              "PSNR)" if gaps else "")
+    return ("Smoke scale is a pipeline check: it shows that every model trains (its gain over the input) and "
+            f"differences larger than the intervals below; it cannot show differences the size of the paper's{spread}, "
+            "and its numbers (phantom data, tiny presets, short training) do not reproduce the paper's real-data, "
+            "paper-scale results, which are printed beside them only as the target of a paper-scale run.")
 
 
 def _counted(values: list[str]) -> str:
@@ -329,11 +458,14 @@ def provenance_notes(records: list[dict]) -> tuple[str, str]:
 
 
 def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], scores: pd.DataFrame | None = None,
-                    headline: list[str] | None = None, provenance: tuple[str, str] = ("", "")) -> str:
+                    headline: list[str] | None = None, provenance: tuple[str, str] = ("", ""),
+                    same: dict[str, list[str]] | None = None, claims_link: str = "") -> str:
     """The whole ``tables/<grid>.md``; ``runs`` are the specs (configs) of the grid's runs in order;
     ``scores`` the per-image scores (``store.load_image_scores``) behind the statistics;
-    ``provenance`` the line under the title and the stale-run footnote (``provenance_notes``). The
-    table's headline (per task) is appended to ``headline`` when a list is given."""
+    ``provenance`` the line under the title and the stale-run footnote (``provenance_notes``);
+    ``same``: rows that build the same network as other rows (label -> those rows); ``claims_link``:
+    a line pointing to this table's claims in the ledger. The table's headline (per task) is
+    appended to ``headline`` when a list is given."""
     paper = paper_numbers()
     table = metadata.get("table")
     heading = f"Table {table}: " if table else ""
@@ -345,7 +477,13 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
     if provenance[1]:
         lines += [f"**{provenance[1]}**", ""]
     config = runs[0]["config"] if runs else {}
+    labels = list(dict.fromkeys(index.sort_values("index")["label"])) if len(index) else []
+    reference = metadata.get("reference") or (labels[0] if labels else "")
+    comparable = bool(config) and metadata["scale"] == "paper" and not any(
+        str(source).startswith("phantom-") for source in config["data"]["sources"].values())
     if config:
+        sizes = [r["config"]["profile"]["size"] for r in runs]
+        size = max(set(sizes), key=sizes.count)
         train = config["train"]
         models = ", ".join(dict.fromkeys(r["model"] for r in runs))
         warmup = f" ({train['warmup']} of warm-up)" if train.get("warmup") else ""
@@ -357,32 +495,38 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
                   f"on {train['crop']}x{train['crop']} crops at {lr} (Adam {betas}{clip}); data " +
                   ", ".join(f"`{config['data']['sources'][t]}`" for t in TASKS[config["task"]]) + ". "
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
-                  f"1x1x{runs[0]['config']['profile']['size']}x{runs[0]['config']['profile']['size']}, "
+                  f"1x1x{size}x{size} (a row profiled at another size says so), "
                   "module level as the paper counts them (`benchmark.profile`, convention `paper`). "
                   "PSNR in dB, SSIM and RMSE in physical units with the paper's protocol (`benchmark.results.metrics`). "
-                  "The paper's numbers are Yang et al.'s, beside ours (ours − paper: the PSNR difference). Best of ours in bold, "
-                  "second underlined.", ""]
+                  "Each row is the mean over the seeds it names. The paper's columns are Yang et al.'s results on "
+                  "real data at paper scale" + (" (ours − paper: the PSNR difference)" if comparable else
+                                                 ", not comparable with ours at this scale and data") +
+                  ". Best of ours in bold, second underlined.", ""]
         if metadata["scale"] == "smoke":
-            lines += [f"**{SMOKE_NOTE}**", ""]
+            lines += [f"**{smoke_note(paper, table, reference)}**", ""]
+    if claims_link:
+        lines += [claims_link, ""]
     if metadata.get("note"):
         lines += [f"Note: {metadata['note']}", ""]
     tasks = list(TASKS[config["task"]]) if config else list(dict.fromkeys(index["eval_task"].dropna()))
     min_gain = config["train"].get("min_gain", 0.0) if config else 0.0
+    has_scores = scores is not None and len(scores) > 0
+    comparisons = compare_rows(scores, tasks, labels, reference) if has_scores else {}
     for task in tasks:
         if len(tasks) > 1:
             lines += [f"## {TASK_TITLES.get(task, task)}", ""]
         entries = _summaries(index, task)
-        body, failures, health_note = task_table(entries, task, table, paper, min_gain)
+        body, failures, health_note = task_table(entries, task, table, paper, min_gain, comparable, same)
         lines += [body, ""]
         if failures:
             lines += ["Runs without a result:", *failures, ""]
         if health_note:
             lines += [health_note, ""]
-        if scores is not None and len(scores):
-            labels = list(dict.fromkeys(index.sort_values("index")["label"]))
-            reference = metadata.get("reference") or labels[0]
+        if has_scores:
             failed = {e["label"] for e in entries if did_not_learn(e, min_gain)}
-            body, notes, lines_of_headline, warning = statistics_table(scores, task, labels, reference, failed)
+            nouns = subject_nouns(config["data"]["sources"].get(task, "") if config else "", task)
+            body, notes, lines_of_headline, warning = statistics_table(
+                comparisons[task], scores[scores["task"] == task], reference, failed, nouns, holm_family(comparisons))
             lines += [warning, ""] if warning else []                    # above the statistics it qualifies
             lines += [body, ""] if body else []
             for note in notes:

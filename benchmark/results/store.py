@@ -373,12 +373,22 @@ IMAGE_COLUMNS = ("task", "index", "psnr", "ssim", "rmse", "input_psnr", "input_s
 
 
 def read_image_scores(folder):
-    """The run's per-image scores (a pandas DataFrame), or None before the test stage."""
+    """The run's per-image scores (a pandas DataFrame), or None before the test stage. Its
+    ``subject`` column names each image's subject (the unit the statistics resample); a run tested
+    before subjects were recorded gets each image as its own subject (``{task}-{index}``) and
+    ``subject_recorded`` False."""
     path = Path(folder) / "test_images.csv"
     frame = _read_csv(path, IMAGE_COLUMNS, IMAGE_COLUMNS[1:], "image")
     if frame is not None:
         _expect(frame[list(IMAGE_COLUMNS[1:])].notna().all().all(), path, "numbers in every score column",
                 "empty or non-numeric cells")
+        recorded = "subject" in frame.columns
+        if recorded:
+            _expect(frame["subject"].notna().all(), path, "a subject name on every row", "empty subject cells")
+            frame = frame.assign(subject=frame["subject"].astype(str))
+        else:
+            frame = frame.assign(subject=[f"{t}-{i}" for t, i in zip(frame["task"], frame["index"])])
+        frame = frame.assign(subject_recorded=recorded)
     return frame
 
 
@@ -502,7 +512,9 @@ def load_index(grid_dir):
                        "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
                        "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
                        "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),
-                       "latency_ms": profile.get("latency_ms"), "floored": profile.get("floored")})
+                       "latency_ms": profile.get("latency_ms"), "floored": profile.get("floored"),
+                       "profile_size": profile.get("size", config.get("profile", {}).get("size")),
+                       "network": profile.get("network")})
         per_task = test.get("tasks") or {}
         if not per_task:
             rows.append({**common, "eval_task": None})

@@ -91,6 +91,10 @@ class SpatialMix(nn.Module):
         self.bonus = nn.Parameter(torch.randn(passes, dim))                     # u
         self.kernel = KernelChoice("wkv")                                       # set_backends / used_backends
 
+    def extra_repr(self) -> str:                # the scan plan is not in any parameter's shape
+        return (f"directions={''.join(self.plan.directions)}, causal={self.plan.causal}, "
+                f"summed={self.plan.summed}")
+
     def _wkv(self, j: int, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         tokens = k.shape[1]
         op = uni_wkv if self.plan.causal else bi_wkv

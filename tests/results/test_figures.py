@@ -49,7 +49,7 @@ def test_the_comparison_renders_from_the_store_and_a_panel_is_the_stored_output_
     written = [p.name for p in render_grid(grid_dir, tmp_path / "tables")]
     assert "figs_compare.png" in written and "figs_complexity.png" in written
     text = (tmp_path / "tables" / "figs.md").read_text()
-    assert "Visual comparison: `figs_compare.png`" in text and "Image complexity (`figs_complexity.png`)" in text
+    assert "Visual comparison: `figs_compare.png`" in text and "Image complexity (`figs_complexity.png`" in text
     rows = [{"label": label, "examples": store.read_examples(grid_dir / f"{label.lower()}-run"),
              "scores": store.read_image_scores(grid_dir / f"{label.lower()}-run")} for label in ("A", "B")]
     examples = panels(rows, "A")
@@ -82,3 +82,70 @@ def test_the_complexity_slopes_are_least_squares_with_a_bootstrap_interval():
     gains = complexity_render.gains(scores, "mri_sr")["A"]
     assert list(gains["gain"]) == [3.0, 4.0, 5.0, 6.0]                        # the mean over the seeds
     assert complexity_render.slope(gains["complexity"], gains["gain"]) == pytest.approx(1.0)
+
+
+def test_the_overlap_check_finds_text_on_text_and_text_on_another_panel():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from benchmark.render.figures import text_overlaps
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    axes[0].set_title("left")
+    axes[1].set_title("right")
+    fig.tight_layout()
+    assert text_overlaps(fig) == []
+    axes[0].text(1.5, 0.5, "spills onto the right panel", transform=axes[0].transAxes)
+    fig.text(0.5, 0.99, "a title", va="top")
+    fig.text(0.5, 0.99, "another title", va="top")
+    found = text_overlaps(fig)
+    assert "text 'spills onto the right panel' overlaps the panel 'right'" in found
+    assert any("'a title' overlaps text 'another title'" in f for f in found)
+    plt.close(fig)
+
+
+def _marked_store(root):
+    """The figures' store with B marked: it did not learn and its preset was floored; every run has
+    a training log and an ERF map, so that all four figures are drawn."""
+    grid_dir = _store(root)
+    for label, learned in (("A", True), ("B", False)):
+        folder = grid_dir / f"{label.lower()}-run"
+        status = store.read_json(folder / "status.json")
+        status["health"] = {"verdict": "learned" if learned else "did not learn", "learned": learned,
+                            "val_gain_db": 3.0 if learned else 0.4, "min_gain_db": 2.0}
+        store.write_json(folder / "status.json", status)
+        if not learned:
+            profile = store.read_json(folder / "profile.json")
+            store.write_json(folder / "profile.json", {**profile, "floored": {"floor": 4000, "divisor": 150}})
+        store.write_csv(folder / "train_log.csv", [
+            {"iteration": i, "loss": 0.1 / (1 + i / 50), "val_psnr": 22 + (i / 100 if learned else i / 1000)
+             if i % 100 == 0 else ""} for i in range(0, 801, 10)])
+        erf = np.zeros((2, 9, 9))
+        erf[:, 4, 4] = 1.0
+        store.write_array(folder / "erf.npy", erf)
+    return grid_dir
+
+
+def test_figures_from_a_fixed_store_mark_rows_carry_colour_bars_and_no_text_overlaps(tmp_path, monkeypatch, capsys):
+    """All four figures of a grid, drawn from a fixed store: no text overlaps another text or a panel
+    (the renderer reports any on stderr), B's marks (floored †, did not learn ✗) are in every figure,
+    and the error maps and ERF maps have colour bars with their units."""
+    from matplotlib.text import Text
+    from benchmark.render import complexity, examples, figures
+    texts = {}
+    real = figures._save
+
+    def recording(fig, path, title, dpi, **options):
+        real(fig, path, title, dpi, **options)            # lays out, checks and writes, then closes
+        texts[path.name] = [t.get_text() for t in fig.findobj(Text)]
+
+    for module in (figures, examples, complexity):
+        monkeypatch.setattr(module, "_save", recording)
+    written = [p.name for p in render_grid(_marked_store(tmp_path), tmp_path / "tables")]
+    assert {"figs_curves.png", "figs_erf.png", "figs_compare.png", "figs_complexity.png"} <= set(written)
+    assert "overlaps" not in capsys.readouterr().err
+    for name in ("figs_curves.png", "figs_erf.png", "figs_compare.png", "figs_complexity.png"):
+        assert any("B † ✗" in t for t in texts[name]), name
+        assert not any("A †" in t or "A ✗" in t for t in texts[name]), name
+    assert "absolute error (scanner units)" in texts["figs_compare.png"]
+    assert "(contribution / max)^0.25" in texts["figs_erf.png"]
+    assert any(t.endswith("last half, enlarged") for t in texts["figs_curves.png"])

@@ -20,7 +20,7 @@ INPUT_PSNR = 20.96       # every row but k=1 gains more than the smoke scale's t
 
 
 def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psnr=None, seed=0, reason="",
-         scored_on="mri_sr", health=None):
+         scored_on="mri_sr", health=None, network=None):
     config = cfg.resolve("smoke", {"task": "mri_sr", "seed": seed,
                                    "model": {"name": "restore_rwkv", "options": options}})
     store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
@@ -34,14 +34,15 @@ def _run(grid_dir: Path, folder: str, label: str, options: dict, state: str, psn
         status["health"] = health
     store.write_json(grid_dir / folder / "status.json", status)
     store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.2, "deploy_params_m": 0.18 + len(label) / 1e4,
-                                                          "paper_gmacs": 0.25, "full_gmacs": 0.3, "latency_ms": 5.0})
+                                                          "paper_gmacs": 0.25, "full_gmacs": 0.3, "latency_ms": 5.0,
+                                                          "size": 128, "network": network or f"net-{label}"})
     if psnr is not None:
         store.write_json(grid_dir / folder / "test.json", {"tasks": {scored_on: {
             "images": 8, "psnr": psnr, "ssim": psnr / 40, "rmse": 300 - psnr, "input_psnr": INPUT_PSNR,
             "input_ssim": 0.5763, "input_rmse": 236.94}}})
         # four images whose scores are the run's mean plus the same offsets for every run
         store.write_csv(grid_dir / folder / "test_images.csv", [
-            {"task": scored_on, "index": i, "psnr": psnr + offset, "ssim": psnr / 40 + offset / 100,
+            {"task": scored_on, "index": i, "subject": f"phantom-{i}", "psnr": psnr + offset, "ssim": psnr / 40 + offset / 100,
              "rmse": 300 - psnr - offset, "input_psnr": INPUT_PSNR + offset, "input_ssim": 0.5763, "input_rmse": 236.94}
             for i, offset in enumerate((-0.3, -0.1, 0.1, 0.3))])
         erf = np.zeros((2, 9, 9))                                   # two images: one point, then two points
@@ -68,7 +69,7 @@ def build_store(root: Path) -> Path:
 
 def test_rendered_table_matches_the_golden_file(tmp_path):
     written = render_grid(build_store(tmp_path / "runs"), tmp_path / "tables")
-    assert [p.name for p in written] == ["token_shift.md", "token_shift_erf.png"]     # no train_log.csv: no curves
+    assert [p.name for p in written] == ["token_shift.md", "token_shift_erf.png", "claims.md"]  # no train_log.csv: no curves
     text = written[0].read_text()
     assert text == GOLDEN.read_text()
     # rendering is deterministic: the same store gives the same bytes
@@ -80,31 +81,40 @@ def test_rendered_table_matches_the_golden_file(tmp_path):
 def test_golden_file_shows_means_marks_failures_and_the_paper():
     text = GOLDEN.read_text()
     # k=5 is the mean of two seeds (23.40, 23.20): 23.30, best; Q-Shift 23.25 second; RMSE lower is better
-    assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** | **0.5825** | **276.70** | 32.09 | 0.9408 | 28.97 | -8.79 |" in text
-    assert "| Q-Shift | 0.1807 | 0.2500 | <u>23.25</u> |" in text
-    assert "| k=9 | 0.1803 | 0.2500 | failed | - | - | 32.03 | 0.9398 | 29.14 | - |" in text
+    assert "| k=5 (seeds 0-1) | 0.1803 | 0.2500 | **23.30** | **0.5825** | **276.70** | 32.09 | 0.9408 | 28.97 |" in text
+    assert "| Q-Shift (seed 0) | 0.1807 | 0.2500 | <u>23.25</u> |" in text
+    assert "| k=9 | 0.1803 | 0.2500 | failed | - | - | 32.03 | 0.9398 | 29.14 |" in text
     assert "- k=9: TrainingDiverged: the loss became nan" in text
-    assert "| k=5 (w/o Reparam.) | - | - | not run | - | - | 32.01 | 0.9396 | 29.20 | - |" in text
+    assert "| k=5 (w/o Reparam.) | - | - | not run | - | - | 32.01 | 0.9396 | 29.20 |" in text
+    # a smoke table on phantoms has no ours − paper column: a phantom PSNR minus a real-data one means nothing
+    assert "ours − paper" not in text and "not comparable with ours at this scale and data" in text
+    # the banner's spread is the paper's own: k=5 (32.0913) against k=7 (32.0578) and k=1 (31.8545)
+    assert "in this table the paper's rows differ from k=5 by 0.03 to 0.24 dB PSNR" in text
+    assert "[`claims.md`](claims.md#table-8)" in text
 
 
 def test_golden_file_compares_every_row_with_the_reference():
     """By hand: every run's images differ from the run's mean by the same offsets, so a row's
     difference to k=5 is the same on every image. k=5's two seeds (23.40, 23.20) resample to a mean
     of 23.40, 23.30 or 23.20 (1/4, 1/2, 1/4): k=1 (23.10) differs by -0.30, -0.20 or -0.10, whose
-    2.5% and 97.5% quantiles are -0.30 and -0.10; Q-Shift (23.25) by -0.15 ... +0.05, which holds 0.
-    Four equal signs give the exact two-sided Wilcoxon p = 2 / 2^4 = 0.125. k=5 ranks first unless it
-    resamples to 23.20 (below Q-Shift): 75%, Q-Shift 25%."""
+    2.5% and 97.5% quantiles are -0.30 and -0.10, and none at or above 0: p = 0 (< 0.001); Q-Shift
+    (23.25) by -0.15, -0.05 or +0.05, which holds 0, with a quarter of the resamples at or above 0:
+    p = 2 x 1/4 = 0.5 (0.505 with this resampling). Holm over the two: k=1 2 x 0, Q-Shift 0.505. Four
+    equal signs give the exact two-sided Wilcoxon p = 2 / 2^4 = 0.125 (the secondary column). k=5
+    ranks first unless it resamples to 23.20 (below Q-Shift): 75%, Q-Shift 25%."""
     text = GOLDEN.read_text()
-    assert "| k=1 ✗ | 1 | 23.10 | +2.14 ✗ | -0.20 [-0.30, -0.10] | 0.125 |" in text
-    assert "| k=5 | 2 | 23.30 ± 0.14 | +2.34 | reference | - | reference | - | 75% |" in text
-    assert "| Q-Shift | 1 | 23.25 | +2.29 | -0.05 [-0.15, +0.05] ≈ | 0.125 |" in text
+    assert "| k=1 ✗ | 1 | 23.10 | +2.14 ✗ | -0.20 [-0.30, -0.10] | <0.001 | <0.001 |" in text
+    assert "| k=5 | 2 | 23.30 ± 0.14 | +2.34 | reference | - | - | reference | - | - | 75% |" in text
+    assert "| Q-Shift | 1 | 23.25 | +2.29 | -0.05 [-0.15, +0.05] ≈ | 0.505 | 0.505 |" in text
+    assert "| 0.125 | 25% |" in text
+    assert "Unit: 4 test images of 4 phantoms (one image each); the phantoms are resampled." in text
 
 
 def test_golden_file_marks_the_row_whose_run_did_not_learn():
     """k=1's run ended 1.2 dB above its validation inputs (under the 2 dB margin) though its test gain
     is 2.14 dB: marked in both tables, with its footnote; the reference learned, so no warning."""
     text = GOLDEN.read_text()
-    assert "| k=1 ✗ | 0.1803 | 0.2500 | 23.10 |" in text
+    assert "| k=1 ✗ (seed 0) | 0.1803 | 0.2500 | 23.10 |" in text
     assert ("✗ did not learn at this scale: k=1 (test gain +2.14 dB; validation, seed 0: +1.2 dB). A row is "
             "marked when") in text
     assert "**The reference row" not in text
@@ -123,7 +133,7 @@ def test_a_run_scored_on_another_task_says_so(tmp_path):
     store.write_grid(grid_dir, {"name": "mixed", "title": "Mixed", "scale": "smoke", "file": "mixed.yaml", "runs": runs})
     text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
     assert "| k=5 | 0.1803 | 0.2500 | scored on pet_synthesis |" in text
-    assert "| k=1 | 0.1803 | 0.2500 | **23.10** |" in text
+    assert "| k=1 (seed 0) | 0.1803 | 0.2500 | **23.10** |" in text
 
 
 def test_marks_rank_best_and_second_with_ties():
@@ -161,7 +171,7 @@ def test_rows_that_cannot_be_paired_get_a_note_not_a_crash(tmp_path):
     text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
     assert ("No statistics: rows 'k=1' and 'k=5' were scored on different images (3 and 4 images; ids in one but "
             "not the other: [3]); cannot pair them.") in text
-    assert "| k=5 (mean of 2 seeds) | 0.1803 | 0.2500 | **23.30** |" in text
+    assert "| k=5 (seeds 0-1) | 0.1803 | 0.2500 | **23.30** |" in text
 
 
 def test_a_floored_row_is_marked_and_its_rule_given_and_a_row_that_did_not_learn_stays(tmp_path):
@@ -171,7 +181,7 @@ def test_a_floored_row_is_marked_and_its_rule_given_and_a_row_that_did_not_learn
     profile = store.read_json(grid_dir / "q-e" / "profile.json")
     store.write_json(grid_dir / "q-e" / "profile.json", {**profile, "floored": {"floor": 4000, "divisor": 150}})
     text = render_grid(grid_dir, tmp_path / "tables")[0].read_text()
-    assert "| Q-Shift † |" in text and "| k=5 |" in text and "k=5 †" not in text
+    assert "| Q-Shift † (seed 0) |" in text and "| k=5 (seeds 0-1) |" in text and "k=5 †" not in text
     assert ("† Q-Shift: a tiny preset keeps the paper's size / 150 unless that is under 4,000 trainable parameters; "
             "then the full model's widths are scaled uniformly to the smallest size of at least 4,000") in text
-    assert "| k=1 ✗ |" in text and "✗ did not learn at this scale: k=1 (test gain" in text
+    assert "| k=1 ✗ (seed 0) |" in text and "✗ did not learn at this scale: k=1 (test gain" in text

@@ -61,6 +61,7 @@ def test_one_seed_interval_is_scipys_paired_percentile_bootstrap():
         assert result[label].seeds == 1 and result[label].seed_sd is None
     assert result["good"].resolved and not result["close"].resolved
     assert result["ref"].p_value is None and result["ref"].difference == 0.0
+    assert result["good"].wilcoxon == pytest.approx(exact_wilcoxon(ROWS["good"][0] - ROWS["ref"][0]), abs=1e-12)
 
 
 def loop_bootstrap(resamples: int, rng: np.random.Generator):
@@ -119,7 +120,7 @@ def test_rows_are_paired_by_image_id_not_by_position():
     b = stats.compare(shuffled, list(ROWS), "ref", "psnr", resamples=500)
     assert a == b
     d = ROWS["good"][0] - ROWS["ref"][0]
-    assert b[1].p_value == pytest.approx(exact_wilcoxon(d), abs=1e-12)
+    assert b[1].wilcoxon == pytest.approx(exact_wilcoxon(d), abs=1e-12)
 
 
 def test_rows_tied_for_first_share_the_credit():
@@ -136,3 +137,107 @@ def test_rows_tied_for_first_share_the_credit():
     twin = pd.concat([scores[scores["label"] == "ref"], scores[scores["label"] == "ref"].assign(label="twin")])
     result = stats.compare(twin, ["ref", "twin"], "ref", "psnr", resamples=200)
     assert [c.first for c in result] == [0.5, 0.5]
+
+
+# --- subjects: the coverage of the interval, by simulation --------------------------------------
+
+def simulated_scores(rng, delta, seeds=5, subjects=50, slices=6, subject_sd=1.0, interaction_sd=0.3,
+                     seed_sd=0.05, slice_sd=0.2) -> pd.DataFrame:
+    """Two rows ("ref", "new") scored on ``subjects`` x ``slices`` images. Each image has a
+    difficulty shared by the rows (subject effect + slice effect); "new" is ``delta`` better on
+    average over subjects, by a subject-dependent amount (row x subject interaction: the reason the
+    subject, not the slice, is the unit); each training run (seed) shifts all its images; every
+    score has its own noise. The true difference is ``delta``."""
+    difficulty = rng.normal(0, subject_sd, (subjects, 1)) + rng.normal(0, 0.5, (subjects, slices))
+    interaction = rng.normal(0, interaction_sd, (subjects, 1))
+    frames = []
+    for label, shift, own in (("ref", 0.0, 0.0), ("new", delta, interaction)):
+        for seed in range(seeds):
+            score = 25 + shift + own + difficulty + rng.normal(0, seed_sd) + rng.normal(0, slice_sd, (subjects, slices))
+            frames.append(pd.DataFrame({"label": label, "seed": seed, "task": "mri_sr",
+                                        "index": np.arange(subjects * slices),
+                                        "subject": np.repeat([f"subject-{s}" for s in range(subjects)], slices),
+                                        "psnr": score.ravel()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def coverage(tables: int, by_slice: bool, seed: int = 2026) -> float:
+    rng, delta, hits = np.random.default_rng(seed), 0.3, 0
+    for t in range(tables):
+        scores = simulated_scores(rng, delta)
+        if by_slice:                                      # the old bootstrap: every slice its own subject
+            scores = scores.assign(subject=scores["index"].astype(str))
+        new = stats.compare(scores, ["ref", "new"], "ref", "psnr", resamples=1_000, seed=t)[1]
+        hits += new.low <= delta <= new.high
+    return hits / tables
+
+
+def test_subject_level_interval_covers_the_truth_and_the_slice_level_one_does_not():
+    """1,000 simulated tables (5 seeds, 50 subjects of 6 slices): the 95% interval resampling
+    subjects covers the true difference 93-97% of the time; resampling slices as if independent
+    (what the bootstrap did before subjects were recorded) covers it far less often."""
+    assert 0.93 <= coverage(1_000, by_slice=False) <= 0.97
+    assert coverage(300, by_slice=True) < 0.85
+
+
+def test_two_stage_weights_draw_subjects_then_their_slices():
+    """Hand-checkable: two subjects of 1 and 3 slices. Every resample's weights add to 1; a subject
+    drawn twice contributes twice its slices; over many resamples each subject is drawn half the time
+    and the expected weight of an image is E[its draws / slices drawn]."""
+    subjects = ["a", "b", "b", "b"]
+    weights = stats.image_weights(subjects, 20_000, np.random.default_rng(0))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
+    only_a = weights[:, 0] == 1.0                         # subject a drawn twice: 2 slices, both a's one image
+    only_b = weights[:, 0] == 0.0                         # b twice: 6 slices from its 3 images
+    assert only_a.mean() == pytest.approx(0.25, abs=0.01) and only_b.mean() == pytest.approx(0.25, abs=0.01)
+    mixed = ~only_a & ~only_b                             # a once (1 slice) and b once (3 slices): a weighs 1/4
+    np.testing.assert_allclose(weights[mixed, 0], 0.25, atol=1e-12)
+    np.testing.assert_allclose(weights[mixed, 1:].sum(axis=1), 0.75, atol=1e-12)
+
+
+def test_one_subject_interval_resamples_only_its_slices():
+    """One subject: its slices are resampled (the ordinary bootstrap of the slices' paired
+    differences, as SciPy's), so the interval covers these slices of this subject."""
+    scores = table(seeds=(0,)).assign(subject="patient-1")
+    result = stats.compare(scores, ["ref", "good"], "ref", "psnr", resamples=20_000)[1]
+    d = ROWS["good"][0] - ROWS["ref"][0]
+    ci = scipy_stats.bootstrap((d,), np.mean, n_resamples=20_000, method="percentile",
+                               rng=np.random.default_rng(1)).confidence_interval
+    assert result.subjects == 1
+    assert result.low == pytest.approx(ci.low, abs=0.015) and result.high == pytest.approx(ci.high, abs=0.015)
+
+
+def test_runs_that_give_an_image_two_subjects_are_refused():
+    scores = table(seeds=(0,)).assign(subject=lambda f: np.where(f["label"] == "good", "x", "y"))
+    with pytest.raises(ValueError, match="image 0 is given different subjects by different runs \\(x, y\\)"):
+        stats.compare(scores, ["ref", "good"], "ref", "psnr")
+
+
+# --- the p-value agrees with the interval; Holm --------------------------------------------------
+
+def test_p_value_and_interval_agree_on_every_comparison():
+    """p < 0.05 exactly when the interval excludes 0, on every row of a fixed table with 1 and 2
+    seeds and for every metric, and on resampled differences crafted to sit on the boundary."""
+    for seeds in ((0,), (0, 1)):
+        scores = table(seeds=seeds).assign(rmse=lambda f: 100 - f["psnr"], ssim=lambda f: f["psnr"] / 30)
+        for metric in ("psnr", "ssim", "rmse"):
+            for c in stats.compare(scores, list(ROWS), "ref", metric, resamples=4_000)[1:]:
+                assert (c.p_value < 0.05) == c.resolved, (seeds, metric, c)
+    for below in range(0, 60):                                    # 1,000 differences, `below` of them <= 0
+        d = np.concatenate([-np.arange(1, below + 1), np.arange(1, 1_001 - below)]).astype(float)
+        low, high, p = stats.interval_and_p(d)
+        assert (p < 0.05) == (low > 0 or high < 0), below
+        assert (p < 0.05) == (below < 25)
+        low, high, p = stats.interval_and_p(-d)                   # the mirror: high < 0 on the same counts
+        assert (p < 0.05) == (high < 0) == (below < 25)
+
+
+def test_holm_against_a_hand_computed_family():
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 =
+    0.06; 0.04 x 1 = 0.04, raised to the running maximum 0.06. In input order: 0.03, 0.06, 0.06, 0.02."""
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02], atol=1e-15)
+    np.testing.assert_allclose(stats.holm([0.5, 0.9]), [1.0, 1.0])           # capped at 1
+    assert stats.holm([]) == []
+    result = stats.with_holm(stats.compare(table(), list(ROWS), "ref", "psnr", resamples=2_000))
+    assert result[0].p_holm is None
+    assert [c.p_holm for c in result[1:]] == stats.holm([c.p_value for c in result[1:]])

@@ -334,3 +334,22 @@ def test_the_converter_is_registered_and_the_loading_path_finds_it(tmp_path):
     models.load_checkpoint("restore_rwkv_tiny", tmp_path / "ours.pth")      # our own keys load as they are
     with pytest.raises(ValueError, match="srcnn_tiny: no checkpoint converter is registered"):
         models.load_checkpoint("srcnn_tiny", models.create_model("srcnn_tiny").state_dict(), official=True)
+
+
+def test_alternating_scan_is_the_h_scan_network_in_the_tiny_preset_only():
+    """Table 7's "Alternating between Blocks" alternates the scan direction between the blocks of a
+    stage: the tiny preset has one block per stage, so it builds Table 6's M=1 (H-Scan) network
+    (same modules, scan plans and parameter shapes); the full model (4-8 blocks per stage) does not.
+    Sum and recurrence never do, and the signature ignores the weights' values."""
+    def signature(preset, **options):
+        return models.network_signature(models.create_model(preset, **options))
+    tiny_alternate = signature("restore_rwkv_tiny", scan="alternate")
+    assert tiny_alternate == signature("restore_rwkv_tiny", wkv="re", recurrence=1, first_scan="h")
+    assert tiny_alternate != signature("restore_rwkv_tiny", wkv="re", recurrence=1, first_scan="v")
+    assert tiny_alternate != signature("restore_rwkv_tiny", scan="sum")
+    assert tiny_alternate != signature("restore_rwkv_tiny", scan="recurrent")
+    assert signature("restore_rwkv", scan="alternate") != signature("restore_rwkv", wkv="re", recurrence=1, first_scan="h")
+    torch.manual_seed(1)
+    assert signature("restore_rwkv_tiny") == signature("restore_rwkv_tiny")
+    # re-parameterization changes the training network (its branches' parameters), not the name alone
+    assert signature("restore_rwkv_tiny", reparam=False) != signature("restore_rwkv_tiny")
