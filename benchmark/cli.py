@@ -4,6 +4,7 @@ points (which stay as they are).
     medir-bench run --grid ablations/token_shift.yaml      # = python -m benchmark.run --grid ...
     medir-bench status runs/token_shift
     medir-bench render runs/token_shift
+    medir-bench export mlflow runs/token_shift
     medir-bench check-model my_net --import my_model.py
     medir-bench profile | data | ops | traffic | gpu-static | scan | train-step
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"run": "benchmark.harness.run", "status": "benchmark.harness.status", "render": "benchmark.render.__main__",
+COMMANDS = {"run": "benchmark.harness.run", "status": "benchmark.harness.status", "render": "benchmark.render.__main__", "export": "benchmark.export.__main__",
             "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.measure.ops",
             "traffic": "benchmark.measure.traffic", "scan": "benchmark.measure.scan", "train-step": "benchmark.measure.train_step", "check-model": "benchmark.checks.check_model",
             "gpu-check": "benchmark.measure.gpu_check", "gpu-static": "benchmark.measure.gpu_static"}
@@ -23,6 +24,7 @@ USAGE = """usage: medir-bench <command> [options]   (the same as python -m bench
   medir-bench run --grid ablations/token_shift.yaml
   medir-bench status runs/token_shift
   medir-bench render runs/token_shift
+  medir-bench export mlflow runs/token_shift
   medir-bench check-model my_net --import my_model.py
   medir-bench profile | data | ops | traffic | gpu-static | scan | train-step  (each with --help)
 """

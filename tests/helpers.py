@@ -20,10 +20,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import models
+from benchmark.base import provenance
 from benchmark.checks import check_model
+from benchmark.harness import config as cfg
+from benchmark.results import store
 from benchmark.render.tables import paper_numbers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +139,61 @@ def {name}(**options):
 def {name}_tiny(**options):
     return Net(**options)
 '''
+
+
+# --- stores for the renderer's figures ------------------------------------------------------------
+
+FIGURES_SIDE = 24
+
+
+def figures_store(root):
+    """A two-row grid store (A, B) with examples, per-image scores and complexities: the figures' input."""
+    grid_dir = root / "figs"
+    rng = np.random.default_rng(0)
+    hq = rng.uniform(0, 3000, (2, FIGURES_SIDE, FIGURES_SIDE)).astype(np.float32)
+    lq = (hq + rng.normal(0, 300, hq.shape)).astype(np.float32)
+    runs = []
+    for index, (label, noise) in enumerate((("A", 100.0), ("B", 30.0))):
+        folder = f"{label.lower()}-run"
+        config = cfg.resolve("smoke", {"task": "mri_sr", "model": {"name": "restore_rwkv"}})
+        store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
+                                                           "model": "restore_rwkv_tiny", "config": config})
+        store.write_json(grid_dir / folder / "status.json", {"state": "done", "id": folder,
+                                                             "code_hash": provenance.code_hash()})
+        store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.1, "deploy_params_m": 0.1,
+                                                              "paper_gmacs": 0.1, "full_gmacs": 0.1, "latency_ms": 1.0})
+        output = (hq + rng.normal(0, noise, hq.shape)).astype(np.float32)
+        store.write_arrays(grid_dir / folder / "examples.npz", task=np.array(["mri_sr", "mri_sr"]),
+                           index=np.array([3, 0]), lq=lq, hq=hq, output=output)
+        rows = [{"task": "mri_sr", "index": i, "psnr": 25 + i + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0,
+                 "input_ssim": 0.6, "input_rmse": 20.0, "complexity": 1.0 + 0.5 * i} for i in range(6)]
+        store.write_csv(grid_dir / folder / "test_images.csv", rows)
+        store.write_json(grid_dir / folder / "test.json", {"tasks": {"mri_sr": {
+            "images": 6, "psnr": 27.5 + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0, "input_ssim": 0.6,
+            "input_rmse": 20.0}}})
+        runs.append({"id": folder, "folder": folder, "label": label, "index": index})
+    store.write_grid(grid_dir, {"name": "figs", "table": None, "title": "Figures", "scale": "smoke", "reference": "A",
+                                "note": "", "file": "figs.yaml", "runs": runs})
+    return grid_dir
+
+
+def marked_figures_store(root):
+    """The figures' store with B marked: it did not learn and its preset was floored; every run has
+    a training log and an ERF map, so that all four figures are drawn."""
+    grid_dir = figures_store(root)
+    for label, learned in (("A", True), ("B", False)):
+        folder = grid_dir / f"{label.lower()}-run"
+        status = store.read_json(folder / "status.json")
+        status["health"] = {"verdict": "learned" if learned else "did not learn", "learned": learned,
+                            "val_gain_db": 3.0 if learned else 0.4, "min_gain_db": 2.0}
+        store.write_json(folder / "status.json", status)
+        if not learned:
+            profile = store.read_json(folder / "profile.json")
+            store.write_json(folder / "profile.json", {**profile, "floored": {"floor": 4000, "divisor": 150}})
+        store.write_csv(folder / "train_log.csv", [
+            {"iteration": i, "loss": 0.1 / (1 + i / 50), "val_psnr": 22 + (i / 100 if learned else i / 1000)
+             if i % 100 == 0 else ""} for i in range(0, 801, 10)])
+        erf = np.zeros((2, 9, 9))
+        erf[:, 4, 4] = 1.0
+        store.write_array(folder / "erf.npy", erf)
+    return grid_dir

@@ -9,7 +9,8 @@
     render    tables and figures from the store                (never imports the harness)
     measure   profiling, timing, the op / scan / step benchmarks, the GPU check
     checks    check_model
-    harness   configuration, grids, training, evaluation, ERF, executors, run, status
+    harness   configuration, grids, training, evaluation, ERF, executors, run, status, plans
+    export    a grid's store to an experiment tracker (MLflow)        (reads the store and the tables)
 
 The entry points (``python -m benchmark.run`` and the like, the ``medir-bench`` console script)
 sit above every room. ``models`` never imports ``benchmark``.
@@ -20,7 +21,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROOMS = ("base", "results", "data", "render", "measure", "checks", "harness")
+ROOMS = ("base", "results", "data", "render", "measure", "checks", "harness", "export")
 MAY_IMPORT = {
     "base": set(),
     "results": {"base"},
@@ -29,6 +30,7 @@ MAY_IMPORT = {
     "measure": {"base", "results", "render"},
     "checks": {"base", "results", "render", "measure"},
     "harness": {"base", "results", "data", "render", "measure"},
+    "export": {"base", "results", "render"},
 }
 ENTRY_POINTS = {"__init__", "cli", "run", "status", "profile", "gpu_check", "check_model"}
 

@@ -5,6 +5,7 @@
     python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --set data.sources.mri_sr=data/mri
     python -m benchmark.run --grid ablations/components.yaml --set train.iters=1000 --jobs 2
     python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --executor slurm --cluster example-gpu
+    python -m benchmark.run --grid ablations/mri_sr.yaml --scale paper --plan --cluster example-gpu   # cost first
     python -m benchmark.run --grid my_grid.yaml --import my_model.py         # a model from your own file
 
 Runs land in ``<out>/<grid name>/`` (one folder per run, see ``benchmark.results.store``); finished runs are
@@ -55,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wait", action="store_true",
                         help="slurm: submit and return (monitor with python -m benchmark.status, rerun to render)")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="train nothing: measure each model of the grid here and write <tables>/<grid>_plan.md "
+                             "(device-hours per run and for the grid, peak memory against --gpu-memory, the SLURM "
+                             "array and time limit for --cluster)")
+    parser.add_argument("--gpu-memory", type=float, nargs="+", default=[40.0, 80.0], metavar="GB",
+                        help="--plan: GPU memory sizes to check each model against (default: 40 80)")
     parser.add_argument("--keep-stale", action="store_true",
                         help="keep finished runs made with other code than the current (default: run them again); "
                              "the table says which are kept")
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe(grid))
         return 0
+    if args.plan:
+        return _plan(grid, args)
     grid_dir = Path(args.out) / grid.name
     try:
         store.write_grid(grid_dir, grid.metadata())
@@ -171,6 +180,25 @@ def main(argv: list[str] | None = None) -> int:
     elif unlearned:
         print(health_line(unlearned, len(tested), None), file=sys.stderr)
     return 1 if failed or busy else 0
+
+
+def _plan(grid, args) -> int:
+    """``--plan``: measure and write the grid's plan (``benchmark.harness.plan``)."""
+    from benchmark.harness import plan
+    from benchmark.harness.executors import slurm
+    try:
+        profile = slurm.load_profile(args.cluster)
+    except slurm.SlurmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    command = f"python -m benchmark.run --grid {grid.file} --scale {grid.scale} --plan --cluster {args.cluster}"
+    try:
+        path = plan.make_plan(grid, Path(args.out), Path(args.tables), args.gpu_memory, profile, command)
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def stale_line(stale: list, grid_dir: Path, keep: bool) -> str:

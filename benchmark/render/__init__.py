@@ -1,6 +1,7 @@
 """Rendering: a grid's store -> ``tables/<grid>.md``, ``tables/<grid>_curves.png`` (training
-curves) and ``tables/<grid>_erf.png``, and the claims ledger ``tables/claims.md`` from every grid
-store beside it. Reads only the stores (``benchmark.results.store``), so the same stores always give
+curves) and ``tables/<grid>_erf.png``, and from every grid store beside it the claims ledger
+``tables/claims.md``, the leaderboard ``tables/leaderboard.csv`` / ``.json`` and the results page
+``tables/index.html``. Reads only the stores (``benchmark.results.store``), so the same stores always give
 the same files.
 
     python -m benchmark.render runs/token_shift     # writes tables/token_shift.md (+ figures) and tables/claims.md
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.results import health, store
-from benchmark.render import claims
+from benchmark.render import claims, leaderboard, page
 from benchmark.render.complexity import complexity_figure, complexity_text
 from benchmark.render.examples import comparison_figure, panels
 from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
@@ -68,7 +69,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         if curve is not None:
             curves.setdefault(run["label"], []).append(curve)
     scores = store.load_image_scores(grid_dir, problems)
-    found = claims.gather(grid_dir.parent)              # every grid store beside this one: the ledger's evidence
+    stores = claims.gather_all(grid_dir.parent)         # every grid store beside this one: the ledger's evidence
+    found = claims.by_table(stores)
     link = (f"The paper's claims this table tests, with their verdicts: [`{claims.LEDGER}`]({claims.LEDGER}#table-"
             f"{metadata['table']}).") if metadata.get("table") else ""
     same = claims.same_networks(metadata["name"], found)
@@ -85,8 +87,9 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
                       marks)
         written.append(figure)
         markdown += (f"\nTraining curves: `{figure.name}` (per row, the training loss, a {CURVE_SMOOTHING}-iteration "
-                     "moving average on a log scale, with loss spikes as crosses, and the validation PSNR, one line "
-                     "per seed; dashed: the validation inputs' PSNR, the level of a model that returns its input).\n")
+                     "moving average on a log scale, with loss spikes as crosses; the validation PSNR, one line per "
+                     "seed, on one y-axis for all rows; and its last half enlarged, again on one y-axis; dashed: the "
+                     "validation inputs' PSNR, the level of a model that returns its input).\n")
     if stacks:
         figure = out_dir / f"{metadata['name']}_erf.png"
         means = {label: np.mean(maps, axis=0) for label, maps in stacks.items()}
@@ -105,7 +108,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
         markdown += (f"\nVisual comparison: `{figure.name}` (per task, the test images whose degraded input has the "
                      "median and the lowest PSNR; the input, each row's output from its first finished run and the "
                      "ground truth in the display window, PSNR / SSIM under each, the same zoomed region in every "
-                     "panel: where the reference row errs most; under them the absolute errors on one scale).\n")
+                     "panel: where the reference row errs most; under them the absolute errors on one scale, with "
+                     "its colour bar in physical units).\n")
     tasks = list(dict.fromkeys(scores["task"])) if len(scores) else []
     if tasks and "complexity" in scores and scores["complexity"].notna().any():
         figure = out_dir / f"{metadata['name']}_complexity.png"
@@ -122,4 +126,7 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     written.insert(0, table)
     if found:
         written.append(claims.render_ledger(found, out_dir, grid_dir.parent.name))
+    rows = leaderboard.leaderboard_rows(stores)
+    written += leaderboard.write_leaderboard(rows, out_dir)
+    written.append(page.write_page(out_dir, rows, list(dict.fromkeys(r["grid"] for r in rows))))
     return written

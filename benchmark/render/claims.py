@@ -15,7 +15,7 @@ from benchmark.base import markdown, provenance
 from benchmark.base.vocabulary import TASKS
 from benchmark.results import claims as paper_claims
 from benchmark.results import stats, store
-from benchmark.render.tables import _summaries, did_not_learn, seeds_text
+from benchmark.render.tables import _summaries, commit_text, did_not_learn, seeds_text
 
 LEDGER = "claims.md"
 
@@ -24,6 +24,9 @@ class GridStore(NamedTuple):
     metadata: dict                          # grid.json
     evidence: paper_claims.TableEvidence
     stale: int                              # finished runs made with other code than the current
+    index: pd.DataFrame                     # store.load_index: per (run, task)
+    commits: dict[str, list[str]]           # label -> its finished runs' commits (tables.commit_text)
+    min_gain: float                         # train.min_gain of the grid's runs
 
 
 def table_evidence(grid_dir: Path) -> GridStore:
@@ -48,35 +51,49 @@ def table_evidence(grid_dir: Path) -> GridStore:
              if pd.notna(row.get("deploy_params_m")) and pd.notna(row.get("paper_gmacs"))}
     evidence = paper_claims.TableEvidence(metadata["name"], metadata.get("scale", "?"), scores, finished, failed,
                                           networks, costs, tasks)
-    stale = 0
+    stale, commits = 0, {}
     for run in store.chosen_runs(grid_dir, metadata):
         status = store.read_status(grid_dir / run["folder"])
         if status.get("state") == "done":
-            stale += provenance.is_stale(status, store.read_environment(grid_dir / run["folder"]))
-    return GridStore(metadata, evidence, stale)
+            environment = store.read_environment(grid_dir / run["folder"])
+            stale += provenance.is_stale(status, environment)
+            commits.setdefault(run["label"], []).append(commit_text(environment or {}))
+    return GridStore(metadata, evidence, stale, index, commits, min_gain)
+
+
+def gather_all(runs_root: Path) -> list[GridStore]:
+    """Every readable grid store under ``runs_root``, in folder order (an unreadable one says nothing
+    here; its own render names the file)."""
+    found = []
+    for grid_dir in sorted(p for p in Path(runs_root).iterdir() if (p / "grid.json").is_file()):
+        try:
+            found.append(table_evidence(grid_dir))
+        except (OSError, store.StoreError):
+            continue
+    return found
+
+
+def by_table(stores: list[GridStore]) -> dict[int, GridStore]:
+    """Per paper table, the store that renders it (a built-in grid's store, from ``ablations/``, before
+    any other store with the same table)."""
+    found: dict[int, GridStore] = {}
+    for grid in stores:
+        table = grid.metadata.get("table")
+        if not table or (table in found and str(found[table].metadata.get("file", "")).startswith("ablations/")):
+            continue
+        found[table] = grid
+    return found
 
 
 def gather(runs_root: Path) -> dict[int, GridStore]:
-    """Per paper table, the store under ``runs_root`` that renders it (a built-in grid's store, from
-    ``ablations/``, before any other store with the same table)."""
-    found: dict[int, GridStore] = {}
-    for grid_dir in sorted(p for p in Path(runs_root).iterdir() if (p / "grid.json").is_file()):
-        try:
-            metadata = store.read_grid(grid_dir)
-            table = metadata.get("table")
-            if not table:
-                continue
-            if table in found and str(found[table].metadata.get("file", "")).startswith("ablations/"):
-                continue
-            found[table] = table_evidence(grid_dir)
-        except (OSError, store.StoreError):
-            continue                        # an unreadable store says nothing; its own render names the file
-    return found
+    """``by_table(gather_all(runs_root))``."""
+    return by_table(gather_all(runs_root))
 
 
 def same_networks(grid: str, found: dict[int, GridStore]) -> dict[str, list[str]]:
     """The rows of ``grid`` that build the same network as other rows, of it or of the other tables'
-    stores: label -> those rows ('k=5', or 'M=2 (Table 6)')."""
+    stores under another label: label -> those rows ('k=5', or 'M=2 (Table 6)'). A row of another
+    table with the same label (SwinIR in Tables 1 and 2) is the same configuration, not news."""
     mine = next((g.evidence for g in found.values() if g.evidence.grid == grid), None)
     if mine is None:
         return {}
@@ -84,7 +101,7 @@ def same_networks(grid: str, found: dict[int, GridStore]) -> dict[str, list[str]
     for label, signature in mine.networks.items():
         others = [other for other, s in mine.networks.items() if s == signature and other != label]
         others += [f"{other} (Table {table})" for table, g in sorted(found.items()) if g.evidence.grid != grid
-                   for other, s in g.evidence.networks.items() if s == signature]
+                   for other, s in g.evidence.networks.items() if s == signature and other != label]
         if others:
             same[label] = others
     return same
@@ -136,7 +153,9 @@ def render_ledger(found: dict[int, GridStore], out_dir, runs_root: str = "runs",
              "p < 0.05, the paper's direction), **contradicted** (adjusted p < 0.05, the other direction), **not "
              "resolved** (the runs cannot tell at this scale), **not testable** (and why). A verdict holds for our "
              "runs at their scale and data (see each table's scale); at smoke scale a confirmed claim is a "
-             "difference large enough to show on phantoms with tiny models, not a reproduction of the paper.", "",
+             "difference large enough to show on phantoms with tiny models, not a reproduction of the paper. With "
+             "fewer than 5 seeds per row the bootstrap sees few training runs and understates their spread (the "
+             "seeds column says how many).", "",
              "**" + " · ".join(f"{name}: {n}" for name, n in counts.items()) + f"** (of {len(claims)})", ""]
     rows = []
     for table in sorted({c.table for c in claims if c.table}):
@@ -147,9 +166,9 @@ def render_ledger(found: dict[int, GridStore], out_dir, runs_root: str = "runs",
                          seeds_text(seeds) or "-", str(e.scores["id"].nunique() if len(e.scores) else 0),
                          str(found[table].stale)])
         else:
-            rows.append([f"[Table {table}](#table-{table})", "no store", "-", "-", "0", "-"])
+            rows.append([f"[Table {table}](#table-{table})", f"no store under `{runs_root}/`", "-", "-", "0", "-"])
     lines += [markdown.table(["table", "grid", "scale", "seeds", "finished runs",
-                              f"stale runs (code other than {provenance.code_hash()})"], rows), ""]
+                              f"stale runs (code other than {provenance.code_hash()})"], rows, "llllrr"), ""]
     for table in sorted({c.table for c in claims}, key=lambda t: (t == 0, t)):    # the text's claims last
         mine = [v for v in verdicts if v.claim.table == table]
         title = f"Table {table}" if table else "The text (no table)"
@@ -162,7 +181,7 @@ def render_ledger(found: dict[int, GridStore], out_dir, runs_root: str = "runs",
                  _ours(v), f"{v.seeds[0]} / {v.seeds[1]}" if v.seeds else "-", _p(v.p_value), _p(v.p_holm),
                  f"**{v.verdict}**" + (f": {v.why}" if v.why else "")] for v in mine]
         lines += [markdown.table(["#", "claim", "rows (A vs B)", "paper Δ", "ours Δ [95% CI]", "seeds (A / B)", "p",
-                                  "p (Holm)", "verdict"], body), ""]
+                                  "p (Holm)", "verdict"], body, "lllrrrrrl"), ""]
     path = Path(out_dir) / LEDGER
     store.write_text(path, "\n".join(lines))
     return path

@@ -154,8 +154,9 @@ def same_network_note(same: dict[str, list[str]]) -> str:
         return ""
     rows = "; ".join(f"{label} builds the same network as {', '.join(others)}" for label, others in same.items())
     return (f"{SAME_NETWORK_MARK} {rows}, at this scale (the same modules, module settings and parameter shapes, "
-            "compared by the harness on the built networks): their differences are between training runs of one "
-            "network, not between the designs the labels name.")
+            "compared by the harness on the built networks; other tables' rows may differ in data and training). "
+            "A difference between such rows is one between training runs of one network, not between the designs "
+            "their labels name.")
 
 
 def row_marks(index: pd.DataFrame, tasks: list[str], min_gain: float,

@@ -215,7 +215,11 @@ def _decide(v: Verdict) -> Verdict:
                        + ("under it" if verdict == "confirmed" else "over it" if verdict == "contradicted" else
                           "across it"))
     if v.p_holm is not None and v.p_holm < ALPHA:
-        return replace(v, verdict="confirmed" if v.difference > 0 else "contradicted")
+        v = replace(v, verdict="confirmed" if v.difference > 0 else "contradicted")
+        if v.seeds and min(v.seeds) < 2:                 # the interval holds no seed-to-seed spread
+            why = "one seed per row: it holds for these trained models, not for another training run"
+            v = replace(v, why=f"{v.why}; {why}" if v.why else why)
+        return v
     return replace(v, verdict="not resolved")
 
 

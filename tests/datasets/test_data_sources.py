@@ -417,3 +417,23 @@ def test_noise_scaling_prints_measured_against_physics(capsys, monkeypatch):
     assert cli.main(["noise-scaling"]) == 0
     out = capsys.readouterr().out
     assert "| CT noise, dose 0.5 / dose 0.25 | 0.720 | 0.707 | 1.018 |" in out and "| CT level (HU) | 15.900 | - | - |" in out
+
+
+def test_each_prepared_slice_names_its_subject_and_a_skipped_case_leaves_no_slice(tmp_path, small_ixi):
+    """Ten IXI-named volumes of 4 central slices prepared (7 / 1 / 2 subjects): every test slice
+    names the volume it was cut from, in the order they were written (4 slices per subject); a case
+    whose second array is bad is skipped whole (its first array's slices are not written)."""
+    write_ixi(tmp_path / "raw", list(range(1, 11)))
+    out = tmp_path / "mri"
+    assert cli.main(["prepare", "mri_sr", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 0
+    test = dataset.open_dataset(str(out), "test")
+    names = [c["name"] for c in prepared.read_manifest(out)["splits"]["test"]["cases"]]
+    assert len(names) == 2 and [test[i]["subject"] for i in range(len(test))] == [n for n in names for _ in range(4)]
+    writer = prepared._SplitWriter(tmp_path / "split", "mri")
+    good = np.ones((2, 4, 4), dtype=np.float32)
+    with pytest.raises(io.DataError, match="the hq slices contain NaN"):
+        writer.add("bad", good, np.full((2, 4, 4), np.nan, dtype=np.float32))
+    writer.add("fine", good, good)
+    entry = writer.close()
+    assert entry["count"] == 2 and entry["cases"] == [{"name": "fine", "slices": 2}]
+    assert (tmp_path / "split" / "lq.f32").stat().st_size == 2 * 4 * 4 * 4          # no slice of "bad"

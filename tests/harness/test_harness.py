@@ -19,7 +19,7 @@ from benchmark.harness import config as cfg
 from benchmark.measure import profile
 from benchmark.harness import run
 from benchmark.results import store
-from benchmark.data import dataset
+from benchmark.data import dataset, sources
 from benchmark.harness.grid import load_grid
 from benchmark.harness.pipeline import run_spec
 from benchmark.base.vocabulary import RANGES as cfg_ranges
@@ -324,3 +324,35 @@ def test_a_run_held_by_another_live_process_is_skipped_untouched(tmp_path, capsy
     row = status_cli.rows(tmp_path / "runs" / "locked")[0]
     assert row["state"] == "stopped" and f"pid {holder.pid} is gone" in row["detail"]
     assert run.main(argv + ["--jobs", "1"]) == 0 and store.run_state(folder)["state"] == "done"
+
+
+def test_each_test_image_records_its_subject(smoke_store):
+    """Phantoms are their own subjects: each test image names the phantom it is (the generator's
+    seed), so the statistics resample 2 subjects of one image each."""
+    tmp, grid, _ = smoke_store
+    scores = store.read_image_scores(tmp / "runs" / "two" / grid.specs[0].folder_name)
+    cases = [c.name for c in sources.phantom_cases("mri", size=32)["test"]]
+    assert list(scores["subject"]) == cases[:2] and scores["subject_recorded"].all()
+
+
+def test_training_writes_tensorboard_events_named_by_row_and_seed(smoke_store):
+    """Read back with TensorBoard's own reader: the loss, gradient norm and learning rate at every
+    iteration, the validation PSNR (the train_log's) and SSIM at each validation, and the examples."""
+    pytest.importorskip("tensorboard", reason="TensorBoard is an optional extra: pip install -e \".[track]\"")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tmp, grid, _ = smoke_store
+    for spec in grid.specs:
+        folder = tmp / "runs" / "two" / "tensorboard" / f"{spec.label} (seed 0)"
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+        events.Reload()
+        assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 7))
+        log = store.read_train_log(tmp / "runs" / "two" / spec.folder_name)
+        assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(list(log["loss"]), abs=1e-6)
+        validation = log.dropna(subset=["val_psnr"])
+        assert [(e.step, round(e.value, 4)) for e in events.Scalars("validation/psnr")] == \
+            [(int(i), pytest.approx(v, abs=1e-4)) for i, v in zip(validation["iteration"], validation["val_psnr"])]
+        assert [e.step for e in events.Scalars("validation/ssim")] == [3, 6]
+        assert {"train/grad_norm", "train/lr"} <= set(events.Tags()["scalars"])
+        images = events.Tags()["images"]
+        assert images == ["validation/mri_sr (input | output | truth)"]
+        assert [e.step for e in events.Images(images[0])] == [3, 6]

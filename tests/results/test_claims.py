@@ -118,7 +118,7 @@ def _ledger_row(text: str, claim: str) -> str:
 def test_ledger_from_fixed_stores_has_every_verdict(tmp_path):
     written = render_grid(build_stores(tmp_path / "runs"), tmp_path / "tables")
     text = (tmp_path / "tables" / "claims.md").read_text()
-    assert written[-1].name == "claims.md"
+    assert [p.name for p in written[-4:]] == ["claims.md", "leaderboard.csv", "leaderboard.json", "index.html"]
     assert _ledger_row(text, "33").endswith("| 2 / 2 | <0.001 | <0.001 | **confirmed** |")       # k=5 - k=1 = +1.0
     assert "| +1.00 [" in _ledger_row(text, "33")
     assert "**not resolved**" in _ledger_row(text, "34")                                          # k=3: -0.025 .. +0.05
@@ -159,3 +159,38 @@ def test_holm_in_the_ledger_adjusts_over_a_tables_tested_claims(tmp_path):
     assert [v.p_holm for v in family] == pytest.approx(stats.holm([v.p_value for v in family]))
     assert verdicts["32"].p_holm == verdicts["32"].p_value
     assert verdicts["1"].p_value is None and verdicts["1"].p_holm is None
+
+
+def test_the_leaderboard_has_one_row_per_grid_row_and_task_with_its_interval_and_marks(tmp_path):
+    """From the fixed stores: 2 + 3 + 6 rows, in table order; k=1 is 1.0 dB under k=5 (its interval
+    runs from -1.1 to -0.9: a resample that draws each row's other seed twice); k=9 did not learn and
+    keeps its row, marked;
+    the CSV and the JSON hold the same rows and the documented columns."""
+    import csv
+    import json
+
+    from benchmark.render.leaderboard import COLUMNS
+    render_grid(build_stores(tmp_path / "runs"), tmp_path / "tables")
+    rows = list(csv.DictReader((tmp_path / "tables" / "leaderboard.csv").open()))
+    data = json.loads((tmp_path / "tables" / "leaderboard.json").read_text())
+    assert tuple(rows[0]) == COLUMNS and data["columns"] == list(COLUMNS) and len(data["rows"]) == len(rows) == 11
+    assert [r["grid"] for r in rows] == ["recurrence"] * 2 + ["scan_design"] * 3 + ["token_shift"] * 6
+    k1 = next(r for r in data["rows"] if r["row"] == "k=1")
+    assert k1["delta_psnr"] == -1.0                                   # seed means 25.0, 25.1 against 26.0, 26.1
+    assert (k1["delta_low"], k1["delta_high"]) == pytest.approx((-1.1, -0.9), abs=0.02)   # a seed drawn twice
+    assert k1["psnr"] == 25.05 and k1["psnr_sd"] == pytest.approx(0.070711) and k1["seed_list"] == "seeds 0-1"
+    assert k1["gain_db"] == 5.05 and k1["reference"] == "k=5" and k1["commit"] == "unrecorded"
+    k5 = next(r for r in data["rows"] if r["row"] == "k=5")
+    assert k5["delta_psnr"] is None and k5["p"] is None
+    assert next(r for r in data["rows"] if r["row"] == "k=9")["marks"] == "✗"
+    assert next(r for r in data["rows"] if r["row"] == "Alternating between Blocks")["marks"] == "≡"
+
+
+def test_a_verdict_from_one_seed_per_row_says_it_holds_for_those_trained_models_only():
+    claim = claims.load_claims()[0]
+    one = claims._decide(claims.Verdict(claim, "", "", 0.5, 0.3, 0.7, (1, 1), 0.001, 0.002))
+    two = claims._decide(claims.Verdict(claim, "", "", -0.5, -0.7, -0.3, (2, 2), 0.001, 0.002))
+    unresolved = claims._decide(claims.Verdict(claim, "", "", 0.5, -0.1, 1.1, (1, 1), 0.2, 0.4))
+    assert one.verdict == "confirmed" and "not for another training run" in one.why
+    assert two.verdict == "contradicted" and two.why == ""
+    assert unresolved.verdict == "not resolved"

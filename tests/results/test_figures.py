@@ -4,48 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.base import provenance
-from benchmark.harness import config as cfg
 from benchmark.render import render_grid
 from benchmark.render import complexity as complexity_render
 from benchmark.render.examples import comparison_figure, panels, shown
 from benchmark.results import store
+from tests.helpers import FIGURES_SIDE as H, figures_store, marked_figures_store
 
-H = 24
-
-
-def _store(root):
-    grid_dir = root / "figs"
-    rng = np.random.default_rng(0)
-    hq = rng.uniform(0, 3000, (2, H, H)).astype(np.float32)
-    lq = (hq + rng.normal(0, 300, hq.shape)).astype(np.float32)
-    runs = []
-    for index, (label, noise) in enumerate((("A", 100.0), ("B", 30.0))):
-        folder = f"{label.lower()}-run"
-        config = cfg.resolve("smoke", {"task": "mri_sr", "model": {"name": "restore_rwkv"}})
-        store.write_json(grid_dir / folder / "spec.json", {"id": folder, "label": label, "slug": folder,
-                                                           "model": "restore_rwkv_tiny", "config": config})
-        store.write_json(grid_dir / folder / "status.json", {"state": "done", "id": folder,
-                                                             "code_hash": provenance.code_hash()})
-        store.write_json(grid_dir / folder / "profile.json", {"params_m": 0.1, "deploy_params_m": 0.1,
-                                                              "paper_gmacs": 0.1, "full_gmacs": 0.1, "latency_ms": 1.0})
-        output = (hq + rng.normal(0, noise, hq.shape)).astype(np.float32)
-        store.write_arrays(grid_dir / folder / "examples.npz", task=np.array(["mri_sr", "mri_sr"]),
-                           index=np.array([3, 0]), lq=lq, hq=hq, output=output)
-        rows = [{"task": "mri_sr", "index": i, "psnr": 25 + i + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0,
-                 "input_ssim": 0.6, "input_rmse": 20.0, "complexity": 1.0 + 0.5 * i} for i in range(6)]
-        store.write_csv(grid_dir / folder / "test_images.csv", rows)
-        store.write_json(grid_dir / folder / "test.json", {"tasks": {"mri_sr": {
-            "images": 6, "psnr": 27.5 + index, "ssim": 0.8, "rmse": 10.0, "input_psnr": 22.0, "input_ssim": 0.6,
-            "input_rmse": 20.0}}})
-        runs.append({"id": folder, "folder": folder, "label": label, "index": index})
-    store.write_grid(grid_dir, {"name": "figs", "table": None, "title": "Figures", "scale": "smoke", "reference": "A",
-                                "note": "", "file": "figs.yaml", "runs": runs})
-    return grid_dir
 
 
 def test_the_comparison_renders_from_the_store_and_a_panel_is_the_stored_output_in_its_window(tmp_path):
-    grid_dir = _store(tmp_path)
+    grid_dir = figures_store(tmp_path)
     written = [p.name for p in render_grid(grid_dir, tmp_path / "tables")]
     assert "figs_compare.png" in written and "figs_complexity.png" in written
     text = (tmp_path / "tables" / "figs.md").read_text()
@@ -103,28 +71,6 @@ def test_the_overlap_check_finds_text_on_text_and_text_on_another_panel():
     plt.close(fig)
 
 
-def _marked_store(root):
-    """The figures' store with B marked: it did not learn and its preset was floored; every run has
-    a training log and an ERF map, so that all four figures are drawn."""
-    grid_dir = _store(root)
-    for label, learned in (("A", True), ("B", False)):
-        folder = grid_dir / f"{label.lower()}-run"
-        status = store.read_json(folder / "status.json")
-        status["health"] = {"verdict": "learned" if learned else "did not learn", "learned": learned,
-                            "val_gain_db": 3.0 if learned else 0.4, "min_gain_db": 2.0}
-        store.write_json(folder / "status.json", status)
-        if not learned:
-            profile = store.read_json(folder / "profile.json")
-            store.write_json(folder / "profile.json", {**profile, "floored": {"floor": 4000, "divisor": 150}})
-        store.write_csv(folder / "train_log.csv", [
-            {"iteration": i, "loss": 0.1 / (1 + i / 50), "val_psnr": 22 + (i / 100 if learned else i / 1000)
-             if i % 100 == 0 else ""} for i in range(0, 801, 10)])
-        erf = np.zeros((2, 9, 9))
-        erf[:, 4, 4] = 1.0
-        store.write_array(folder / "erf.npy", erf)
-    return grid_dir
-
-
 def test_figures_from_a_fixed_store_mark_rows_carry_colour_bars_and_no_text_overlaps(tmp_path, monkeypatch, capsys):
     """All four figures of a grid, drawn from a fixed store: no text overlaps another text or a panel
     (the renderer reports any on stderr), B's marks (floored †, did not learn ✗) are in every figure,
@@ -140,7 +86,7 @@ def test_figures_from_a_fixed_store_mark_rows_carry_colour_bars_and_no_text_over
 
     for module in (figures, examples, complexity):
         monkeypatch.setattr(module, "_save", recording)
-    written = [p.name for p in render_grid(_marked_store(tmp_path), tmp_path / "tables")]
+    written = [p.name for p in render_grid(marked_figures_store(tmp_path), tmp_path / "tables")]
     assert {"figs_curves.png", "figs_erf.png", "figs_compare.png", "figs_complexity.png"} <= set(written)
     assert "overlaps" not in capsys.readouterr().err
     for name in ("figs_curves.png", "figs_erf.png", "figs_compare.png", "figs_complexity.png"):

@@ -69,7 +69,8 @@ def build_store(root: Path) -> Path:
 
 def test_rendered_table_matches_the_golden_file(tmp_path):
     written = render_grid(build_store(tmp_path / "runs"), tmp_path / "tables")
-    assert [p.name for p in written] == ["token_shift.md", "token_shift_erf.png", "claims.md"]  # no train_log.csv: no curves
+    assert [p.name for p in written] == ["token_shift.md", "token_shift_erf.png", "claims.md", "leaderboard.csv",
+                                         "leaderboard.json", "index.html"]        # no train_log.csv: no curves
     text = written[0].read_text()
     assert text == GOLDEN.read_text()
     # rendering is deterministic: the same store gives the same bytes
@@ -185,3 +186,22 @@ def test_a_floored_row_is_marked_and_its_rule_given_and_a_row_that_did_not_learn
     assert ("† Q-Shift: a tiny preset keeps the paper's size / 150 unless that is under 4,000 trainable parameters; "
             "then the full model's widths are scaled uniformly to the smallest size of at least 4,000") in text
     assert "| k=1 ✗ (seed 0) |" in text and "✗ did not learn at this scale: k=1 (test gain" in text
+
+
+def test_every_p_value_of_a_rendered_table_agrees_with_its_interval(tmp_path):
+    """In the table rendered from the fixed store, each comparison's p is under 0.05 exactly when its
+    interval excludes 0 (no ≈), for PSNR (its p column) and SSIM (its Holm p is never smaller than
+    its own p, so an SSIM Holm p under 0.05 needs an interval that excludes 0)."""
+    text = render_grid(build_store(tmp_path / "runs"), tmp_path / "tables")[0].read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| Method | seeds |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and len(line.strip("|").split("|")) == len(columns) and "reference" not in line
+            and not line.startswith("| Method")]
+    assert len(rows) == 2
+    number = lambda cell: 0.0 if cell == "<0.001" else float(cell)  # noqa: E731
+    for row in rows:
+        psnr_interval, p, ssim_interval, ssim_holm = row[4], row[5], row[7], row[8]
+        assert (number(p) < 0.05) == (not psnr_interval.endswith("≈")), row
+        if number(ssim_holm) < 0.05:
+            assert not ssim_interval.endswith("≈"), row

@@ -1,0 +1,102 @@
+"""The plan of a grid (``--plan``): its arithmetic against a hand-computed grid with fixed costs,
+a model that cannot be measured reported (not crashed), the cache, and the command."""
+import json
+
+import pytest
+
+from benchmark.harness import plan
+from benchmark.harness.grid import load_grid
+from tests.helpers import grid_file
+
+CELLS = "  zip:\n    label: [k=3, Q-Shift]\n    model.options: [{shift_kernel: 3}, {shift: quad}]\n  seed: [0, 1]\n"
+
+
+def fixed_costs(key: str, made: dict, repeat: int, queue) -> None:
+    """Stands in for the measuring process: k=3 (shift_kernel 3) steps in 2 s with 30 GB of peak memory,
+    a forward of a 256x256 slice takes 0.5 s and an ERF map 1 s; Q-Shift runs out of memory."""
+    spec = json.loads(key)
+    if made["options"].get("shift") == "quad":
+        queue.put({"error": "RuntimeError: out of memory (tried to allocate 12 GB)"})
+        return
+    queue.put({"step_s": 2.0, "peak_mb": 30 * 1024, "forward_s": {str(s): 0.5 for s in spec["sizes"]},
+               "erf_s": 1.0, "params_m": 27.9})
+
+
+def test_plan_arithmetic_of_a_hand_computed_grid(tmp_path):
+    """Paper scale, no prepared data here: the paper's IXI split (11,400 test slices of 256x256).
+    One run of k=3: train 30,000 x 2 s = 60,000 s; validation 30 x 32 x 0.5 = 480 s; test
+    11,400 x 0.5 = 5,700 s; ERF 16 x 1 = 16 s; 66,196 s = 18.39 h. Two seeds: 36.8 device-hours; Q-Shift
+    unknown (out of memory), reported in the table. Fits 40 GB (30 + 1 GB) but not 24 GB. SLURM: 4
+    tasks; 1.25 x 66,196 s = 82,745 s -> 92 quarter hours = 1,380 minutes; the dev profile's 30 minutes
+    need ceil(66,196 / 1,800) - 1 = 36 requeues, more than its max_requeues."""
+    from benchmark.harness.executors import slurm
+    grid = load_grid(grid_file(tmp_path, CELLS), "paper")
+    path = plan.make_plan(grid, tmp_path / "runs", tmp_path / "tables", [24, 40], slurm.load_profile("dev"),
+                          "the command", worker=fixed_costs)
+    numbers = plan.plan_grid(grid, plan.load_costs(tmp_path / "runs" / "plan-costs.json"), [24, 40],
+                             slurm.load_profile("dev"))
+    k3 = [r for r in numbers["runs"] if r["label"] == "k=3"]
+    assert k3[0]["seconds"] == {"train": 60000.0, "validation": 480.0, "test": 5700.0, "erf": 16.0, "total": 66196.0}
+    assert numbers["total_s"] == pytest.approx(2 * 66196.0) and numbers["unknown"] == 2
+    fits = {m["labels"][0]: m["fits"] for m in numbers["models"]}
+    assert fits["k=3"] == {24: False, 40: True} and fits["Q-Shift"] == {24: None, 40: None}
+    assert numbers["slurm"]["tasks"] == 4 and numbers["slurm"]["time_min"] == 1380
+    assert numbers["slurm"]["requeues"] == 36 and not numbers["slurm"]["requeues_allowed"]
+    text = path.read_text()
+    assert path.name == "two_plan.md"
+    assert "**4 runs** (2 rows x 2 seeds); **36.8 device-hours** on this device for the 2 runs whose model could be " \
+           "measured (2 unknown)" in text
+    assert ("| restore_rwkv | shift=quad | Q-Shift | out of memory on this machine (RuntimeError: out of memory "
+            "(tried to allocate 12 GB)) |") in text
+    assert "| 2.00 | 30.0 | 0.50 s at 256² | 1.00 | **no** | yes |" in text
+    assert "ask for `time_min: 1380`" in text and "36 time(s) (more than its max_requeues" in text
+
+
+def test_a_tuned_grid_trains_every_candidate_and_tests_one_per_row_and_seed(tmp_path):
+    path = tmp_path / "tuned.yaml"
+    path.write_text("name: tuned\nbase:\n  task: mri_sr\n  model: {name: restore_rwkv}\naxes:\n  label: [k=3]\n"
+                    "  model.options: [{shift_kernel: 3}]\ntune:\n  paper: {train.lr: [1.0e-4, 2.0e-4, 4.0e-4]}\n")
+    grid = load_grid(path, "paper")
+    costs = {plan.cost_key(s.config, plan.workload(s.config)): {"outcome": "ok", "step_s": 2.0, "peak_mb": 1.0,
+                                                                "forward_s": {"256": 0.5}, "erf_s": 1.0}
+             for s in grid.specs}
+    numbers = plan.plan_grid(grid, costs, [80])
+    tested = [r for r in numbers["runs"] if r["seconds"]["test"] > 0]
+    assert len(numbers["runs"]) == 3 and len(tested) == 1
+    assert numbers["total_s"] == pytest.approx(3 * 60480.0 + 5716.0)
+
+
+def test_the_cost_cache_is_reused_and_a_damaged_one_is_measured_again(tmp_path):
+    from benchmark.harness.executors import slurm
+    grid = load_grid(grid_file(tmp_path, CELLS), "paper")
+    plan.make_plan(grid, tmp_path / "runs", tmp_path / "tables", [40], slurm.load_profile("dev"), "c",
+                   worker=fixed_costs)
+    cached = json.loads((tmp_path / "runs" / "plan-costs.json").read_text())
+    assert len(cached) == 2
+
+    def refuse(*args):
+        raise AssertionError("measured again")
+    plan.make_plan(grid, tmp_path / "runs", tmp_path / "tables", [40], slurm.load_profile("dev"), "c", worker=refuse)
+    (tmp_path / "runs" / "plan-costs.json").write_text("{not json")
+    assert plan.load_costs(tmp_path / "runs" / "plan-costs.json") == {}
+
+
+def test_plan_command_trains_nothing_and_writes_the_plan(tmp_path, monkeypatch, capsys):
+    from benchmark.harness import run
+    monkeypatch.setattr(plan, "_measure_one", fixed_costs)
+    code = run.main(["--grid", str(grid_file(tmp_path, CELLS)), "--scale", "paper", "--plan", "--out",
+                     str(tmp_path / "runs"), "--tables", str(tmp_path / "tables")])
+    assert code == 0
+    assert (tmp_path / "tables" / "two_plan.md").is_file()
+    assert not (tmp_path / "runs" / "two").exists()                 # no run folder: nothing trained
+
+
+def test_rows_that_build_one_network_are_measured_once(tmp_path):
+    """{shift_kernel: 5} is the default Omni-Shift: the same network as no options, one measurement."""
+    from benchmark.harness.executors import slurm
+    cells = "  zip:\n    label: [k=5, default]\n    model.options: [{shift_kernel: 5}, {}]\n"
+    grid = load_grid(grid_file(tmp_path, cells), "paper")
+    plan.make_plan(grid, tmp_path / "runs", tmp_path / "tables", [40], slurm.load_profile("dev"), "c",
+                   worker=fixed_costs)
+    assert len(json.loads((tmp_path / "runs" / "plan-costs.json").read_text())) == 1
+    assert "| restore_rwkv | shift_kernel=5 | k=5, default |" in (tmp_path / "tables" / "two_plan.md").read_text()
