@@ -12,6 +12,8 @@ Every step is watched (``benchmark.results.health``): a non-finite loss or gradi
 (``TrainingDiverged``, naming the iteration); the global gradient norm is logged, and clipped to
 ``train.grad_clip`` when that is set; the summary records the loss spikes, the validation inputs'
 PSNR and whether the run learned (best validation PSNR at least ``train.min_gain`` dB above it).
+Every step and validation also goes to TensorBoard event files beside the run's folder
+(``benchmark.harness.events``); nothing is read back from them.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from models.ops import precision
 
 from benchmark.results import health, metrics, store
+from benchmark.harness.events import TrainingEvents
 from benchmark.harness.inference import TaskData, physical, restore, restore_physical
 
 
@@ -62,16 +65,21 @@ def validation_input_psnr(data: TaskData, limit: int) -> float:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.device) -> float:
-    """Mean PSNR (dB, physical units, the test protocol) over the first ``limit`` slices per task."""
+def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.device) -> dict:
+    """Mean PSNR (dB) and SSIM (physical units, the test protocol) over the first ``limit`` slices
+    per task, and the first slice of each task as (task, modality, (input, output, truth))."""
     was_training = model.training
     model.eval()
-    scores = []
+    psnr, ssim, examples = [], [], []
     for task_id, modality, sample in _validation_slices(data, limit):
-        out, gt, _ = restore_physical(model, sample, task_id, modality, device)
-        scores.append(metrics.evaluate(out, gt, modality)["psnr"])
+        out, gt, lq = restore_physical(model, sample, task_id, modality, device)
+        scores = metrics.evaluate(out, gt, modality)
+        psnr.append(scores["psnr"])
+        ssim.append(scores["ssim"])
+        if not any(task == data.tasks[task_id] for task, _, _ in examples):
+            examples.append((data.tasks[task_id], modality, (lq, out, gt)))
     model.train(was_training)
-    return float(np.mean(scores))
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "examples": examples}
 
 
 def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
@@ -117,6 +125,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     parameters = [p for p in model.parameters() if p.requires_grad]
     max_norm = settings["grad_clip"] if settings["grad_clip"] is not None else math.inf   # inf: measured, never scaled
     autocast = precision.training_autocast(settings["precision"], device)
+    events = TrainingEvents(folder, config["seed"], start)             # TensorBoard, beside the store folder
     model.train()
     clock = time.perf_counter()
     bar = tqdm(range(start, settings["iters"]), initial=start, total=settings["iters"], disable=not progress,
@@ -139,9 +148,12 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         done = iteration + 1
         entry = {"iteration": done, "loss": round(loss_value, 6), "grad_norm": round(grad_norm, 6),
                  "lr": optimizer.param_groups[0]["lr"], "val_psnr": "", "seconds": None}
+        events.step(done, loss_value, grad_norm, entry["lr"])
         if done % settings["val_every"] == 0 or done == settings["iters"]:
-            psnr = validate(model, val_data, settings["val_images"], device)
+            scored = validate(model, val_data, settings["val_images"], device)
+            psnr = scored["psnr"]
             entry["val_psnr"] = round(psnr, 4)
+            events.validation(done, psnr, scored["ssim"], scored["examples"])
             if psnr > best:
                 best, best_iter = psnr, done
                 store.save_torch(folder / "best.pt", model.state_dict())
@@ -155,6 +167,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "seconds": entry["seconds"]})
             store.write_csv(folder / "train_log.csv", log, LOG_COLUMNS)
     bar.close()
+    events.close()
     model.load_state_dict(store.read_weights(folder / "best.pt", device))
     seconds = log[-1]["seconds"] if log else 0.0
     val_input = validation_input_psnr(val_data, settings["val_images"])

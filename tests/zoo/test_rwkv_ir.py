@@ -135,3 +135,39 @@ def test_sizes():
     assert round(full * 1e6) == 19_963_153 and round(full * 1e6) + 2 * 192 * 36 == 19_976_977
     assert 0.7 <= profile.count_params(models.create_model("rwkv_ir_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
     assert math.isclose(profile.count_params(models.create_model("rwkv_ir"), True), full)
+
+
+def _saved_bytes(model, x):
+    """Bytes of the tensors autograd keeps for the backward pass of ``model(x)``, and the output."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    return total[0], out
+
+
+def test_checkpointed_blocks_give_the_same_gradients_and_keep_a_fraction_of_the_activations():
+    """The full preset checkpoints its blocks (36 at full resolution: 1.2 MB of activations per
+    pixel otherwise). Checkpointed, autograd keeps each block's input (one (B, H, W, C) tensor) instead
+    of its ~45 intermediate tensors, and recomputes the same ops: identical outputs and gradients
+    (bit for bit, on a CPU) with over 10x fewer saved bytes (measured: 20x for the tiny preset)."""
+    torch.manual_seed(0)
+    plain = models.create_model("rwkv_ir_tiny")
+    lean = models.create_model("rwkv_ir_tiny", checkpoint_blocks=True)
+    lean.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 24, 24)
+    kept_plain, out_plain = _saved_bytes(plain, x)
+    kept_lean, out_lean = _saved_bytes(lean, x)
+    assert torch.equal(out_plain, out_lean)
+    out_plain.abs().mean().backward()
+    out_lean.abs().mean().backward()
+    for (name, p), q in zip(plain.named_parameters(), lean.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    assert kept_lean * 10 < kept_plain
+    assert models.create_model("rwkv_ir").groups[0].checkpoint_blocks                     # the full preset
+    assert not models.create_model("rwkv_ir_tiny").groups[0].checkpoint_blocks
+    with torch.no_grad():                                                   # inference never checkpoints
+        assert torch.equal(lean(x), plain(x))
