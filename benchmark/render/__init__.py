@@ -34,9 +34,11 @@ def _curve(folder: Path, spec: dict, status: dict) -> dict | None:
             "spikes": [s["iteration"] for s in summary.get("loss_spikes", [])]}
 
 
-def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -> list[Path]:
+def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None, summaries: bool = True) -> list[Path]:
     """Write the grid's table, its training curves (when any run has a log), its ERF figure (when
-    any run has a map) and the claims ledger of every grid store in its folder; returns the paths. The table's headline lines are appended to ``headline``
+    any run has a map) and, with ``summaries``, the claims ledger, the leaderboard and the results
+    page of every grid store in its folder (rendering several grids, only the last needs them);
+    returns the paths. The table's headline lines are appended to ``headline``
     when a list is given. A run with an unreadable store file is rendered as ``broken`` (the file
     named under the table); the other runs are rendered as usual."""
     grid_dir, out_dir = Path(grid_dir), Path(out_dir)
@@ -124,6 +126,8 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None) -
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)
+    if not summaries:
+        return written
     if found:
         written.append(claims.render_ledger(found, out_dir, grid_dir.parent.name))
     rows = leaderboard.leaderboard_rows(stores)

@@ -18,10 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="tables", help="folder for <grid>.md and <grid>_erf.png (default: tables)")
     args = parser.parse_args(argv)
     code = 0
+    grids = [g for g in args.stores if not (Path(g) / "efficiency.json").is_file()]
     for grid_dir in args.stores:                   # one unreadable store does not stop the others
         try:
-            render = render_efficiency if (Path(grid_dir) / "efficiency.json").is_file() else render_grid
-            for path in render(grid_dir, args.out):
+            if grid_dir in grids:                  # the ledger, leaderboard and page once, with the last grid
+                paths = render_grid(grid_dir, args.out, summaries=grid_dir == grids[-1])
+            else:
+                paths = render_efficiency(grid_dir, args.out)
+            for path in paths:
                 print(path)
         except (OSError, store.StoreError) as err:
             print(f"error: {err}", file=sys.stderr)

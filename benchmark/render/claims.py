@@ -15,7 +15,7 @@ from benchmark.base import markdown, provenance
 from benchmark.base.vocabulary import TASKS
 from benchmark.results import claims as paper_claims
 from benchmark.results import stats, store
-from benchmark.render.tables import _summaries, commit_text, did_not_learn, seeds_text
+from benchmark.render.tables import _p, _summaries, commit_text, did_not_learn, seeds_text
 
 LEDGER = "claims.md"
 
@@ -116,10 +116,6 @@ def _delta(value: float | None, metric: str) -> str:
         return "-"
     unit = " dB" if metric == "psnr" else ""
     return f"{value:+.{_digits(metric)}f}{unit}"
-
-
-def _p(value: float | None) -> str:
-    return "-" if value is None else "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def _rows(claim: paper_claims.Claim) -> str:
