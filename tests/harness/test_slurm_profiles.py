@@ -61,3 +61,29 @@ def test_profiles_read_numbers_as_the_grids_do(tmp_path):
     path = tmp_path / "profile.yaml"
     path.write_text("partition: gpu\nmem_gb: 1.2e2\n")
     assert slurm.load_profile(str(path))["mem_gb"] == 120.0
+
+
+def test_a_just_submitted_job_that_sacct_does_not_show_yet_is_not_submitted_again(tmp_path, monkeypatch):
+    """sacct lags a submission by seconds: a rerun in that window must wait for the job, not submit
+    the run a second time (two tasks of one run: the later one found it busy and ended untested)."""
+    import time
+
+    from benchmark.results import store
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {})                  # sacct knows none of them yet
+    store.write_json(tmp_path / "fresh" / "slurm.json", {"job_id": "41_0", "submitted": time.time() - 5})
+    store.write_json(tmp_path / "old" / "slurm.json", {"job_id": "40_0", "submitted": time.time() - slurm.LOST_S - 1})
+    assert slurm.active_job(tmp_path / "fresh") == "41_0"
+    assert slurm.active_job(tmp_path / "old") is None                         # lost: submitted afresh
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {i: "COMPLETED" for i in ids})
+    assert slurm.active_job(tmp_path / "fresh") is None
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {i: "RUNNING" for i in ids})
+    assert slurm.active_job(tmp_path / "old") == "40_0"
+
+
+def test_an_array_task_waits_for_a_run_another_task_holds_then_finishes_it(capsys):
+    answers = iter([{"state": "busy", "reason": "pid 7 on node1 is running this run"}, {"state": "busy"},
+                    {"state": "done"}])
+    calls = []
+    result = slurm.run_until_free(lambda: calls.append(1) or next(answers), poll_s=0)
+    assert result == {"state": "done"} and len(calls) == 3
+    assert capsys.readouterr().err.count("pid 7 on node1 is running this run; waiting for it") == 1

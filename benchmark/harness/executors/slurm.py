@@ -11,6 +11,9 @@
   A job that ends without a result is recorded as failed once ``sacct`` has shown it ended for
   ``grace_s`` seconds (sacct lags completion by a few seconds); a job that ``sacct`` never knows is
   failed after ``lost_s``. Nothing is waited on forever.
+- A run is not submitted again while its earlier job is queued or running, nor in the first
+  ``LOST_S`` after its submission while ``sacct`` does not show it yet; an array task whose run
+  another task holds waits for it and then does what is left.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ if TYPE_CHECKING:                   # benchmark.status reads SLURM states withou
 # sacct states after which a job will not run again (REQUEUED, PENDING, RUNNING, ... are not)
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED", "REVOKED")
+LOST_S = 120.0                      # a submitted job sacct has not shown after this long is lost
+BUSY_POLL_S = 5.0                   # how often an array task retries a run another process holds
 PROFILE_KEYS = {"partition": None, "account": None, "qos": None, "gpus_per_task": None, "cpus_per_task": 1,
                 "mem_gb": None, "time_min": 60, "array_parallelism": 16, "max_array_size": None,
                 "signal_delay_s": 90, "max_requeues": 3, "setup": [], "extra": {}}
@@ -159,11 +164,27 @@ class SpecJob:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))
-        return run_spec(spec, grid_dir, progress=False, stages=self.stages)
+        return run_until_free(lambda: run_spec(spec, grid_dir, progress=False, stages=self.stages))
 
     def checkpoint(self, spec: RunSpec, grid_dir: str):
         import submitit
         return submitit.helpers.DelayedSubmission(SpecJob(self.stages), spec, grid_dir)
+
+
+def run_until_free(attempt, poll_s: float = BUSY_POLL_S) -> dict:
+    """``attempt()`` again while it answers ``busy``: an array task whose run is held by another live
+    process (an earlier submission's task still running it) waits for that process to finish, then
+    does what is left (a test after another task's training), instead of ending with no outcome.
+    The lock is the kernel's, so a holder that dies releases it; the job's time limit bounds the wait."""
+    told = False
+    while True:
+        result = attempt()
+        if result.get("state") != "busy":
+            return result
+        if not told:
+            print(f"{result.get('reason', 'the run is busy')}; waiting for it", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll_s)
 
 
 def _executor(folder: Path, profile: dict):
@@ -191,7 +212,9 @@ def active_job(folder: Path) -> str | None:
     if not record:
         return None
     state = job_states([record["job_id"]]).get(record["job_id"])
-    return record["job_id"] if state is not None and not is_terminal(state) else None
+    if state is None:              # sacct lags a fresh submission by seconds: unknown but recent is queued
+        return record["job_id"] if time.time() - record.get("submitted", 0) < LOST_S else None
+    return record["job_id"] if not is_terminal(state) else None
 
 
 def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all") -> dict[str, str]:
@@ -225,7 +248,7 @@ def _record(folder: Path) -> dict:
         return {}
 
 
-def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 10.0, lost_s: float = 120.0,
+def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 10.0, lost_s: float = LOST_S,
          report=None) -> dict[str, dict]:
     """Poll until every spec's job has ended; a job that ended without recording an outcome in the
     store becomes a failed run naming the job, its state and its log."""
