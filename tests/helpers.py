@@ -18,6 +18,9 @@ Two kinds (issue 30: the suite failed on an AMD CPU at a fixed 1e-5 that held on
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ import torch
 import models
 from benchmark.base import provenance
 from benchmark.checks import check_model
+from benchmark.data.sources import Case
 from benchmark.harness import config as cfg
 from benchmark.results import store
 from benchmark.render.tables import paper_numbers
@@ -197,3 +201,38 @@ def marked_figures_store(root):
         erf[:, 4, 4] = 1.0
         store.write_array(folder / "erf.npy", erf)
     return grid_dir
+
+
+def slurm_unavailable() -> str:
+    """Empty when the tests may submit jobs: to the dev cluster (ClusterName medir), or to any
+    cluster with MEDIR_SLURM_TESTS=1."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM here (sinfo not found); start the dev cluster with bash slurm/dev-cluster/start.sh"
+    if os.environ.get("MEDIR_SLURM_TESTS") == "1":
+        return ""
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        config = ""
+    if "ClusterName" not in config:
+        return "SLURM's commands are here but no controller answers; start the dev cluster with slurm/dev-cluster/start.sh"
+    if "ClusterName             = medir" not in config:
+        return "SLURM is here but it is not the dev cluster; set MEDIR_SLURM_TESTS=1 to submit test jobs to it"
+    return ""
+
+
+def counted_cases(calls: list, fail_at: str | None = None) -> dict:
+    """Ten small cases (train 8, val 1, test 1) whose loads are recorded in ``calls``; loading
+    ``fail_at`` is interrupted as by Ctrl-C."""
+    def load(i, name):
+        calls.append(name)
+        if name == fail_at:
+            raise KeyboardInterrupt
+        hq = np.full((2, 6, 6), 10.0 * i, dtype=np.float32) + np.arange(36, dtype=np.float32).reshape(6, 6)
+        return hq * 0.5, hq
+    cases = [Case(f"s{i}", 2, lambda i=i, name=f"s{i}": load(i, name)) for i in range(10)]
+    return {"train": cases[:8], "val": cases[8:9], "test": cases[9:]}
+
+
+def prepared_bytes(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*.f32"))}

@@ -7,14 +7,18 @@ Layout of ``<out>/``::
     train/lq.f32 hq.f32    raw float32 slices (N, H, W), C order, read with np.memmap
     val/...  test/...
 
-Slices are appended while cases are read, so memory stays at one case; the files are written in a
-temporary sibling folder that is renamed to ``<out>`` only when everything succeeded, so an
-interrupted preparation never leaves a folder that looks complete (the next preparation of the
-same ``<out>`` removes what it left). Every split must get slices (splits are made by subject), and
+Slices are appended while cases are read, so memory stays at one case; the files are written in
+the sibling folder ``.<out>.partial`` that is renamed to ``<out>`` only when everything succeeded,
+so an interrupted preparation never leaves a folder that looks complete. After each case the files
+are synced and ``journal.json`` records it: the same command run again after a kill truncates the
+files to the last whole case and reads only the cases not yet written (a partial folder of other
+inputs is removed). A lock on the partial folder refuses a second process preparing the same ``<out>``. Every split must get slices (splits are made by subject), and
 every value must be finite and plausible for the modality (``modalities.PLAUSIBLE``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,20 +36,34 @@ from benchmark.data.sources import SPLITS, Case
 
 FORMAT = "medir-bench prepared dataset v1"
 MANIFEST = "manifest.json"
+JOURNAL = "journal.json"                 # in the partial folder: the cases written so far
+LOCK = ".lock"
 
 
 REGION_LABELS = (0, 2 ** 24)              # indexed masks are stored as float32: exact integers below 2^24
 
 
 class _SplitWriter:
-    def __init__(self, folder: Path, modality: str, regions: bool = False):
-        folder.mkdir(parents=True)
+    """Appends one split's cases to its raw files. Its ``state`` (JSON: the slice shape and, per
+    written case, its slice count, value range and the files' lengths after it) is what the journal
+    keeps, so a resumed preparation truncates each file to the last whole case and goes on."""
+
+    def __init__(self, folder: Path, modality: str, regions: bool = False, state: dict | None = None):
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.plausible = folder, PLAUSIBLE[modality]
         names = ("lq", "hq", "regions") if regions else ("lq", "hq")
-        self.files = {name: open(folder / f"{name}.f32", "wb") for name in names}
-        self.digests = {name: hashlib.sha256() for name in self.files}
-        self.count, self.shape, self.cases = 0, None, []
-        self.low, self.high = {n: np.inf for n in self.files}, {n: -np.inf for n in self.files}
+        self.state = state or {"shape": None, "cases": []}
+        ends = self.state["cases"][-1]["ends"] if self.state["cases"] else dict.fromkeys(names, 0)
+        self.files = {}
+        for name in names:
+            path = folder / f"{name}.f32"
+            handle = open(path, "r+b" if path.exists() else "w+b")
+            handle.truncate(ends[name])            # bytes after the last whole case: an interrupted write
+            handle.seek(ends[name])
+            self.files[name] = handle
+
+    def written(self, case: str) -> bool:
+        return any(entry["name"] == case for entry in self.state["cases"])
 
     def add(self, case: str, lq: np.ndarray, hq: np.ndarray, regions: np.ndarray | None = None) -> None:
         if lq.shape != hq.shape:
@@ -55,10 +73,9 @@ class _SplitWriter:
                             "cases have " + ("one" if regions is None else "none"))
         if regions is not None and regions.shape != lq.shape:
             raise DataError(f"{case}: a region mask of shape {regions.shape} for slices of {lq.shape}")
-        if self.shape is None:
-            self.shape = lq.shape[1:]
-        elif lq.shape[1:] != self.shape:
-            raise DataError(f"{case}: slices of {lq.shape[1:]} where the dataset has {self.shape}; "
+        shape = self.state["shape"]
+        if shape is not None and list(lq.shape[1:]) != shape:
+            raise DataError(f"{case}: slices of {lq.shape[1:]} where the dataset has {tuple(shape)}; "
                             "all slices of a prepared dataset share one size")
         arrays = [(name, array) for name, array in (("lq", lq), ("hq", hq), ("regions", regions)) if array is not None]
         for name, array in arrays:              # every array checked before any is written: a skipped case
@@ -70,27 +87,84 @@ class _SplitWriter:
                                 f"outside the plausible range [{low:g}, {high:g}] of this modality: wrong units "
                                 "or a corrupt file?")
         for name, array in arrays:
-            data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-            self.files[name].write(data)
-            self.digests[name].update(data)
-            self.low[name] = min(self.low[name], float(array.min()))
-            self.high[name] = max(self.high[name], float(array.max()))
-        self.count += lq.shape[0]
-        self.cases.append({"name": case, "slices": int(lq.shape[0])})
+            self.files[name].write(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        for handle in self.files.values():      # on disk before the journal says the case is written
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.state["shape"] = list(lq.shape[1:])
+        self.state["cases"].append({"name": case, "slices": int(lq.shape[0]),
+                                    "ends": {name: f.tell() for name, f in self.files.items()},
+                                    "range": {name: [float(a.min()), float(a.max())] for name, a in arrays}})
 
     def close(self) -> dict:
         for f in self.files.values():
             f.close()
-        return {"count": self.count, "shape": list(self.shape) if self.shape else None,
+        cases = self.state["cases"]
+        count = sum(entry["slices"] for entry in cases)
+        return {"count": count, "shape": self.state["shape"],
                 "files": {n: f"{self.folder.name}/{n}.f32" for n in self.files},
-                "sha256": {n: d.hexdigest() for n, d in self.digests.items()},
-                "value_range": {n: [self.low[n], self.high[n]] for n in self.files if self.count},
-                "cases": self.cases}
+                "sha256": {n: _sha256(self.folder / f"{n}.f32") for n in self.files},
+                "value_range": {n: [min(e["range"][n][0] for e in cases), max(e["range"][n][1] for e in cases)]
+                                for n in self.files if count},
+                "cases": [{"name": entry["name"], "slices": entry["slices"]} for entry in cases]}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plan(cases: dict[str, list[Case]], **identity) -> str:
+    """What a preparation writes (its task, source and every case in order): a journal of another
+    plan is not resumed."""
+    listed = {split: [[c.name, c.slices] for c in cases.get(split, [])] for split in SPLITS}
+    text = json.dumps({**identity, "cases": listed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _held(partial: Path):
+    """The partial folder, locked for this process (a second preparation of the same ``--out`` is
+    refused while the first runs; the kernel releases the lock of a process that dies)."""
+    partial.mkdir(parents=True, exist_ok=True)
+    handle = open(partial / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{partial}: another process is preparing this dataset now; wait for it or "
+                            "choose another --out") from None
+        yield partial
+    finally:
+        handle.close()
+
+
+def _journal(partial: Path, plan: str) -> dict:
+    """The journal of an interrupted preparation of the same plan, or a fresh one (whatever else the
+    partial folder holds is removed)."""
+    try:
+        journal = json.loads((partial / JOURNAL).read_text())
+    except (OSError, json.JSONDecodeError):
+        journal = None
+    if journal is not None and journal.get("plan") == plan:
+        return journal
+    leftovers = [p for p in partial.iterdir() if p.name != LOCK]
+    if leftovers:
+        why = "of other inputs" if journal is not None else "with no readable journal"
+        print(f"{partial}: an interrupted preparation {why}; removed, starting afresh", file=sys.stderr)
+        for path in leftovers:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return {"plan": plan, "splits": {}, "skipped": []}
 
 
 def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source: str,
           skip_bad: bool = False, progress: bool = True) -> dict:
-    """Read every case and write the prepared dataset to ``out``; returns the manifest."""
+    """Read every case and write the prepared dataset to ``out``; returns the manifest. An
+    interrupted preparation (an error, Ctrl-C, a kill, a full disk) resumes when the same command
+    runs again: the cases its journal lists as written are not read again."""
     out = Path(out)
     if out.exists():
         raise DataError(f"{out}: already exists; remove it or choose another --out")
@@ -101,61 +175,59 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
         found = sum(len(cases.get(split, [])) for split in SPLITS)
         raise DataError(f"{task}: {found} subjects/cases give no {' or '.join(empty)} split (splits are made by "
                         "subject, so that no subject is in two); the source needs more subjects")
-    _remove_stale_partials(out)
-    temporary = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    skipped = []
+    with_regions = any(c.load_regions is not None for split in SPLITS for c in cases.get(split, []))
+    plan = _plan(cases, task=task, modality=modality, source=source, regions=with_regions)
     total = sum(c.slices for split in SPLITS for c in cases.get(split, []))
-    try:
+    with _held(out.parent / f".{out.name}.partial") as partial:
+        journal = _journal(partial, plan)
+        skipped = journal["skipped"]
+        resumed = [e["name"] for state in journal["splits"].values() for e in state["cases"]] + \
+                  [s["case"] for s in skipped]
+        if resumed:
+            print(f"{out}: resuming an interrupted preparation; {len(resumed)} cases already prepared are not "
+                  "read again", file=sys.stderr, flush=True)
         splits = {}
         with tqdm(total=total, unit="slice", desc=f"prepare {task}", disable=not progress) as bar:
-            with_regions = any(c.load_regions is not None for split in SPLITS for c in cases.get(split, []))
             for split in SPLITS:
-                writer = _SplitWriter(temporary / split, modality, with_regions)
+                writer = _SplitWriter(partial / split, modality, with_regions, journal["splits"].get(split))
                 for case in cases.get(split, []):
-                    try:
-                        lq, hq = case.load()
-                        writer.add(case.name, lq, hq, case.load_regions() if case.load_regions else None)
+                    if writer.written(case.name) or any(s["case"] == case.name and s["split"] == split
+                                                        for s in skipped):
+                        bar.update(case.slices)
+                        continue
+                    try:                                          # one case in memory at a time
+                        writer.add(case.name, *case.load(), case.load_regions() if case.load_regions else None)
                     except DataError as err:
                         if not skip_bad:
-                            raise
+                            raise DataError(f"{err} (the cases prepared so far are kept in {partial}: the same "
+                                            "command resumes after them)") from None
                         skipped.append({"split": split, "case": case.name, "reason": str(err)})
+                    journal["splits"][split] = writer.state
+                    _write_json(partial / JOURNAL, journal)
                     bar.update(case.slices)
                 splits[split] = writer.close()
         empty = [split for split, entry in splits.items() if not entry["count"]]
         if empty:
+            shutil.rmtree(partial, ignore_errors=True)         # nothing to resume: every case was read
             raise DataError(f"{task}: no slices were prepared for the {' and '.join(empty)} split"
                             + (f" ({len(skipped)} inputs skipped)" if skipped else ""))
         manifest = {"format": FORMAT, "task": task, "modality": modality, "source": source,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "splits": splits, "skipped": skipped}
-        write_manifest(temporary, manifest)
-        temporary.rename(out)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        write_manifest(partial, manifest)
+        (partial / JOURNAL).unlink()
+        (partial / LOCK).unlink()                  # still held: no one else can take it before the rename
+        partial.rename(out)
     return manifest
 
 
-def _remove_stale_partials(out: Path) -> None:
-    """Remove the partial folders of earlier preparations of ``out`` whose process is gone."""
-    for partial in out.parent.glob(f".{out.name}.partial-*"):
-        pid = partial.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-                continue                                   # its process still runs
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        print(f"{partial}: removed (left by an interrupted preparation)", file=sys.stderr)
-        shutil.rmtree(partial, ignore_errors=True)
+def _write_json(path: Path, data: dict) -> None:
+    from benchmark.results import store
+    store.write_json(path, data)
 
 
 def write_manifest(folder, manifest: dict) -> None:
     """``folder/manifest.json``, written to a temporary name and renamed into place."""
-    from benchmark.results import store
-    store.write_json(Path(folder) / MANIFEST, manifest)
+    _write_json(Path(folder) / MANIFEST, manifest)
 
 
 def read_manifest(folder) -> dict:

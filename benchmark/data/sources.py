@@ -137,17 +137,20 @@ def _aapm_pairs(patient: Path, series: str | None) -> list[tuple[Path, Path]]:
 
 
 def _aapm_load(pairs: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray]:
-    lq, hq = [], []
-    for low, high in pairs:
+    """The patient's (quarter-dose, full-dose) slices in HU, filled into two preallocated arrays:
+    a patient's memory is its two float32 series (0.5 GB for 240 slices of 512x512), not twice that."""
+    lq = hq = None
+    for i, (low, high) in enumerate(pairs):
         low_image, high_image = read_dicom(low)[1], read_dicom(high)[1]
         if low_image.shape != high_image.shape:
             raise DataError(f"{low} and {high}: a pair with different shapes {low_image.shape} vs {high_image.shape}")
-        if hq and high_image.shape != hq[0].shape:
-            raise DataError(f"{high}: a slice of {high_image.shape} in a series of {hq[0].shape} slices "
+        if hq is None:
+            lq, hq = (np.empty((len(pairs), *high_image.shape), dtype=np.float32) for _ in range(2))
+        elif high_image.shape != hq.shape[1:]:
+            raise DataError(f"{high}: a slice of {high_image.shape} in a series of {hq.shape[1:]} slices "
                             f"({pairs[0][1]}); a series must have one slice size")
-        lq.append(low_image)
-        hq.append(high_image)
-    return np.stack(lq), np.stack(hq)
+        lq[i], hq[i] = low_image, high_image
+    return lq, hq
 
 
 def _failing(err: DataError) -> Callable[[], tuple[np.ndarray, np.ndarray]]:

@@ -6,7 +6,11 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # 
 
 from benchmark.data import __main__ as cli
 from benchmark.data import dataset, degradations, io, prepared, sources
+from tests.helpers import counted_cases, prepared_bytes
 
 
 # --- writers of real formats --------------------------------------------------------------------
@@ -195,22 +200,72 @@ def test_bad_pair_fails_or_is_skipped_and_listed(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)], bad="c3.npy")
     out = tmp_path / "p"
     assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet"]) == 2
-    assert "c3.npy: a pair with different shapes" in capsys.readouterr().err
-    assert not out.exists() and not list(tmp_path.glob(".p.partial*"))          # nothing half-written
+    err = capsys.readouterr().err
+    assert "c3.npy: a pair with different shapes" in err and "the same command resumes after them" in err
+    assert not out.exists()                                                     # nothing that looks complete
     assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(out), "--quiet",
                      "--skip-bad"]) == 0
+    assert "3 cases already prepared are not read again" in capsys.readouterr().err      # c0-c2, written before c3
+    assert not list(tmp_path.glob(".p.partial*"))
     manifest = prepared.read_manifest(out)
     assert manifest["splits"]["train"]["count"] == 7 and manifest["skipped"][0]["case"] == "c3.npy"
 
 
-def test_interrupted_preparation_leaves_nothing(tmp_path):
-    def interrupted():
-        raise KeyboardInterrupt
-    ok = sources.Case("ok", 1, lambda: (np.zeros((1, 4, 4)), np.zeros((1, 4, 4))))
-    cases = {"train": [ok, sources.Case("boom", 1, interrupted)], "val": [ok], "test": [ok]}
+def test_an_interrupted_preparation_resumes_without_reading_finished_cases(tmp_path, capsys):
+    clean = prepared.write(tmp_path / "clean", counted_cases([]), task="x", modality="ct", source="t", progress=False)
+    calls = []
     with pytest.raises(KeyboardInterrupt):
-        prepared.write(tmp_path / "out", cases, task="x", modality="ct", source="test", progress=False)
-    assert list(tmp_path.iterdir()) == []
+        prepared.write(tmp_path / "out", counted_cases(calls, fail_at="s5"), task="x", modality="ct", source="t",
+                       progress=False)
+    assert not (tmp_path / "out").exists() and calls == ["s0", "s1", "s2", "s3", "s4", "s5"]
+    with open(tmp_path / ".out.partial" / "train" / "hq.f32", "ab") as f:        # a torn write of the killed case
+        f.write(b"\x7f" * 100)
+    calls.clear()
+    resumed = prepared.write(tmp_path / "out", counted_cases(calls), task="x", modality="ct", source="t", progress=False)
+    assert calls == ["s5", "s6", "s7", "s8", "s9"]                                # s0-s4 are not read again
+    assert "5 cases already prepared are not read again" in capsys.readouterr().err
+    assert prepared_bytes(tmp_path / "out") == prepared_bytes(tmp_path / "clean")
+    assert {k: resumed[k] for k in ("splits", "skipped")} == {k: clean[k] for k in ("splits", "skipped")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "out"]      # no partial folder left
+    assert prepared.verify(tmp_path / "out") == []
+
+
+def test_a_killed_preparation_resumes_from_its_last_whole_case(tmp_path):
+    """SIGKILL (no Python cleanup at all) in the middle of a preparation, then the same preparation
+    again: identical files to an uninterrupted one."""
+    script = tmp_path / "slow.py"
+    script.write_text(f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.helpers import counted_cases
+from benchmark.data import prepared
+cases = counted_cases([])
+for split in cases.values():
+    for case in split:
+        case.load = lambda load=case.load: (time.sleep(0.3), load())[1]
+prepared.write({str(tmp_path / "out")!r}, cases, task="x", modality="ct", source="t", progress=False)
+""")
+    process = subprocess.Popen([sys.executable, str(script)])
+    journal = tmp_path / ".out.partial" / prepared.JOURNAL
+    deadline = time.time() + 120
+    while not (journal.is_file() and len(json.loads(journal.read_text())["splits"].get("train", {"cases": []})["cases"]) >= 3):
+        assert process.poll() is None and time.time() < deadline, "the preparation ended before it was killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = len(json.loads(journal.read_text())["splits"]["train"]["cases"])
+    assert 3 <= written < 10 and not (tmp_path / "out").exists()
+    calls = []
+    prepared.write(tmp_path / "out", counted_cases(calls), task="x", modality="ct", source="t", progress=False)
+    assert calls == [f"s{i}" for i in range(written, 10)]
+    prepared.write(tmp_path / "clean", counted_cases([]), task="x", modality="ct", source="t", progress=False)
+    assert prepared_bytes(tmp_path / "out") == prepared_bytes(tmp_path / "clean")
+
+
+def test_a_second_preparation_of_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    with prepared._held(tmp_path / ".out.partial"):                                # the first, still running
+        with pytest.raises(io.DataError, match=r"\.out\.partial: another process is preparing this dataset now"):
+            prepared.write(tmp_path / "out", counted_cases([]), task="x", modality="ct", source="t", progress=False)
 
 
 def test_bad_folders_and_options(tmp_path, capsys):
@@ -328,16 +383,16 @@ def test_a_prepared_file_changed_or_truncated_while_in_use_gives_a_clear_error(t
         data[6]
 
 
-def test_an_interrupted_preparation_is_cleaned_up_by_the_next(tmp_path, capsys):
+def test_a_partial_preparation_of_other_inputs_is_removed_by_the_next(tmp_path, capsys):
     write_paired(tmp_path / "raw", [f"c{i}.npy" for i in range(10)])
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    stale = tmp_path / f".p.partial-{dead.pid}"
+    stale = tmp_path / ".p.partial"
     (stale / "train").mkdir(parents=True)
     (stale / "train" / "hq.f32").write_bytes(b"\0" * 1000)
+    (stale / prepared.JOURNAL).write_text(json.dumps({"plan": "another", "splits": {}, "skipped": []}))
     assert cli.main(["prepare", "pet_synthesis", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
-    assert not stale.exists() and f"{stale}: removed" in capsys.readouterr().err
+    assert f"{stale}: an interrupted preparation of other inputs; removed" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "raw"]
+    assert prepared.read_manifest(tmp_path / "p")["splits"]["train"]["count"] == 8
     umask = os.umask(0)
     os.umask(umask)
     mode = 0o666 & ~umask                                             # 0644 under the usual umask 022

@@ -1,7 +1,5 @@
 """Grids on a real SLURM cluster through submitit (``slurm/dev-cluster/start.sh`` brings one up;
 CI starts it before the tests). Skipped where ``sinfo`` is not available."""
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,29 +10,11 @@ from benchmark.harness import run, status
 from benchmark.results import store
 from benchmark.harness.executors import slurm
 from benchmark.harness.grid import load_grid
-from tests.helpers import TINY
+from tests.helpers import TINY, slurm_unavailable
 
 
 
-def _why_not() -> str:
-    """Empty when the tests may submit jobs: to the dev cluster (ClusterName medir), or to any
-    cluster with MEDIR_SLURM_TESTS=1."""
-    if shutil.which("sinfo") is None:
-        return "no SLURM here (sinfo not found); start the dev cluster with bash slurm/dev-cluster/start.sh"
-    if os.environ.get("MEDIR_SLURM_TESTS") == "1":
-        return ""
-    try:
-        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        config = ""
-    if "ClusterName" not in config:
-        return "SLURM's commands are here but no controller answers; start the dev cluster with slurm/dev-cluster/start.sh"
-    if "ClusterName             = medir" not in config:
-        return "SLURM is here but it is not the dev cluster; set MEDIR_SLURM_TESTS=1 to submit test jobs to it"
-    return ""
-
-
-WHY_NOT = _why_not()
+WHY_NOT = slurm_unavailable()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)]
 
 # long enough to be cancelled or preempted mid-training (batch 4: the steps of the old smoke scale)

@@ -1,0 +1,194 @@
+"""The paper-scale rehearsal: the real data layouts at their real sizes, prepared, and the paper's
+grids run with their full-size models at the paper's batch and crop through SLURM job arrays, with
+one array task preempted mid-run and requeued, and the tables rendered. Shortened only in counts
+(iterations, validation and test slices, ERF images, seeds, subjects). The last but one command
+is the slow test's (``tests/harness/test_rehearsal.py``), the last CI's.
+
+    bash slurm/dev-cluster/start.sh                     # a single-node SLURM on this machine
+    python -m tests.rehearsal --out /tmp/rehearsal      # every grid, every row (hours on 2 CPU cores)
+    python -m tests.rehearsal --out /tmp/r --grids mri_sr ct_denoise pet_synthesis --rows 2 --few-subjects
+    python -m tests.rehearsal --out /tmp/r --shrink     # CI's: tiny presets, few subjects, seconds per run
+
+Prints each phase's wall time and exits 1 if a run failed, the preempted task did not resume from
+its checkpoint or a table is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmark.results import store
+from tests import layouts
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = ("mri_sr", "ct_denoise", "pet_synthesis", "all_in_one", "token_shift", "scan_design", "recurrence",
+         "components")
+# Subjects generated per set: IXI at a tenth of its 578 (its prepared slices would take 30 GB), the
+# AAPM split in full (2,378 one-millimetre pairs), PET at a tenth of 159.
+SUBJECTS = {"ixi": 58, "pet": 16}
+SHORT = ["train.iters=2", "train.val_every=1", "train.checkpoint_every=1", "train.val_images=2", "test.images=2",
+         "erf.images=1", "profile.latency_repeat=1"]
+SHRUNK = ["model.size=tiny", "train.iters=300", "train.val_every=150", "train.checkpoint_every=10", "train.batch=1",
+          "train.crop=32", "train.val_images=2", "test.images=2", "erf.images=1", "erf.size=32", "profile.size=32",
+          "profile.latency_repeat=1"]
+
+
+def _say(text: str) -> None:
+    print(f"[rehearsal] {text}", flush=True)
+
+
+def make_raw(out: Path, few: bool) -> dict[str, Path]:
+    raw = out / "raw"
+    if few:
+        layouts.write_ixi(raw / "ixi", 3)
+        layouts.write_aapm(raw / "aapm", slices=(6, 6, 6), thick_series=True)
+        layouts.write_pet(raw / "pet", 3, shape=(192, 192, 12))
+    else:
+        layouts.write_ixi(raw / "ixi", SUBJECTS["ixi"])
+        layouts.write_aapm(raw / "aapm")
+        layouts.write_pet(raw / "pet", SUBJECTS["pet"])
+    return {"mri_sr": raw / "ixi", "ct_denoise": raw / "aapm", "pet_synthesis": raw / "pet"}
+
+
+def prepare(raw: dict[str, Path], out: Path) -> dict[str, str]:
+    data = out / "data"
+    targets = {"mri_sr": data / "mri", "ct_denoise": data / "ct", "pet_synthesis": data / "pet"}
+    for task, target in targets.items():
+        if (target / "manifest.json").is_file():
+            continue
+        extra = ["--series", "1mm"] if task == "ct_denoise" else []
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "benchmark.data", "prepare", task, "--src", str(raw[task]),
+                        "--out", str(target), "--quiet", *extra], check=True)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        manifest = json.loads((target / "manifest.json").read_text())
+        counts = " / ".join(str(manifest["splits"][s]["count"]) for s in ("train", "val", "test"))
+        _say(f"prepared {task}: {counts} slices of {manifest['splits']['test']['shape']} in "
+             f"{time.time() - start:.0f} s (peak memory of the preparations so far: {peak:.0f} MB)")
+    if not (data / "all" / "manifest.json").is_file():
+        subprocess.run([sys.executable, "-m", "benchmark.data", "prepare", "all_in_one", "--from",
+                        *map(str, targets.values()), "--out", str(data / "all"), "--quiet"], check=True)
+    return {"single": {t: str(p) for t, p in targets.items()}, "all": {t: str(data / "all") for t in targets}}
+
+
+def shortened_grid(name: str, rows: int | None, folder: Path) -> Path:
+    """The grid's file with its first seed only and, with ``rows``, the reference and the first
+    ``rows - 1`` other rows."""
+    grid = yaml.safe_load((ROOT / "ablations" / f"{name}.yaml").read_text())
+    axes = grid["axes"]
+    if "seed" in axes:
+        axes["seed"] = axes["seed"][:1]
+    if rows is not None:
+        labels = axes["zip"]["label"]
+        keep = [i for i, label in enumerate(labels) if label != grid.get("reference")][:rows - 1]
+        keep += [labels.index(grid["reference"])] if grid.get("reference") in labels else []
+        axes["zip"] = {key: [values[i] for i in sorted(keep)] for key, values in axes["zip"].items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def _run_command(grid: Path, out: Path, sources: dict, settings: list[str], cluster: str, wait: bool) -> list[str]:
+    command = [sys.executable, "-m", "benchmark.run", "--grid", str(grid), "--scale", "paper", "--executor", "slurm",
+               "--cluster", cluster, "--out", str(out / "runs"), "--tables", str(out / "tables"), "--quiet",
+               "--set", f"data.sources={json.dumps(sources)}"]
+    command += [a for s in settings for a in ("--set", s)]
+    return command + ([] if wait else ["--no-wait"])
+
+
+def preempt_one_task(grid_dirs: list[Path], timeout_s: float = 3600) -> tuple[Path, str] | None:
+    """Once a run of the grids has checkpointed, preempt its array task as SLURM does (SIGTERM, then
+    submitit's USR2: checkpoint and requeue) and let it start again at once; None when every run
+    ended first."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        folders = [p for grid_dir in grid_dirs for p in sorted(grid_dir.iterdir()) if (p / "spec.json").is_file()]
+        states = {folder: store.run_state(folder)["state"] for folder in folders}
+        for folder, state in states.items():
+            if state != "running" or not (folder / "checkpoint.pt").is_file():
+                continue
+            job = store.read_json(folder / "slurm.json")["job_id"]
+            subprocess.run(["scancel", job, "--signal", "SIGTERM"], check=True)
+            subprocess.run(["scancel", job, "--signal", "USR2"], check=True)
+            for _ in range(600):
+                state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
+                if state.strip() == "PENDING":
+                    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+                    return folder, job
+                time.sleep(0.1)
+            return None                                      # it ended before the signal came: try no other
+        queued = subprocess.run(["squeue", "-h", "-n", "medir-bench", "-o", "%i"], capture_output=True, text=True)
+        if not queued.stdout.strip() and folders and all(s in ("done", "failed") for s in states.values()):
+            return None
+        time.sleep(0.1)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.rehearsal", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="a folder for the raw data, prepared data, store and tables")
+    parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=GRIDS)
+    parser.add_argument("--rows", type=int, help="the reference and the first ROWS - 1 other rows of each grid "
+                                                 "(default: every row)")
+    parser.add_argument("--few-subjects", action="store_true",
+                        help="three subjects per set (of the real sizes, PET with 12 slices) instead of the defaults")
+    parser.add_argument("--shrink", action="store_true", help="--few-subjects, tiny presets and 32x32 crops (CI)")
+    parser.add_argument("--cluster", default="dev", help="a SLURM profile (default: dev)")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    started, phases = time.time(), {}
+
+    start = time.time()
+    raw = make_raw(out, args.few_subjects or args.shrink) if not (out / "raw").is_dir() else {
+        "mri_sr": out / "raw" / "ixi", "ct_denoise": out / "raw" / "aapm", "pet_synthesis": out / "raw" / "pet"}
+    phases["raw data"] = time.time() - start
+    _say(f"raw data in the real layouts under {out / 'raw'} ({phases['raw data']:.0f} s)")
+    start = time.time()
+    sources = prepare(raw, out)
+    phases["preparation"] = time.time() - start
+
+    settings = SHRUNK if args.shrink else SHORT
+    grids = {name: shortened_grid(name, args.rows, out / "grids") for name in args.grids}
+    commands = {name: _run_command(path, out, sources["all" if name == "all_in_one" else "single"], settings,
+                                   args.cluster, wait=False) for name, path in grids.items()}
+    start = time.time()
+    for name, command in commands.items():                       # everything queued: the arrays overlap
+        subprocess.run(command, check=True, cwd=ROOT)
+    preempted = preempt_one_task([out / "runs" / name for name in args.grids])
+    _say(f"preempted {preempted[0].name} (job {preempted[1]}) mid-run" if preempted else
+         "no task could be preempted mid-run")
+    failed = []
+    for name, command in commands.items():
+        done = subprocess.run(command[:-1], cwd=ROOT)             # waits for the arrays, renders the table
+        if done.returncode != 0:
+            failed.append(name)
+    phases["grids on SLURM"] = time.time() - start
+
+    problems = [f"grid {name} has failed runs (python -m benchmark.status {out / 'runs' / name})" for name in failed]
+    problems += [f"no table {name}.md" for name in args.grids if not (out / "tables" / f"{name}.md").is_file()]
+    if preempted is None:
+        problems.append("no array task was preempted")
+    else:
+        train = store.read_json(preempted[0] / "train.json") or {}
+        attempts = store.run_state(preempted[0]).get("attempts")
+        _say(f"the preempted run: {attempts} attempts, resumed from iteration {train.get('resumed_from')}")
+        if not train.get("resumed_from") or attempts != 2:
+            problems.append(f"{preempted[0].name} did not resume from its checkpoint after the preemption")
+    runs = sum(1 for name in args.grids for _ in (out / "runs" / name).glob("*/status.json"))
+    _say(f"{len(args.grids)} grids, {runs} runs: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
+         + f"; total {time.time() - started:.0f} s")
+    for problem in problems:
+        _say(f"PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
