@@ -15,7 +15,8 @@ time is then counted from its configuration (``Workload``):
 and summed per run and for the grid, in device-hours. Peak memory decides whether a model fits a
 GPU of a given memory: the step's resident memory here (weights, gradients, Adam's moments and the
 activations, all float32) plus ``CUDA_CONTEXT_MB`` for the CUDA context and workspace, an estimate
-until a GPU check measures it. With a SLURM profile, the array's tasks (one per run, split by the
+until a GPU check measures it. A model out of memory at the grid's batch is measured at halved
+batches and its step extrapolated (a line through the two largest that fit; marked ``est.``). With a SLURM profile, the array's tasks (one per run, split by the
 profile's ``max_array_size``) and the time limit to ask for: the longest run with ``SAFETY`` to
 spare, rounded up to a quarter hour (a run over the profile's limit checkpoints and is requeued:
 the plan says how many times).
@@ -152,7 +153,17 @@ def _measure_one(key: str, made: dict, repeat: int, queue) -> None:
 def measure(key: str, made: dict, repeat: int = 2, worker=None) -> dict:
     """One network's costs (``made``: the preset and options that build it), measured in its own
     process (an out-of-memory stays there): the dict of ``_measure_one`` with ``outcome`` ok, or
-    ``oom`` / ``error`` with the message."""
+    ``oom`` / ``error`` with the message. Out of memory at the grid's batch, the step is measured
+    at smaller batches (``smaller``) and extrapolated to the grid's (``estimate``)."""
+    result = _measured(key, made, repeat, worker)
+    if result["outcome"] == "oom":
+        batch = json.loads(key)["batch"]
+        result["smaller"] = smaller_batches(key, made, batch, repeat, worker)
+        result["estimate"] = extrapolate(result["smaller"], batch)
+    return result
+
+
+def _measured(key: str, made: dict, repeat: int, worker) -> dict:
     result, exitcode = processes.run_isolated(worker or _measure_one, key, made, repeat)
     result = result or {"error": f"the measuring process exited with code {exitcode}"}
     if "error" in result:
@@ -160,10 +171,54 @@ def measure(key: str, made: dict, repeat: int = 2, worker=None) -> dict:
     return {**result, "outcome": "ok"}
 
 
+def smaller_batches(key: str, made: dict, batch: int, repeat: int = 2, worker=None) -> list[dict]:
+    """The step at halved batches until one fits, and the half of that one too (two points for a
+    line); each ``{"batch": b, ...}`` with ``outcome`` ok or oom / error."""
+    points, fitted = [], 0
+    size = batch // 2
+    while size >= 1 and fitted < 2:
+        point = {"batch": size, **_measured(key, {**made, "batch": size}, repeat, worker)}
+        points.append(point)
+        if point["outcome"] == "ok":
+            fitted += 1
+        elif point["outcome"] == "error" or fitted:
+            break
+        size //= 2
+    return points
+
+
+def extrapolate(points: list[dict], batch: int) -> dict | None:
+    """The step time and peak memory at ``batch`` from smaller batches that fit: a line through
+    two (weights, gradients and Adam's moments are the intercept, activations grow with the
+    batch), or from one, proportional to the batch (an upper bound of the memory). None when none fit."""
+    fitted = sorted((p for p in points if p["outcome"] == "ok"), key=lambda p: p["batch"])
+    if not fitted:
+        return None
+    last = fitted[-1]
+    if len(fitted) >= 2 and fitted[-1]["peak_mb"] is not None and fitted[-2]["peak_mb"] is not None:
+        first = fitted[-2]
+        span = last["batch"] - first["batch"]
+        step = last["step_s"] + (batch - last["batch"]) * (last["step_s"] - first["step_s"]) / span
+        peak = last["peak_mb"] + (batch - last["batch"]) * (last["peak_mb"] - first["peak_mb"]) / span
+        how = f"a line through batches {first['batch']} and {last['batch']}"
+    else:
+        scale = batch / last["batch"]
+        step, peak = last["step_s"] * scale, None if last["peak_mb"] is None else last["peak_mb"] * scale
+        how = f"batch {last['batch']} x {scale:g} (memory: an upper bound)"
+    return {"step_s": step, "peak_mb": peak, "forward_s": last["forward_s"], "erf_s": last["erf_s"],
+            "params_m": last["params_m"], "how": how}
+
+
+def usable(cost: dict) -> dict | None:
+    """The costs a run's time is counted from: measured, else extrapolated from smaller batches."""
+    return cost if cost.get("outcome") == "ok" else cost.get("estimate")
+
+
 def run_seconds(load: Workload, cost: dict, tested: bool = True) -> dict | None:
     """Seconds of each stage of one run (None when the model could not be measured); ``tested``:
     whether the run is tested and its ERF computed (a tuned grid's unchosen candidates are not)."""
-    if cost.get("outcome") != "ok":
+    cost = usable(cost)
+    if cost is None:
         return None
     forward = {int(side): s for side, s in cost["forward_s"].items()}
     val_size = next(iter(load.sizes.values()))                 # validation takes the first task's slices
@@ -204,16 +259,17 @@ def plan_grid(grid, costs: dict[str, dict], gpu_memory_gb: list[float], profile:
         tested_pairs.add(pair)
         seconds = run_seconds(load, cost, tested)
         runs.append({"label": spec.label, "seed": config["seed"], "candidate": spec.candidate, "key": key,
-                     "seconds": seconds, "load": load})
+                     "seconds": seconds, "load": load, "estimated": cost.get("outcome") != "ok" and seconds is not None})
         entry = models.setdefault(key, {**build(config), "labels": [], "cost": cost, "load": load})
         if spec.label not in entry["labels"]:
             entry["labels"].append(spec.label)
     for entry in models.values():
-        peak = entry["cost"].get("peak_mb")
+        peak = (usable(entry["cost"]) or {}).get("peak_mb")
         entry["fits"] = {gb: (None if peak is None else peak + CUDA_CONTEXT_MB <= gb * 1024) for gb in gpu_memory_gb}
     known = [r["seconds"]["total"] for r in runs if r["seconds"]]
     longest = max(known, default=0.0)
     return {"runs": runs, "models": list(models.values()), "unknown": sum(r["seconds"] is None for r in runs),
+            "estimated": sum(r["estimated"] for r in runs),
             "total_s": sum(known), "longest_s": longest, "slurm": slurm_advice(longest, len(runs), profile)}
 
 
@@ -237,7 +293,9 @@ def render_plan(grid, plan: dict, gpu_memory_gb: list[float], device: str, comma
               f"device-hours** on this device" + (f" for the {len(plan['runs']) - plan['unknown']} runs whose model "
                                                    f"could be measured ({plan['unknown']} unknown)"
                                                    if plan["unknown"] else "") +
-              (f"; the longest run {_hours(plan['longest_s'])} h." if plan["unknown"] < len(plan["runs"]) else "."),
+              (f"; the longest run {_hours(plan['longest_s'])} h." if plan["unknown"] < len(plan["runs"]) else ".")
+              + (f" {plan['estimated']} of the runs are counted from a step extrapolated from smaller batches (their "
+                 "model ran out of memory at the grid's batch here; see under the models)." if plan.get("estimated") else ""),
               ""]
     if load:
         tests = ", ".join(f"{t}: {n:,} slices of {load.sizes[t]}x{load.sizes[t]}" for t, n in load.test_images.items())
@@ -245,25 +303,42 @@ def render_plan(grid, plan: dict, gpu_memory_gb: list[float], device: str, comma
                   f"{load.validations} validations of {load.val_images} slices; test {tests}; ERF over "
                   f"{load.erf_images} images of {load.erf_size}x{load.erf_size}.", ""]
     memory = [f"fits {gb:g} GB" for gb in gpu_memory_gb]
-    table = []
+    table, notes = [], []
     for m in plan["models"]:
         cost = m["cost"]
         options = ", ".join(f"{k}={v}" for k, v in sorted(m["options"].items())) or "-"
-        if cost["outcome"] != "ok":
+        counted = usable(cost)
+        if counted is None:
             why = (f"out of memory on this machine ({cost['error']})" if cost["outcome"] == "oom"
                    else f"not measured: {cost['error']}")
             table.append([m["model"], options, ", ".join(m["labels"]), why, "-", "-", "-", *["-"] * len(memory)])
+            if cost.get("smaller"):
+                notes.append(f"- {m['model']} ({', '.join(m['labels'])}): out of memory here at batch "
+                             f"{load.batch if load else '?'} and at every smaller batch tried "
+                             f"({', '.join(str(p['batch']) for p in cost['smaller'])}).")
             continue
-        forwards = ", ".join(f"{float(s):.2f} s at {side}²" for side, s in cost["forward_s"].items())
-        fits = ["unknown" if f is None else "yes" if f else "**no**" for f in m["fits"].values()]
-        peak = "-" if cost.get("peak_mb") is None else f"{cost['peak_mb'] / 1024:.1f}"
-        table.append([m["model"], options, ", ".join(m["labels"]), f"{cost['step_s']:.2f}", peak, forwards,
-                      f"{cost['erf_s']:.2f}", *fits])
+        mark = "" if counted is cost else " (est.)"
+        forwards = ", ".join(f"{float(s):.2f} s at {side}²" for side, s in counted["forward_s"].items())
+        fits = ["unknown" if f is None else ("yes" if f else "**no**") + mark for f in m["fits"].values()]
+        peak = "-" if counted.get("peak_mb") is None else f"{counted['peak_mb'] / 1024:.1f}{mark}"
+        table.append([m["model"], options, ", ".join(m["labels"]), f"{counted['step_s']:.2f}{mark}", peak, forwards,
+                      f"{counted['erf_s']:.2f}", *fits])
+        if mark:
+            measured = "; ".join(f"batch {p['batch']}: " + (f"{p['step_s']:.2f} s, {p['peak_mb'] / 1024:.1f} GB"
+                                                             if p["outcome"] == "ok" and p["peak_mb"] is not None
+                                                             else f"{p['step_s']:.2f} s" if p["outcome"] == "ok"
+                                                             else "out of memory") for p in cost["smaller"])
+            notes.append(f"- {m['model']} ({', '.join(m['labels'])}): out of memory here at batch "
+                         f"{load.batch if load else '?'} ({cost['error']}); measured at {measured}; batch "
+                         f"{load.batch if load else '?'} extrapolated as {counted['how']}. To measure it: a machine "
+                         f"with more than {counted['peak_mb'] / 1024:.0f} GB free (`--plan` there, or the GPU check).")
     lines += ["## Models", "", markdown.table(["model", "options", "rows", "step (s)", "peak memory (GB)",
                                                "forward per slice", "ERF map (s)", *memory], table, "lll" + "r" * (4 + len(memory))), "",
               f"Fits: the step's peak memory here plus {CUDA_CONTEXT_MB} MB for the CUDA context, against the GPU's "
               "memory: an estimate (float32 weights, gradients, Adam moments and activations, as on a GPU) until "
               "`python -m benchmark.gpu_check` measures the step on one.", ""]
+    if notes:
+        lines += ["Extrapolated (est.):", "", *notes, ""]
     per_run = [[r["label"], r["seed"], r["candidate"] or "-",
                 *(_hours(r["seconds"][k]) if r["seconds"] else "unknown" for k in ("train", "validation", "test", "erf",
                                                                                    "total"))] for r in plan["runs"]]
@@ -301,8 +376,8 @@ def make_plan(grid, out: Path, tables: Path, gpu_memory_gb: list[float], profile
     for spec in grid.specs:
         keys.setdefault(cost_key(spec.config, workload(spec.config)), build(spec.config))
     for number, (key, made) in enumerate(keys.items(), start=1):
-        if key in costs:
-            continue
+        if key in costs and not (costs[key]["outcome"] == "oom" and "smaller" not in costs[key]):
+            continue                        # cached (an out-of-memory from before smaller batches: again)
         print(f"plan {grid.name}: measuring {number}/{len(keys)}: {made['model']} {made['options'] or ''}",
               file=sys.stderr, flush=True)
         costs[key] = measure(key, made, repeat, worker)

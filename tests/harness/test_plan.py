@@ -100,3 +100,47 @@ def test_rows_that_build_one_network_are_measured_once(tmp_path):
                    worker=fixed_costs)
     assert len(json.loads((tmp_path / "runs" / "plan-costs.json").read_text())) == 1
     assert "| restore_rwkv | shift_kernel=5 | k=5, default |" in (tmp_path / "tables" / "two_plan.md").read_text()
+
+
+def oom_above_two(key: str, made: dict, repeat: int, queue) -> None:
+    """k=3 runs out of memory above batch 2: batch 2 steps in 1.8 s with 1,500 MB, batch 1 in 1.0 s
+    with 1,000 MB; Q-Shift runs out of memory at every batch."""
+    batch = made.get("batch", json.loads(key)["batch"])
+    if batch > 2 or made["options"].get("shift") == "quad":
+        queue.put({"error": "RuntimeError: out of memory (tried to allocate 9 GB)"})
+        return
+    queue.put({"step_s": {1: 1.0, 2: 1.8}[batch], "peak_mb": {1: 1000.0, 2: 1500.0}[batch],
+               "forward_s": {"256": 0.5}, "erf_s": 1.0, "params_m": 27.9})
+
+
+def test_a_model_out_of_memory_is_measured_at_smaller_batches_and_extrapolated(tmp_path):
+    """Batch 4 from batches 1 and 2 on a line: 1.8 + 2 x 0.8 = 3.4 s, 1,500 + 2 x 500 = 2,500 MB;
+    a run: 30,000 x 3.4 = 102,000 s of training; Q-Shift tried at 2 and 1 and stays unknown."""
+    from benchmark.harness.executors import slurm
+    grid = load_grid(grid_file(tmp_path, CELLS), "paper")
+    path = plan.make_plan(grid, tmp_path / "runs", tmp_path / "tables", [2, 40], slurm.load_profile("dev"), "c",
+                          worker=oom_above_two)
+    costs = plan.load_costs(tmp_path / "runs" / "plan-costs.json")
+    k3 = next(c for c in costs.values() if c.get("estimate"))
+    assert [p["batch"] for p in k3["smaller"]] == [2, 1]
+    assert k3["estimate"]["step_s"] == pytest.approx(3.4) and k3["estimate"]["peak_mb"] == pytest.approx(2500.0)
+    quad = next(c for c in costs.values() if not c.get("estimate"))
+    assert [p["batch"] for p in quad["smaller"]] == [2, 1] and quad["estimate"] is None
+    numbers = plan.plan_grid(grid, costs, [2, 40], slurm.load_profile("dev"))
+    run = next(r for r in numbers["runs"] if r["label"] == "k=3")
+    assert run["seconds"]["train"] == pytest.approx(102000.0) and run["estimated"]
+    assert numbers["estimated"] == 2 and numbers["unknown"] == 2
+    text = path.read_text()
+    assert "| 3.40 (est.) | 2.4 (est.) | 0.50 s at 256² | 1.00 | **no** (est.) | yes (est.) |" in text
+    assert ("measured at batch 2: 1.80 s, 1.5 GB; batch 1: 1.00 s, 1.0 GB; batch 4 extrapolated as a line through "
+            "batches 1 and 2") in text
+    assert "out of memory here at batch 4 and at every smaller batch tried (2, 1)" in text
+
+
+def test_one_smaller_batch_extrapolates_proportionally():
+    points = [{"batch": 2, "outcome": "oom", "error": "x"},
+              {"batch": 1, "outcome": "ok", "step_s": 2.0, "peak_mb": 900.0, "forward_s": {}, "erf_s": 1.0,
+               "params_m": 1.0}]
+    estimate = plan.extrapolate(points, 4)
+    assert estimate["step_s"] == 8.0 and estimate["peak_mb"] == 3600.0 and "upper bound" in estimate["how"]
+    assert plan.extrapolate([{"batch": 1, "outcome": "oom", "error": "x"}], 4) is None
