@@ -1,7 +1,7 @@
-"""``medir-bench <command> ...``: one console script for the ``python -m benchmark.<command>`` entry
-points (which stay as they are).
+"""``medir-bench <command> ...``: one console script for the ``python -m`` entry points: each command
+maps to the module that ``python -m`` runs (``COMMANDS``), so both spellings call one function.
 
-    medir-bench run --grid ablations/token_shift.yaml      # = python -m benchmark.run --grid ...
+    medir-bench run --grid token_shift      # = python -m benchmark.run --grid ...
     medir-bench status runs/token_shift
     medir-bench render runs/token_shift
     medir-bench export mlflow runs/token_shift
@@ -13,15 +13,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"run": "benchmark.harness.run", "status": "benchmark.harness.status", "render": "benchmark.render.__main__", "export": "benchmark.export.__main__",
-            "profile": "benchmark.profile", "data": "benchmark.data.__main__", "ops": "benchmark.measure.ops",
-            "traffic": "benchmark.measure.traffic", "scan": "benchmark.measure.scan", "train-step": "benchmark.measure.train_step", "check-model": "benchmark.checks.check_model",
-            "gpu-check": "benchmark.measure.gpu_check", "gpu-static": "benchmark.measure.gpu_static"}
+COMMANDS = {"run": "benchmark.run", "status": "benchmark.status", "render": "benchmark.render.__main__",
+            "export": "benchmark.export.__main__", "profile": "benchmark.profile", "data": "benchmark.data.__main__",
+            "ops": "benchmark.measure.ops", "traffic": "benchmark.measure.traffic", "scan": "benchmark.measure.scan",
+            "train-step": "benchmark.measure.train_step", "check-model": "benchmark.check_model",
+            "gpu-check": "benchmark.gpu_check", "gpu-static": "benchmark.measure.gpu_static"}
 
 
 USAGE = """usage: medir-bench <command> [options]   (the same as python -m benchmark.<command> [options])
 
-  medir-bench run --grid ablations/token_shift.yaml
+  medir-bench run --grid token_shift
   medir-bench status runs/token_shift
   medir-bench render runs/token_shift
   medir-bench export mlflow runs/token_shift

@@ -81,7 +81,7 @@ def prepare(raw: dict[str, Path], out: Path) -> dict[str, str]:
 def shortened_grid(name: str, rows: int | None, folder: Path) -> Path:
     """The grid's file with its first seed only and, with ``rows``, the reference and the first
     ``rows - 1`` other rows."""
-    grid = yaml.safe_load((ROOT / "ablations" / f"{name}.yaml").read_text())
+    grid = yaml.safe_load((ROOT / "benchmark" / "grids" / f"{name}.yaml").read_text())
     axes = grid["axes"]
     if "seed" in axes:
         axes["seed"] = axes["seed"][:1]

@@ -106,3 +106,16 @@ def test_no_test_file_imports_another():
         found += [f"{name} -> {t}" for t in imported(name, path)
                   if t.startswith("tests.") and t.rsplit(".", 1)[-1].startswith("test_")]
     assert found == []
+
+
+def test_each_command_has_one_spelling():
+    """``medir-bench <command>`` runs the module that ``python -m`` runs; the rooms' modules behind
+    the entry points are not runnable themselves (no third spelling)."""
+    from benchmark import cli
+    runnable = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__main__")
+                for p in (ROOT / "benchmark").rglob("*.py") if 'if __name__ == "__main__":' in p.read_text()}
+    commands = {module.removesuffix(".__main__") for module in cli.COMMANDS.values()}
+    assert commands <= runnable
+    assert not runnable & {"benchmark.harness.run", "benchmark.harness.status", "benchmark.measure.costs",
+                           "benchmark.checks.check_model", "benchmark.measure.gpu_check"}
+    assert runnable - commands == {"benchmark.cli"}, f"runnable without a medir-bench command: {runnable - commands}"

@@ -1,5 +1,5 @@
 """Work in processes of its own, for every scheduler of the suite (the grid's ``--jobs`` workers in
-``executors.local``, the profiler's one process per measurement in ``benchmark.measure.profile``): a crash
+``executors.local``, the profiler's one process per measurement in ``benchmark.measure.costs``): a crash
 or an out-of-memory kill stays in that process, and a child never outlives its parent."""
 from __future__ import annotations
 

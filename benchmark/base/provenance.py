@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULT_CODE = ("models", "csrc", "benchmark/data", "benchmark/base/vocabulary.py", "benchmark/harness/config.py",
                "benchmark/harness/erf.py", "benchmark/harness/evaluate.py", "benchmark/harness/inference.py",
                "benchmark/harness/pipeline.py", "benchmark/harness/train.py", "benchmark/results/health.py",
-               "benchmark/results/metrics.py", "benchmark/measure/profile.py", "benchmark/measure/timing.py")
+               "benchmark/results/metrics.py", "benchmark/measure/costs.py", "benchmark/measure/timing.py")
 SOURCE_SUFFIXES = (".py", ".cpp", ".cu", ".cuh", ".h", ".c")
 # {(op, backend): patterns of the files that only that backend runs}. A run records the backend of
 # each op its model uses (environment.json "backends"); the files of the other backends cannot change

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 import models
 
-from benchmark.measure import profile
+from benchmark.measure import costs
 from benchmark.base.arguments import add_import_option, import_or_exit
 from benchmark.render.tables import paper_numbers
 
@@ -182,11 +182,11 @@ def check_trains(model: nn.Module) -> str:
 
 def check_macs(model: nn.Module) -> str:
     shape = (1, model.in_chans, MACS_SIDE, MACS_SIDE)
-    paper, _ = profile.count_macs(model, shape, "paper")
-    full, uncounted = profile.count_macs(model, shape, "full")
+    paper, _ = costs.count_macs(model, shape, "paper")
+    full, uncounted = costs.count_macs(model, shape, "full")
     if uncounted:
         raise CheckFailed(f"ops the full MAC count cannot count: {', '.join(uncounted)} (express them with counted "
-                          "ops, or give them a handle in benchmark.measure.profile)")
+                          "ops, or give them a handle in benchmark.measure.costs)")
     if not (paper > 0 and full > 0):
         raise CheckFailed(f"counted {paper:g} / {full:g} GMACs (paper / full); expected a positive count")
     return f"{paper * 1e3:.3f} / {full * 1e3:.3f} MMACs at {MACS_SIDE}x{MACS_SIDE} (paper / full), none uncounted"
@@ -248,10 +248,10 @@ def report(name: str, side: int) -> str:
     source = models.model_source(name)
     origin = "built in" if source is None else f"{source['file'] or source['module']} (sha256 {str(source['sha256'])[:12]})"
     shape = (1, getattr(model, "in_chans", 1), side, side)
-    paper, _ = profile.count_macs(model, shape, "paper")
-    full, uncounted = profile.count_macs(model, shape, "full")
-    line = (f"{name} ({origin}): {profile.count_params(model):.4f} M parameters "
-            f"({profile.count_params(model, True):.4f} M deployed); at {side}x{side}: {paper:.4g} GMACs (paper), "
+    paper, _ = costs.count_macs(model, shape, "paper")
+    full, uncounted = costs.count_macs(model, shape, "full")
+    line = (f"{name} ({origin}): {costs.count_params(model):.4f} M parameters "
+            f"({costs.count_params(model, True):.4f} M deployed); at {side}x{side}: {paper:.4g} GMACs (paper), "
             f"{full:.4g} GMACs (full)" + (f", uncounted: {', '.join(uncounted)}" if uncounted else ""))
     info = models.model_info(name)
     method = info.paper
@@ -290,6 +290,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{passed} of {len(results)} checks passed")
     return 0 if passed == len(results) else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

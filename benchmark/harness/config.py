@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import typing
+import warnings
 from typing import Annotated, Literal
 
 import models
@@ -56,7 +57,12 @@ DEFAULTS: dict = {
     "test": {"images": None},         # None: the whole test split
     "profile": {"size": 128, "latency_repeat": 5},
     "erf": {"images": 16, "size": 128},
+    # The backend of each kernel op (models.ops.backends) for training, testing, profiling and ERF:
+    # "auto" (the fastest that runs on the device) or one of the op's backends.
+    "kernels": {"wkv": "auto", "scan": "auto"},
 }
+# Keys that moved: the old spelling still works (a FutureWarning names the new one).
+RENAMED = {"train.wkv_backend": "kernels.wkv", "train.scan_backend": "kernels.scan"}
 
 SCALES: dict[str, dict] = {
     "paper": {},
@@ -78,8 +84,7 @@ SCALES: dict[str, dict] = {
     },
 }
 
-for _kind in backends.OPS:                                # train.wkv_backend, train.scan_backend
-    DEFAULTS["train"][f"{_kind}_backend"] = "auto"
+assert set(DEFAULTS["kernels"]) == set(backends.OPS), "every kernel op has its kernels: key"
 
 # What each key may hold (models.schema: a type hint, with its range and words); model.options are
 # checked by the model's own annotations (models.check_options), data.sources below.
@@ -99,7 +104,7 @@ KEYS = {
     "train.grad_clip": Annotated[float | None, Range(above=0),
                                  Says("a positive number (the largest gradient norm) or null (no clipping)")],
     "train.min_gain": float,
-    **{f"train.{kind}_backend": Literal[names] for kind, names in backends.OPS.items()},
+    **{f"kernels.{kind}": Literal[names] for kind, names in backends.OPS.items()},
     "test.images": PositiveInt | None, "profile.size": PositiveInt, "profile.latency_repeat": PositiveInt,
     "erf.images": PositiveInt, "erf.size": PositiveInt,
 }
@@ -150,20 +155,38 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), load_yaml(value) if value.strip() else None
 
 
-def _leaves(tree: dict, prefix: str = ""):
+def leaves(tree: dict, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf (``model.options`` and ``data.sources`` are leaves)."""
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and path not in FREE_FORM and path != "data.sources":
-            yield from _leaves(value, path + ".")
+            yield from leaves(value, path + ".")
         else:
             yield path, value
+
+
+def renamed(layer: dict, where: str) -> dict:
+    """A layer (nested) with the moved keys (``RENAMED``) at their new place, each with a warning."""
+    found = {old: value for old, value in leaves(layer) if old in RENAMED}
+    if not found:
+        return layer
+    out = copy.deepcopy(layer)
+    for old, value in found.items():
+        section, key = old.split(".")
+        del out[section][key]
+        if not out[section]:
+            del out[section]
+        new_section, new_key = RENAMED[old].split(".")
+        out.setdefault(new_section, {})[new_key] = value
+        warnings.warn(f"{where}: {old} is now {RENAMED[old]} (the old key still works)", FutureWarning, stacklevel=3)
+    return out
 
 
 def validate(config: dict, where: str = "config") -> dict:
     """Check every key and value of a resolved configuration; returns it. Errors name ``where``,
     the key and what was expected."""
-    known = dict(_leaves(DEFAULTS))
-    for path, value in _leaves(config):
+    known = dict(leaves(DEFAULTS))
+    for path, value in leaves(config):
         if path not in known:
             prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
             near = [k for k in known if k.startswith(prefix)] or list(known)
@@ -206,7 +229,7 @@ def resolve(scale: str, *layers: dict) -> dict:
         raise ConfigError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
     config = merge(DEFAULTS, SCALES[scale])
     for layer in layers:
-        config = merge(config, layer)
+        config = merge(config, renamed(layer, "configuration"))
     return config
 
 

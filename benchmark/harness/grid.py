@@ -1,6 +1,6 @@
 """YAML grids -> frozen run specs with stable ids. Pure: nothing is trained here.
 
-A grid file (see ``ablations/``)::
+A grid file (the built-in ones: ``benchmark/grids/``, found by name)::
 
     name: token_shift            # default: the file's stem
     imports: [my_model.py]       # model modules outside the package (.py paths relative to this
@@ -26,8 +26,10 @@ A grid file (see ``ablations/``)::
                                  # seeds chooses, and only the chosen candidate is tested (one scale
                                  # only: tune: {smoke: {train.lr: [...]}})
 
-A spec's ``id`` is a hash of its resolved configuration (the grid's metadata excluded), so a run's
-folder is found again whatever the order of the grid; its ``slug`` is the label (or the axis
+A spec's ``id`` is a hash of its resolved configuration's identity (``spec_id``: the keys ids have
+always hashed, and any later key only where it differs from its default; the grid's metadata
+excluded), so a run's folder is found again whatever the order of the grid and however many keys
+the configuration gains; its ``slug`` is the label (or the axis
 values) made safe for a folder name. A model registered outside the package adds
 ``model.source`` (its module, file and source hash) to the configuration: editing the file gives
 its cells new ids, and the worker that runs a cell imports it again.
@@ -88,18 +90,39 @@ class Grid:
                 **({"tune": {key: list(values) for key, values in self.tune}} if self.tune else {})}
 
 
-# Keys added after result stores existed, left out of the id at their default value so that every
-# existing run keeps its id (a run that sets them gets a new one).
-_ID_NEUTRAL = {("train", "precision"): "fp32", ("train", "scan_backend"): "auto"}
+# The keys every run id has hashed since ids began, at their place then (``ID_PLACE``): every key
+# added since counts only when it differs from its default, so adding a key never changes the id of
+# a stored run (``tests/harness/golden/ids.json`` holds ids made before the kernels: section).
+ID_KEYS = frozenset({
+    "task", "seed", "device", "model.name", "model.size", "model.options", "data.sources", "data.phantom_size",
+    "data.seed", "train.iters", "train.batch", "train.crop", "train.lr", "train.lr_min", "train.warmup",
+    "train.betas", "train.loss", "train.aux_weight", "train.val_every", "train.val_images", "train.checkpoint_every",
+    "train.grad_clip", "train.min_gain", "train.wkv_backend", "test.images", "profile.size",
+    "profile.latency_repeat", "erf.images", "erf.size"})
+ID_PLACE = {new: old for old, new in cfg.RENAMED.items()}          # kernels.wkv was train.wkv_backend
 
 
 def spec_id(config: dict) -> str:
-    hashed = dict(config)
-    for (section, key), default in _ID_NEUTRAL.items():
-        part = hashed.get(section, {})
-        if key in part and part[key] == default:
-            hashed[section] = {k: v for k, v in part.items() if k != key}
-    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:16]
+    """A hash of the configuration's identity: the ``ID_KEYS`` always, any other leaf where it
+    differs from ``DEFAULTS``."""
+    defaults = dict(cfg.leaves(cfg.DEFAULTS))
+    identity = {}
+    for key, value in cfg.leaves(config):
+        place = ID_PLACE.get(key, key)
+        if place in ID_KEYS or key not in defaults or value != defaults[key]:
+            identity[place] = value
+    return hashlib.sha256(json.dumps(_nested(identity), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _nested(dotted: dict) -> dict:
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def _slug(text: str) -> str:
@@ -138,8 +161,8 @@ def _tune_candidates(tune, axes_keys: set[str], command_line: dict, where: str) 
     if not isinstance(tune, dict) or not tune:
         raise cfg.ConfigError(f"{where}: 'tune' must be a mapping of key -> list of candidate values, e.g. "
                               "tune: {train.lr: [4e-3, 1e-3]}")
-    known = {path for path, _ in cfg._leaves(cfg.DEFAULTS)}
-    set_on_command_line = {path for path, _ in cfg._leaves(command_line)}
+    known = {path for path, _ in cfg.leaves(cfg.DEFAULTS)}
+    set_on_command_line = {path for path, _ in cfg.leaves(command_line)}
     for key, values in tune.items():
         if key not in known and not key.startswith("model.options."):
             raise cfg.ConfigError(f"{where}: tune.{key}: unknown key; expected a configuration key such as train.lr")
@@ -209,7 +232,7 @@ def _check_labels(specs: list[RunSpec], where: str) -> None:
         if key not in first:
             first[key] = spec
             continue
-        mine, theirs = (dict(cfg._leaves({**s.config, "seed": None})) for s in (spec, first[key]))
+        mine, theirs = (dict(cfg.leaves({**s.config, "seed": None})) for s in (spec, first[key]))
         differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if differ:
             raise cfg.ConfigError(f"{where}: label {spec.label!r} names two different configurations (they differ "
@@ -226,14 +249,34 @@ def _import_models(path: Path, listed, imports) -> None:
         raise cfg.ConfigError(str(err)) from None
 
 
+BUILT_IN = Path(__file__).resolve().parents[1] / "grids"          # package data: shipped with every install
+
+
+def built_in_grids() -> dict[str, Path]:
+    """The grids of the paper's tables, by name (``benchmark/grids/<name>.yaml``)."""
+    return {path.stem: path for path in sorted(BUILT_IN.glob("*.yaml"))}
+
+
+def locate(grid: str | Path) -> tuple[Path, str]:
+    """A grid's file and how runs record it: a path as given; a built-in grid's name (``token_shift``,
+    or the path ``ablations/token_shift.yaml`` of earlier versions) as its name."""
+    path = Path(grid)
+    if path.is_file():
+        return path, str(grid)
+    name = path.name.removesuffix(".yaml") if path.parent in (Path("."), Path("ablations")) else None
+    found = built_in_grids()
+    if name in found:
+        return found[name], name
+    raise cfg.ConfigError(f"{grid}: no such grid file, nor a built-in grid (the built-in grids: "
+                          f"{', '.join(found)})")
+
+
 def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, check_models: bool = True,
               imports: list[str] | tuple = ()) -> Grid:
-    """Read and expand a grid file; ``overrides`` are ``key=value`` strings applied to every cell;
-    ``imports`` are module names or ``.py`` paths (``--import``) whose models the grid may name."""
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise cfg.ConfigError(f"{where}: no such grid file")
+    """Read and expand a grid file or built-in grid (``locate``); ``overrides`` are ``key=value``
+    strings applied to every cell; ``imports`` are module names or ``.py`` paths (``--import``)
+    whose models the grid may name."""
+    path, where = locate(path)
     try:
         data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
@@ -297,7 +340,7 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
         raise cfg.ConfigError(f"{where}: name {name!r} is not a plain name (it names the store folder and the "
                               "table files): expected letters, digits, '_', '-', '.', no path separators or '..'")
-    return Grid(name, table, str(data.get("title") or ""), str(path), scale,
+    return Grid(name, table, str(data.get("title") or ""), where, scale,
                 tuple(specs), str(reference), str(data.get("note") or ""), tune)
 
 
@@ -315,10 +358,10 @@ def describe(grid: Grid) -> str:
 
 
 def table_backbones() -> list[str]:
-    """The models of the paper's Tables 1-4: every model of the shipped grids (``ablations/``) of
+    """The models of the paper's Tables 1-4: every model of the built-in grids of
     those tables, at the paper's size, in grid order."""
     grids = {}
-    for path in (Path(__file__).resolve().parents[2] / "ablations").glob("*.yaml"):
+    for path in built_in_grids().values():
         table = load_yaml(path.read_text()).get("table")
         if table in (1, 2, 3, 4):
             grids[table] = path

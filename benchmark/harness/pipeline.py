@@ -22,7 +22,7 @@ from models.ops import backends
 
 from benchmark.harness import config as cfg
 from benchmark.harness import erf, evaluate, train
-from benchmark.measure import profile
+from benchmark.measure import costs
 from benchmark.base import provenance
 from benchmark.results import store
 from benchmark.harness.grid import RunSpec
@@ -36,8 +36,8 @@ def _device(config: dict) -> torch.device:
 
 
 def requested_backends(model: torch.nn.Module, config: dict, device: torch.device) -> dict[str, str]:
-    """``{op: the backend its calls will run}`` for each kernel op the model calls (``train.<op>_backend``)."""
-    return {kind: backends.resolve(kind, config["train"][f"{kind}_backend"], device)
+    """``{op: the backend its calls will run}`` for each kernel op the model calls (``kernels.<op>``)."""
+    return {kind: backends.resolve(kind, config["kernels"][kind], device)
             for kind in backends.kernel_ops(model)}
 
 
@@ -54,18 +54,18 @@ def build_model(config: dict) -> torch.nn.Module:
     torch.manual_seed(config["seed"])
     model = models.create_model(cfg.model_name(config), **config["model"]["options"])
     # this model's kernel ops, recorded from it (train.<op>_backend for every op)
-    return model.set_backends(**{kind: config["train"][f"{kind}_backend"] for kind in backends.OPS})
+    return model.set_backends(**{kind: config["kernels"][kind] for kind in backends.OPS})
 
 
 def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict:
     """Sizes and latency of a freshly built (CPU) model, which the latency measurement moves to ``device``."""
     size = config["profile"]["size"]
     shape = (1, 1, size, size)
-    sizes = {"size": size, "params_m": profile.count_params(model), "deploy_params_m": profile.count_params(model, True),
-             "paper_gmacs": profile.count_macs(model, shape, "paper")[0],
+    sizes = {"size": size, "params_m": costs.count_params(model), "deploy_params_m": costs.count_params(model, True),
+             "paper_gmacs": costs.count_macs(model, shape, "paper")[0],
              "network": models.network_signature(model)}             # rows that build one network share it
-    sizes["full_gmacs"], sizes["uncounted"] = profile.count_macs(model, shape, "full")
-    latency = profile.measure_latency(model, shape, "infer", str(device), repeat=config["profile"]["latency_repeat"])
+    sizes["full_gmacs"], sizes["uncounted"] = costs.count_macs(model, shape, "full")
+    latency = costs.measure_latency(model, shape, "infer", str(device), repeat=config["profile"]["latency_repeat"])
     if models.model_info(cfg.model_name(config)).floored:          # a tiny preset raised to the floor: the rule
         sizes["floored"] = {"floor": models.TINY_FLOOR, "divisor": models.TINY_DIVISOR}
     return {**sizes, "latency_ms": latency["median_ms"], "latency_min_ms": latency["min_ms"],

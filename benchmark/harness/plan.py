@@ -120,19 +120,19 @@ def _measure_one(key: str, made: dict, repeat: int, queue) -> None:
         import torch
 
         import models
-        from benchmark.measure import profile, timing
+        from benchmark.measure import costs, timing
         spec = {**json.loads(key), **made}
         torch.manual_seed(0)
         model = models.create_model(spec["model"], **spec["options"])
-        params_m = profile.count_params(model)
+        params_m = costs.count_params(model)
         try:
-            profile._reset_peak_rss()
-            baseline = profile._rss_mb("VmRSS")
+            costs._reset_peak_rss()
+            baseline = costs._rss_mb("VmRSS")
         except OSError:
             baseline = None
         x = torch.randn(spec["batch"], 1, spec["crop"], spec["crop"])
         step = timing.time_calls(timing.training_step(model, x, precision=spec["precision"]), repeat, 1)
-        peak = profile._rss_mb("VmHWM") - baseline if baseline is not None else None
+        peak = costs._rss_mb("VmHWM") - baseline if baseline is not None else None
         forward = {}
         for side in spec["sizes"]:
             image = torch.randn(1, 1, side, side)

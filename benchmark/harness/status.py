@@ -16,25 +16,9 @@ import sys
 from pathlib import Path
 
 from benchmark.base import markdown
-from benchmark.results import health, store
-from benchmark.base import provenance
+from benchmark.results import health, staleness, store
 
 STALE = "stale"
-
-
-def environment_or_none(folder: Path) -> dict | None:
-    """A run's environment.json, or None when it is missing or unreadable (a stale run's reason then
-    names no files)."""
-    try:
-        return store.read_environment(folder)
-    except store.StoreError:
-        return None
-
-
-def environment_if_changed(status: dict, folder: Path) -> dict | None:
-    """A run's environment.json when its code hash differs from the current one (``is_stale`` then
-    needs it to tell which files count for the run); None, unread, when the hash is the current one."""
-    return None if status.get("code_hash") == provenance.code_hash() else environment_or_none(folder)
 
 
 def rows(grid_dir) -> list[dict]:
@@ -84,9 +68,8 @@ def rows(grid_dir) -> list[dict]:
             detail = health.describe(status)
             if state == "done":
                 state = "done" if health.learned(status) else health.DID_NOT_LEARN
-            environment = environment_if_changed(status, grid_dir / run["folder"])
-            if provenance.is_stale(status, environment):
-                detail = f"{provenance.stale_reason(status, environment)}; {detail}"
+            if staleness.is_stale(status, grid_dir / run["folder"]):
+                detail = f"{staleness.reason(status, grid_dir / run['folder'])}; {detail}"
                 state = STALE
         if "candidate" in run:
             choice = "not chosen yet" if chosen is None else "chosen" if run["id"] in chosen else "not chosen"
@@ -116,6 +99,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,7 +40,7 @@ import torch
 import models
 from models.ops import wkv
 
-from benchmark.measure import gpu_static, profile, timing, traffic
+from benchmark.measure import costs, gpu_static, timing, traffic
 from benchmark.base import machine, markdown
 from benchmark.measure.selection import paper_size_models
 
@@ -195,7 +195,7 @@ def static_estimate(device: torch.device, side: int, channels: int) -> str:
 def training_section(device: torch.device, names, batch: int, size: int, repeat: int, budget: Budget) -> list[str]:
     rows = []
     for name in names:
-        params = profile.count_params(models.create_model(name))
+        params = costs.count_params(models.create_model(name))
         for precision in PRECISIONS:
             label = [name, f"{params:.3f}", precision]
             if budget.left() < 45:
@@ -290,6 +290,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check: wrote {args.out}", file=sys.stderr)
     return 0 if outcome in ("passed", "skipped") else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

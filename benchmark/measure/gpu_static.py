@@ -1,5 +1,5 @@
 """A static performance report of the Triton WKV kernels, with no GPU: every launch of one forward +
-backward (``triton_kernel.recorded_launches``) compiled for sm_80 / sm_90 with the launcher's exact
+backward (``triton_launch.recorded_launches``) compiled for sm_80 / sm_90 with the launcher's exact
 specialisation, its SASS read with the ``cuobjdump`` and ``nvdisasm`` that ship inside Triton's NVIDIA
 backend, and the time the GPU would need just to *issue* those instructions, against the memory floor.
 
@@ -156,10 +156,10 @@ _compiled: dict = {}
 
 def analyse_launch(launch, capability: int) -> dict:
     """One launch's static facts and its warp-instructions in total (all programs and warps)."""
-    from models.ops.wkv import triton_kernel
-    key = (triton_kernel.variant_key(launch), capability)
+    from models.ops.wkv import triton_launch
+    key = (triton_launch.variant_key(launch), capability)
     if key not in _compiled:
-        compiled = triton_kernel.compile_launch(launch, capability)
+        compiled = triton_launch.compile_launch(launch, capability)
         _compiled[key] = (read_cubin(compiled.asm["cubin"]), compiled.metadata.num_warps)
     sass, warps = _compiled[key]
     trips = launch.loop_trips
@@ -172,8 +172,8 @@ def analyse_launch(launch, capability: int) -> dict:
 def analyse(op: str, dtype: str, shape: tuple, capability: int) -> dict:
     """The static estimate of one forward + backward of ``op`` (``bi`` / ``uni``) at ``shape`` inputs of
     ``dtype``: every launch analysed, the issue-bound time, the floor and their ratio."""
-    from models.ops.wkv import triton_kernel
-    launches = triton_kernel.recorded_launches(*shape, op == "uni", DTYPES[dtype])
+    from models.ops.wkv import triton_launch
+    launches = triton_launch.recorded_launches(*shape, op == "uni", DTYPES[dtype])
     rows = [analyse_launch(launch, capability) for launch in launches]
     gpu = GPUS[capability]
     total = sum((row["warp_instructions"] for row in rows), Counts())

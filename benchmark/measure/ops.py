@@ -22,7 +22,7 @@ import torch
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import BACKENDS as WKV_BACKENDS
 from models.ops.wkv import bi_wkv, resolve_backend, uni_wkv
-from models.ops.wkv import triton_kernel as wkv_triton
+from models.ops.wkv import triton_launch as wkv_triton
 
 from benchmark.base import machine, markdown
 from benchmark.measure import timing

@@ -6,7 +6,7 @@
 Counted, not timed, on meta tensors (no data, any size, no GPU): every PyTorch op of the path is
 counted as the bytes of its tensor inputs read and of its outputs written (views and allocations
 move nothing; a broadcast input counts its stored bytes), and the Triton kernels, which do not run on
-meta tensors, add the loads and stores of their grids and tiles (``triton_kernel.traffic``, itself
+meta tensors, add the loads and stores of their grids and tiles (``triton_launch.traffic``, itself
 checked against Triton's interpreter). The floor is what any implementation must move: the forward
 reads k and v and writes y, the backward reads gy, k and v and writes gk and gv (8 tensors of
 B x T x C; w, u and their gradients are C-sized). The accumulation dtype is the dispatch's for
@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from models.ops.wkv import cumsum, limits
-from models.ops.wkv import triton_kernel as wkv_triton
+from models.ops.wkv import triton_launch as wkv_triton
 
 from benchmark.base import markdown
 

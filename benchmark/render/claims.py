@@ -74,15 +74,20 @@ def gather_all(runs_root: Path) -> list[GridStore]:
 
 
 def by_table(stores: list[GridStore]) -> dict[int, GridStore]:
-    """Per paper table, the store that renders it (a built-in grid's store, from ``ablations/``, before
-    any other store with the same table)."""
+    """Per paper table, the store that renders it (a built-in grid's store, recorded by its name or,
+    before grids were found by name, as ``ablations/<name>.yaml``, before any other store with the
+    same table)."""
     found: dict[int, GridStore] = {}
     for grid in stores:
         table = grid.metadata.get("table")
-        if not table or (table in found and str(found[table].metadata.get("file", "")).startswith("ablations/")):
+        if not table or (table in found and _built_in(str(found[table].metadata.get("file", "")))):
             continue
         found[table] = grid
     return found
+
+
+def _built_in(recorded: str) -> bool:
+    return recorded.startswith("ablations/") or ("/" not in recorded and not recorded.endswith(".yaml"))
 
 
 def gather(runs_root: Path) -> dict[int, GridStore]:

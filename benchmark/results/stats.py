@@ -199,5 +199,5 @@ def with_holm(comparisons: list[Comparison]) -> list[Comparison]:
 
 def growth_exponent(pixels, values) -> float:
     """Least-squares slope of log(value) against log(pixels): 1 = linear, 2 = quadratic (how a
-    cost grows with the image; ``benchmark.measure.profile`` and the efficiency table)."""
+    cost grows with the image; ``benchmark.measure.costs`` and the efficiency table)."""
     return float(np.polyfit(np.log(pixels), np.log(values), 1)[0])

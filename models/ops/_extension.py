@@ -1,6 +1,6 @@
 """Lazy builds of the compiled CPU kernels in ``csrc/`` (``torch.utils.cpp_extension`` + ninja): the WKV
 kernel (``cpu``) and the selective scan (``scan_cpu``). The GPU's WKV kernel is Triton
-(``wkv/triton_kernel.py``), compiled by Triton itself.
+(``wkv/triton_launch.py``), compiled by Triton itself.
 
 Nothing is compiled at import. The first call that needs a kernel builds it in a subprocess under a
 timeout, then loads it; later processes find the binary in the build cache. The extension name

@@ -1,4 +1,4 @@
-"""Helpers for ops that op counters (``benchmark.measure.profile``) see as one traced node."""
+"""Helpers for ops that op counters (``benchmark.measure.costs``) see as one traced node."""
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Grid expansion (benchmark.harness.grid) and configuration validation (benchmark.harness.config)."""
+import copy
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ def test_bad_overrides_and_scales():
     assert cfg.parse_override("train.lr=1e-3") == ("train.lr", 1e-3)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmark" / "grids").glob("*.yaml")), ids=lambda p: p.stem)
 @pytest.mark.parametrize("scale", ["smoke", "paper"])
 def test_every_shipped_grid_expands(path, scale):
     grid = load_grid(path, scale)
@@ -172,3 +173,48 @@ def test_options_set_one_by_one_keep_the_others_and_a_whole_mapping_replaces_the
 def test_a_label_shared_by_seeds_of_one_configuration_is_one_row(tmp_path):
     grid = load_grid(write(tmp_path, "axes: {zip: {label: [a, a], seed: [0, 1]}}\n"))
     assert [s.label for s in grid.specs] == ["a", "a"]
+
+
+def test_run_ids_made_before_the_kernels_section_are_kept():
+    """Every run id of the shipped grids at both scales, and of runs that set the moved keys
+    (train.wkv_backend, train.scan_backend, now kernels.wkv / kernels.scan) and train.precision,
+    as computed by the code before the kernels: section (commit 9e0de5a, tests/harness/golden/ids.json):
+    a stored run is found again and never reruns because of its id."""
+    import json
+    import warnings
+    from pathlib import Path
+    before = json.loads((Path(__file__).parent / "golden" / "ids.json").read_text())
+    now = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for path in sorted((Path(__file__).parents[2] / "benchmark" / "grids").glob("*.yaml")):
+            for scale in ("smoke", "paper"):
+                grid = load_grid(path, scale)
+                now[f"{path.stem}/{scale}"] = {f"{s.label} | seed {s.config['seed']} | {s.candidate}": s.id
+                                               for s in grid.specs}
+        grid = load_grid("token_shift", "smoke",
+                         ["train.precision=bf16", "train.scan_backend=torch", "train.wkv_backend=cpp"])
+    now["token_shift/smoke bf16 torch-scan cpp-wkv"] = {f"{s.label} | seed {s.config['seed']} | {s.candidate}": s.id
+                                                        for s in grid.specs}
+    assert now == before
+
+
+def test_the_moved_kernel_keys_still_work_with_a_warning_and_new_keys_at_their_default_keep_ids():
+    from benchmark.harness import config as cfg
+    from benchmark.harness.grid import spec_id
+    with pytest.warns(FutureWarning, match="train.wkv_backend is now kernels.wkv"):
+        old = cfg.resolve("smoke", cfg.nest({"train.wkv_backend": "torch"}))
+    new = cfg.resolve("smoke", cfg.nest({"kernels.wkv": "torch"}))
+    assert old == new and old["kernels"]["wkv"] == "torch" and "wkv_backend" not in old["train"]
+    assert spec_id(old) == spec_id(new)
+    config = cfg.resolve("smoke")
+    saved = copy.deepcopy(cfg.DEFAULTS)
+    try:                                                   # a key added later, at its default: same id
+        cfg.DEFAULTS["train"]["future_knob"] = 1.0
+        grown = cfg.resolve("smoke")
+        assert spec_id(grown) == spec_id(config)
+        grown["train"]["future_knob"] = 2.0                # set away from its default: a new id
+        assert spec_id(grown) != spec_id(config)
+    finally:
+        cfg.DEFAULTS.clear()
+        cfg.DEFAULTS.update(saved)

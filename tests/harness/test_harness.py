@@ -16,7 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 import models
 from benchmark.harness import config as cfg
-from benchmark.measure import profile
+from benchmark.measure import costs
 from benchmark.harness import run
 from benchmark.results import store
 from benchmark.data import dataset, sources
@@ -63,8 +63,8 @@ def test_a_smoke_grid_writes_every_artifact(smoke_store):
         # the profile equals the profiler's own functions on a fresh model of the spec
         model = models.create_model("restore_rwkv_tiny", **spec.config["model"]["options"])
         prof = store.read_json(folder / "profile.json")
-        assert prof["params_m"] == pytest.approx(profile.count_params(model))
-        assert prof["paper_gmacs"] == pytest.approx(profile.count_macs(model, (1, 1, 32, 32))[0])
+        assert prof["params_m"] == pytest.approx(costs.count_params(model))
+        assert prof["paper_gmacs"] == pytest.approx(costs.count_macs(model, (1, 1, 32, 32))[0])
         assert prof["uncounted"] == [] and prof["latency_ms"] > 0
     table = (tmp / "tables" / "two.md").read_text()
     assert "| k=3 |" in table and "| Q-Shift |" in table and "| k=5 | 0.1827 | 0.2610 | not run |" not in table
@@ -85,6 +85,7 @@ def test_test_scores_match_an_independent_recomputation(smoke_store):
     with open(folder / "test_images.csv") as f:
         rows = list(csv.DictReader(f))
     data = dataset.open_dataset("phantom-mri", "test", phantom_size=32)
+    assert len(rows) == spec.config["test"]["images"] == 2     # every test image asked for is scored (an empty CSV fails)
     low, high = cfg_ranges["mri"]
     for row in rows:
         sample = data[int(row["index"])]

@@ -121,7 +121,7 @@ def _run_made_with(files: dict, backends) -> tuple[dict, dict]:
 
 def test_a_kernel_change_stales_only_the_runs_that_used_its_backend():
     now = provenance.current_files()
-    triton = "models/ops/wkv/triton_kernel.py"
+    triton = "models/ops/wkv/triton_launch.py"
     assert triton in now and "csrc/wkv_cpu.cpp" in now and "models/ops/wkv/__init__.py" in now
 
     def made_before(path, backends):      # the run recorded another version of ``path``
@@ -131,7 +131,7 @@ def test_a_kernel_change_stales_only_the_runs_that_used_its_backend():
     assert not provenance.is_stale(*made_before(triton, {"wkv": "cpp"}))             # a GPU kernel: not a CPU run's code
     assert not provenance.is_stale(*made_before(triton, {}))                         # a model without WKV
     assert provenance.is_stale(*made_before(triton, {"wkv": "triton"}))
-    assert "models/ops/wkv/triton_kernel.py changed" in provenance.stale_reason(*made_before(triton, {"wkv": "triton"}))
+    assert "models/ops/wkv/triton_launch.py changed" in provenance.stale_reason(*made_before(triton, {"wkv": "triton"}))
     assert provenance.is_stale(*made_before("csrc/wkv_cpu.cpp", {"wkv": "cpp"}))
     assert not provenance.is_stale(*made_before("csrc/wkv_cpu.cpp", {"wkv": "triton"}))
     assert provenance.is_stale(*made_before("models/ops/wkv/__init__.py", {"wkv": "cpp"}))   # shared dispatch

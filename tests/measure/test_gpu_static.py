@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmark.measure import gpu_static
-from models.ops.wkv import triton_kernel as wkv_triton
+from models.ops.wkv import triton_launch as wkv_triton
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

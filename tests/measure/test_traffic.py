@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmark.measure import traffic
-from models.ops.wkv import triton_kernel as wkv_triton
+from models.ops.wkv import triton_launch as wkv_triton
 
 NO_INTERPRETER = wkv_triton.availability("cpu")
 

@@ -15,7 +15,7 @@ import triton.language as tl
 
 import models
 from models.ops import wkv
-from models.ops.wkv import triton_kernel as wkv_triton, triton_sweep
+from models.ops.wkv import triton_launch as wkv_triton, triton_kernels
 from models.ops._extension import KernelUnavailable
 from models.ops.wkv import bi_wkv, uni_wkv
 from models.ops.wkv.reference import oracle, oracle_with_grad
@@ -177,10 +177,10 @@ def bfloat16_rounding_cases() -> torch.Tensor:
 
 @triton.jit
 def _narrowed_to_float32(X, Y, N, BLOCK: tl.constexpr):
-    """The kernel's bfloat16 rounding (``triton_sweep._narrowed``), its float32 result stored as it is."""
+    """The kernel's bfloat16 rounding (``triton_kernels._narrowed``), its float32 result stored as it is."""
     i = tl.arange(0, BLOCK)
     x = tl.load(X + i, mask=i < N)
-    tl.store(Y + i, triton_sweep._narrowed(x, 2), mask=i < N)
+    tl.store(Y + i, triton_kernels._narrowed(x, 2), mask=i < N)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -282,7 +282,7 @@ def test_triton_kernels_compile_for_gpus_without_one(capability):
     (sm80) and H100/H200 (sm90): a kernel that would not build on a GPU fails here. In a child process
     without the interpreter, which replaces the language's jit functions."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = f"import json; from models.ops.wkv import triton_kernel as wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
+    code = f"import json; from models.ops.wkv import triton_launch as wkv_triton; print(json.dumps(wkv_triton.compile_ahead({capability})))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-3000:]

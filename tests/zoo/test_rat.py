@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from benchmark.measure import profile
+from benchmark.measure import costs
 from models.rat import RAT, convert_official_state_dict, intensity_regions
 
 WIDTH, HEADS, WINDOW = 8, 8, 4                   # heads 8, window 4, MLP ratio 2, 3 layers a block: theirs
@@ -165,9 +165,9 @@ def test_odd_sizes_and_bad_regions():
 
 
 def test_sizes():
-    assert round(profile.count_params(models.create_model("rat")) * 1e6) == 15_945_025        # the authors' class
-    full = profile.count_params(models.create_model("rat"))
-    assert 0.7 <= profile.count_params(models.create_model("rat_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
+    assert round(costs.count_params(models.create_model("rat")) * 1e6) == 15_945_025        # the authors' class
+    full = costs.count_params(models.create_model("rat"))
+    assert 0.7 <= costs.count_params(models.create_model("rat_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
 
 
 def test_the_harness_passes_the_datas_region_masks_to_rat_and_to_no_other_model(tmp_path, monkeypatch):

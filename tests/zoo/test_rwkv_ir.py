@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from benchmark.measure import profile
+from benchmark.measure import costs
 from models.rwkv_ir import RWKVIR, convert_official_state_dict
 
 DIM, DEPTHS, HIDDEN = 8, (2, 1), 2
@@ -131,10 +131,10 @@ def test_checkpoints_of_other_configurations_are_refused():
 def test_sizes():
     """Ours = the authors' count minus their unused spatial_decay_2 / spatial_second (2 x 192 per block,
     36 blocks); the tiny preset follows the tiny-size rule (paper count / TINY_DIVISOR, +-30%)."""
-    full = profile.count_params(models.create_model("rwkv_ir"))
+    full = costs.count_params(models.create_model("rwkv_ir"))
     assert round(full * 1e6) == 19_963_153 and round(full * 1e6) + 2 * 192 * 36 == 19_976_977
-    assert 0.7 <= profile.count_params(models.create_model("rwkv_ir_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
-    assert math.isclose(profile.count_params(models.create_model("rwkv_ir"), True), full)
+    assert 0.7 <= costs.count_params(models.create_model("rwkv_ir_tiny")) / (full / models.TINY_DIVISOR) <= 1.3
+    assert math.isclose(costs.count_params(models.create_model("rwkv_ir"), True), full)
 
 
 def _saved_bytes(model, x):

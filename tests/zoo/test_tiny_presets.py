@@ -8,7 +8,7 @@ tables, so a new model is checked without editing this test."""
 import pytest
 
 import models
-from benchmark.measure.profile import count_params
+from benchmark.measure.costs import count_params
 from models.eformer import Eformer
 from models.srcnn import SRCNN
 from models.xiang_pet import AutoContextCNN

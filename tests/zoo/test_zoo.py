@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import models
-from benchmark.measure import profile
+from benchmark.measure import costs
 from tests.helpers import PAPER_MODELS, assert_trains_at, paper_size
 
 SLOW_MACS = {"mambair", "airnet"}            # a minute or more of MAC counting on 2 cores
@@ -30,7 +30,7 @@ def test_paper_presets_have_the_papers_parameters(name):
     """Exact to the paper's 4 decimals; within ``paper_tolerance`` for the models without official code
     (each model file says how it was sized)."""
     tolerance = models.model_info(name).paper_tolerance
-    params = profile.count_params(models.create_model(name))
+    params = costs.count_params(models.create_model(name))
     if tolerance:
         assert params == pytest.approx(paper_size(name)[0], rel=tolerance)
     else:
@@ -41,7 +41,7 @@ def test_paper_presets_have_the_papers_parameters(name):
                                   for n in PAPER_MODELS])
 def test_paper_presets_have_the_papers_macs(name):
     info = models.model_info(name)
-    macs, _ = profile.count_macs(models.create_model(name), info.paper_input, "paper")
+    macs, _ = costs.count_macs(models.create_model(name), info.paper_input, "paper")
     if info.paper_tolerance:
         assert macs == pytest.approx(paper_size(name)[1], rel=info.paper_tolerance)
     else:

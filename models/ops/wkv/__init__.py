@@ -1,11 +1,11 @@
 """WKV attention (one folder: ``reference.py`` the float64 oracle, ``cumsum.py`` the PyTorch path,
-``cpu.py`` the CPU kernel's binding, ``triton_kernel.py`` the Triton kernel, ``limits.py`` the
+``cpu.py`` the CPU kernel's binding, ``triton_launch.py`` the Triton kernel, ``limits.py`` the
 checks; dispatch here): linear time and memory, differentiable, on any device, with compiled kernels.
 
 Backends (``backend=`` on each op, registered with ``backends.register_op``; a model passes its
 layer's choice, set by ``RestorationModel.set_backends(wkv=...)``): ``"torch"`` is the pure-PyTorch
 path (``cumsum.py``); ``"cpp"`` forces the compiled CPU kernel of ``csrc/``
-and ``"triton"`` the chunk-parallel Triton kernel of ``triton_kernel.py`` (CUDA tensors; CPU tensors
+and ``"triton"`` the chunk-parallel Triton kernel of ``triton_launch.py`` (CUDA tensors; CPU tensors
 only under ``TRITON_INTERPRET=1``, for verification); both raise ``KernelUnavailable`` with the
 fix if they cannot run. ``"auto"`` (the default) picks ``cpp`` for CPU tensors and ``triton`` for
 CUDA tensors and, if that kernel is unavailable, warns once and falls back to ``"torch"``.
@@ -65,8 +65,8 @@ _warned: set[str] = set()
 
 def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, span: float, acc: torch.dtype) -> torch.Tensor:
     if backend == "triton":                                 # no range to check: anchored sums
-        from . import triton_kernel
-        return triton_kernel.wkv(w, u, k, v, causal, acc)
+        from . import triton_launch
+        return triton_launch.wkv(w, u, k, v, causal, acc)
     from .cpu import wkv_cpu
     return wkv_cpu(op, w, u, k, v, causal, span)
 
@@ -74,8 +74,8 @@ def _run_kernel(op: str, backend: str, w, u, k, v, causal: bool, span: float, ac
 def _kernel_available(backend: str, device_type: str) -> None:
     """Raise ``KernelUnavailable`` (with the reason and the fix) unless ``backend`` can run here."""
     if backend == "triton":
-        from . import triton_kernel
-        reason = triton_kernel.availability(device_type)
+        from . import triton_launch
+        reason = triton_launch.availability(device_type)
         if reason is not None:
             raise KernelUnavailable(reason)
     else:
@@ -117,7 +117,7 @@ _single_ops = Switch()
 def as_single_ops():
     """Inside the block each ``bi_wkv`` / ``uni_wkv`` call is one node of a traced graph (the
     autograd Functions ``BiWKVOp`` / ``UniWKVOp``) whatever backend runs inside, so that op counters
-    such as ``benchmark.measure.profile`` can count it. Forward only."""
+    such as ``benchmark.measure.costs`` can count it. Forward only."""
     return _single_ops.set(True)
 
 

@@ -9,7 +9,7 @@ from .. import precision
 # |w| * (T - 1) beyond which the sums could overflow: the centred cumsum in float32 / float64 and the
 # CPU kernel's recurrences in their accumulation type (float32 only for bi_wkv within
 # |w| (T - 1) <= CPU_FLOAT32_SPAN, float64 beyond). The Triton kernel has no limit: its sums are
-# anchored in log space (every exponent <= 0, ``triton_kernel.py``), so nothing overflows at any span
+# anchored in log space (every exponent <= 0, ``triton_launch.py``), so nothing overflows at any span
 # and the dispatch never reads w on the host for it.
 _MAX_DECAY_SPAN = {torch.float32: 150.0, torch.float64: 1200.0}
 _MAX_DECAY_SPAN_KERNEL = {torch.float32: 80.0, torch.float64: 1200.0}

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import models
-from benchmark.measure import profile
+from benchmark.measure import costs
 from benchmark.results import stats
 from benchmark.render import __main__ as render_cli
 
@@ -29,36 +29,36 @@ class Small(nn.Module):
 
 def test_paper_and_full_conventions_on_hand_counted_modules():
     expected = 4 * 256 * 9 + 4 * 256 * 25 + 4 * 1024 + 256 * 6 * 4 + 256 * 6
-    paper, uncounted = profile.count_macs(Small(), (1, 1, 16, 16), "paper")
+    paper, uncounted = costs.count_macs(Small(), (1, 1, 16, 16), "paper")
     assert paper * 1e9 == pytest.approx(expected) and uncounted == []
-    full, uncounted = profile.count_macs(Small(), (1, 1, 16, 16), "full")
+    full, uncounted = costs.count_macs(Small(), (1, 1, 16, 16), "full")
     # fvcore counts a LayerNorm as 5 per element (mean, variance, normalise, affine) instead of 4
     assert full * 1e9 == pytest.approx(expected - 4 * 1024 + 5 * 1024) and uncounted == []
 
 
 def test_full_convention_counts_wkv_and_names_what_it_cannot_count(monkeypatch):
     tiny = models.create_model("restore_rwkv_tiny")
-    with_wkv, missing = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    with_wkv, missing = costs.count_macs(tiny, (1, 1, 64, 64), "full")
     assert missing == []
-    monkeypatch.setattr(profile, "WKV_MACS_PER_ELEMENT", {"BiWKVOp": 0, "UniWKVOp": 0})
-    without, _ = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    monkeypatch.setattr(costs, "WKV_MACS_PER_ELEMENT", {"BiWKVOp": 0, "UniWKVOp": 0})
+    without, _ = costs.count_macs(tiny, (1, 1, 64, 64), "full")
     # tokens x channels of the blocks (dim 8; level 1 decoder and refinement at 16), 2 passes each
     tokens_channels = 64 ** 2 * 8 + 32 ** 2 * 16 + 16 ** 2 * 32 + 8 ** 2 * 64 + 16 ** 2 * 32 + 32 ** 2 * 16 \
         + 2 * 64 ** 2 * 16
     assert (with_wkv - without) * 1e9 == pytest.approx(7 * 2 * tokens_channels)
-    monkeypatch.setattr(profile, "ELEMENTWISE", set())
-    _, missing = profile.count_macs(tiny, (1, 1, 64, 64), "full")
+    monkeypatch.setattr(costs, "ELEMENTWISE", set())
+    _, missing = costs.count_macs(tiny, (1, 1, 64, 64), "full")
     assert "aten::mul" in missing and "aten::sigmoid" in missing               # never silently dropped
 
 
 def test_restore_rwkv_counts():
     model = models.create_model("restore_rwkv")
-    assert round(profile.count_params(model, deploy=True) * 1e6) == 27_846_625
-    assert round(profile.count_params(model) * 1e6) == 27_996_737
-    paper, _ = profile.count_macs(model, (1, 1, 128, 128), "paper")
+    assert round(costs.count_params(model, deploy=True) * 1e6) == 27_846_625
+    assert round(costs.count_params(model) * 1e6) == 27_996_737
+    paper, _ = costs.count_macs(model, (1, 1, 128, 128), "paper")
     assert round(paper, 4) == 37.4585                                           # the paper's FLOPs column
     # the training form counts the same (the deploy form is what the paper counted)
-    assert profile.count_macs(model.train(), (1, 1, 128, 128), "paper")[0] == paper
+    assert costs.count_macs(model.train(), (1, 1, 128, 128), "paper")[0] == paper
 
 
 def test_growth_exponent():
@@ -69,16 +69,16 @@ def test_growth_exponent():
 def test_latency_modes():
     tiny = models.create_model("restore_rwkv_tiny")
     for mode in ("infer", "train"):
-        result = profile.measure_latency(tiny, (1, 1, 16, 16), mode=mode, repeat=2)
+        result = costs.measure_latency(tiny, (1, 1, 16, 16), mode=mode, repeat=2)
         assert result["min_ms"] <= result["median_ms"] <= result["max_ms"]
     with pytest.raises(ValueError, match="unknown mode"):
-        profile.measure_latency(tiny, (1, 1, 16, 16), mode="eval")
+        costs.measure_latency(tiny, (1, 1, 16, 16), mode="eval")
 
 
 def test_cli_measures_into_the_store_and_renders_the_efficiency_table(tmp_path, capsys):
     argv = ["--name", "eff", "--models", "restore_rwkv_tiny", "--sizes", "16", "32", "--repeat", "1",
             "--train-size", "16", "--train-batch", "2", "--out", str(tmp_path / "runs"), "--tables", str(tmp_path / "t")]
-    assert profile.main(argv) == 0
+    assert costs.main(argv) == 0
     record = json.loads((tmp_path / "runs" / "eff" / "efficiency.json").read_text())
     rows = record["inference"]
     assert [r["size"] for r in rows] == [16, 32] and all(r["outcome"] == "ok" and r["median_ms"] > 0 for r in rows)
@@ -95,7 +95,7 @@ def test_cli_measures_into_the_store_and_renders_the_efficiency_table(tmp_path, 
     assert render_cli.main([str(tmp_path / "runs" / "eff"), "--out", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t" / "eff.md").read_text() == table
     with pytest.raises(SystemExit):
-        profile.main(["--models", "nope*"])
+        costs.main(["--models", "nope*"])
 
 
 def _record(inference: list[dict]) -> dict:
@@ -149,7 +149,7 @@ def fake_worker(name, size, batch, mode, repeat, queue):
 
 
 def test_sweep_backs_off_the_batch_and_survives_a_crash():
-    rows = profile.sweep(["fine", "crash", "huge"], [16], batch=4, worker=fake_worker)
+    rows = costs.sweep(["fine", "crash", "huge"], [16], batch=4, worker=fake_worker)
     assert rows[0]["batch"] == 1 and rows[0]["outcome"] == "ok"                  # 4 -> 2 -> 1
     assert rows[1]["outcome"] == "error" and rows[1]["error"] == "worker exited with code 3"   # the sweep went on
     assert rows[2]["outcome"] == "oom"
@@ -157,7 +157,7 @@ def test_sweep_backs_off_the_batch_and_survives_a_crash():
 
 def test_sweep_skips_sizes_predicted_to_exceed_the_time_cap():
     # 100x100: 10 ms; 200x200 is predicted at 40 ms (run), 400x400 at 160 ms > 0.1 s: skipped, and so is 800
-    rows = profile.sweep(["slow"], [800, 100, 200, 400], worker=fake_worker, max_seconds=0.1)
+    rows = costs.sweep(["slow"], [800, 100, 200, 400], worker=fake_worker, max_seconds=0.1)
     assert [(r["size"], r["outcome"]) for r in rows] == [(100, "ok"), (200, "ok"), (400, "skipped"), (800, "skipped")]
 
 
@@ -167,11 +167,11 @@ class Normalise(nn.Module):
 
 
 def test_reductions_count_one_per_element():
-    macs, uncounted = profile.count_macs(Normalise(), (1, 1, 8, 8), "full")
+    macs, uncounted = costs.count_macs(Normalise(), (1, 1, 8, 8), "full")
     assert macs * 1e9 == pytest.approx(64) and uncounted == []
 
 
 @pytest.mark.parametrize("name", models.list_models("*_tiny"))
 def test_every_model_has_a_complete_full_count(name):
-    macs, uncounted = profile.count_macs(models.create_model(name), (1, 1, 32, 32), "full")
+    macs, uncounted = costs.count_macs(models.create_model(name), (1, 1, 32, 32), "full")
     assert macs > 0 and uncounted == [], f"{name}: ops without a MAC handle: {uncounted}"

@@ -1,7 +1,7 @@
 """The WKV ops in Triton, fused (``backend="triton"``): the forward reads k and v and writes y, and
 keeps only the states entering each chunk; the backward reads gy, k and v, recomputes y and
 ``log den`` from those states, and writes gk, gv and per-chunk partials of gw and gu. The kernels
-are in ``triton_sweep.py``; this module launches them and counts their memory traffic.
+are in ``triton_kernels.py``; this module launches them and counts their memory traffic.
 
 Both ops are ratios of *decayed sums* (``wkv/__init__.py``)::
 
@@ -34,7 +34,7 @@ Two kernels, ``sweep`` chunk-parallel over (T / (CHUNKS BLOCK_T), C / BLOCK_C, B
 warp of CHUNKS chunks x BLOCK_C channels (2 x 16: C = 48 fills its lanes), and ``scan``, one warp of
 SCAN_C channels; one (chunk, channel) per lane: a lane visits its chunk's tokens one after another,
 so a token's work is a handful of scalar operations (one exponential per merge), with no reduction,
-shuffle or barrier (``triton_sweep.py``). Three launches per direction:
+shuffle or barrier (``triton_kernels.py``). Three launches per direction:
 
 1. ``sweep`` (summaries): each chunk merges its own tokens into its state on each side (with moments
    in the backward: each token's distance to the chunk's edge);
@@ -116,9 +116,9 @@ def availability(device: torch.device | str) -> str | None:
 
 
 def _kernels():
-    """(``sweep``, ``scan``) of ``triton_sweep.py``, imported on first use (it imports Triton)."""
-    from . import triton_sweep
-    return triton_sweep.sweep, triton_sweep.scan
+    """(``sweep``, ``scan``) of ``triton_kernels.py``, imported on first use (it imports Triton)."""
+    from . import triton_kernels
+    return triton_kernels.sweep, triton_kernels.scan
 
 
 # The passes of the ops, as (BACKWARD, CAUSAL) of ``sweep``: bi_wkv and uni_wkv forward, then backward.
@@ -348,7 +348,7 @@ def counting_traffic():
 def _log_traffic(direction: str, k: torch.Tensor, causal: bool, itemsize: int) -> None:
     if _traffic_log is None:
         raise RuntimeError("the triton WKV kernels run on meta tensors only to count their traffic "
-                           "(inside triton_kernel.counting_traffic())")
+                           "(inside triton_launch.counting_traffic())")
     counted = traffic(*k.shape, causal, k.element_size(), itemsize)
     _traffic_log.append({name: rw for name, rw in counted.items() if name.startswith(direction)})
 

@@ -343,6 +343,3 @@ def main(argv: list[str] | None = None, default_models=None) -> int:
         print(path)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

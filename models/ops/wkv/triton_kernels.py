@@ -1,5 +1,5 @@
 """The Triton WKV kernels themselves (``sweep`` and ``scan``) and their jit helpers; the host code,
-the algorithm and its notation are in ``triton_kernel.py``, which imports this module on first use
+the algorithm and its notation are in ``triton_launch.py``, which imports this module on first use
 (it imports Triton). Under ``TRITON_INTERPRET=1`` at process start ``triton.jit`` makes them
 interpreted functions, else compiled ones.
 
@@ -314,7 +314,7 @@ so every index here comes straight from ``tl.static_range``). Summaries (FINISH 
     base = row.to(tl.int64) * T * C                      # int64: B T C passes 2^31 at 4 x 1024^2 x 384
     field = R * NC * C                                   # one field of one side of a state buffer
     slot = row.to(tl.int64) * NC * C + chunk * C + c
-    # a side of FSTATE holds 4 fields, of BSTATE 6 (with the moments): triton_kernel.FORWARD_FIELDS,
+    # a side of FSTATE holds 4 fields, of BSTATE 6 (with the moments): triton_launch.FORWARD_FIELDS,
     # BACKWARD_FIELDS; the future side follows the past
     blocks = tl.cdiv(tl.minimum(T - group * CH * BT, BT), S)     # the sub-blocks of the program's first chunk
     if not BACKWARD and not FINISH:                      # forward summaries: any order per side

@@ -33,7 +33,7 @@ def test_claims_parse_and_their_paper_differences_are_the_papers():
     parsed = claims.load_claims()
     assert len(parsed) == 53 and {c.kind for c in parsed} == set(claims.KINDS)
     labels = {}
-    for path in (ROOT / "ablations").glob("*.yaml"):
+    for path in (ROOT / "benchmark" / "grids").glob("*.yaml"):
         grid = grids.load_grid(path, check_models=False)
         if grid.table:
             labels[grid.table] = {spec.label for spec in grid.specs}
