@@ -28,7 +28,7 @@ class ModelInfo:
     """What the registry knows about a preset (``model_info``).
 
     ``paper``: the method's name in the paper's Tables 1-4 (Yang et al.), whose row of
-    ``benchmark/render/paper_tables.csv`` holds its published parameters and MACs (the one copy of
+    ``benchmark/results/paper_tables.csv`` holds its published parameters and MACs (the one copy of
     the paper's numbers: the tests and the renderer read it there); None for presets the paper does
     not list. ``paper_input``: the input shape of its MAC count; ``paper_tolerance``: 0 where our
     model reproduces the count exactly, the allowed relative difference where no official code

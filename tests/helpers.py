@@ -32,7 +32,7 @@ from benchmark.checks import check_model
 from benchmark.data.sources import Case
 from benchmark.harness import config as cfg
 from benchmark.results import store
-from benchmark.render.tables import paper_numbers
+from benchmark.results.paper import paper_numbers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ PAPER_MODELS = [n for n in models.list_models() if models.model_info(n).paper]  
 
 def paper_size(name: str) -> tuple[float, float]:
     """(parameters in M, MACs in G) of the paper's row named by the preset's registry entry: the
-    one transcription of the paper's tables (``benchmark/render/paper_tables.csv``)."""
+    one transcription of the paper's tables (``benchmark/results/paper_tables.csv``)."""
     method = models.model_info(name).paper
     rows = [r for r in paper_numbers() if r["method"] == method and r["params_m"] is not None]
     assert rows, f"{name}: no row of the paper's tables names {method!r}"

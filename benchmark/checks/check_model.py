@@ -26,7 +26,7 @@ import models
 
 from benchmark.measure import costs
 from benchmark.base.arguments import add_import_option, import_or_exit
-from benchmark.render.tables import paper_numbers
+from benchmark.results.paper import paper_numbers
 
 ODD_SIZES = ((13, 17), (9, 8))           # odd, non-square, smaller than most window sizes
 TRAIN_STEPS, TRAIN_LR = 20, 1e-3

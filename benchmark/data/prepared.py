@@ -18,7 +18,6 @@ every value must be finite and plausible for the modality (``modalities.PLAUSIBL
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmark.base import files
 from benchmark.data.io import DataError
 from benchmark.base.vocabulary import PLAUSIBLE
 from benchmark.data.sources import SPLITS, Case
@@ -130,16 +130,12 @@ def _held(partial: Path):
     """The partial folder, locked for this process (a second preparation of the same ``--out`` is
     refused while the first runs; the kernel releases the lock of a process that dies)."""
     partial.mkdir(parents=True, exist_ok=True)
-    handle = open(partial / LOCK, "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{partial}: another process is preparing this dataset now; wait for it or "
-                            "choose another --out") from None
-        yield partial
-    finally:
-        handle.close()
+        with files.exclusive_lock(partial / LOCK):
+            yield partial
+    except files.LockHeld:
+        raise DataError(f"{partial}: another process is preparing this dataset now; wait for it or "
+                        "choose another --out") from None
 
 
 def _journal(partial: Path, plan: str) -> dict:
@@ -203,7 +199,7 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
                                             "command resumes after them)") from None
                         skipped.append({"split": split, "case": case.name, "reason": str(err)})
                     journal["splits"][split] = writer.state
-                    _write_json(partial / JOURNAL, journal)
+                    files.write_json(partial / JOURNAL, journal)
                     bar.update(case.slices)
                 splits[split] = writer.close()
         empty = [split for split, entry in splits.items() if not entry["count"]]
@@ -220,14 +216,9 @@ def write(out, cases: dict[str, list[Case]], *, task: str, modality: str, source
     return manifest
 
 
-def _write_json(path: Path, data: dict) -> None:
-    from benchmark.results import store
-    store.write_json(path, data)
-
-
 def write_manifest(folder, manifest: dict) -> None:
     """``folder/manifest.json``, written to a temporary name and renamed into place."""
-    _write_json(Path(folder) / MANIFEST, manifest)
+    files.write_json(Path(folder) / MANIFEST, manifest)
 
 
 def read_manifest(folder) -> dict:

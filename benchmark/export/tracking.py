@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmark.base import provenance
 from benchmark.results import store
+from benchmark.results.store import RunState
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 ARTIFACTS = "mlartifacts"             # beside the default local store
@@ -40,9 +41,9 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _state(status: dict, environment: dict | None) -> str:
-    if status.get("state") == "done" and provenance.is_stale(status, environment):
+    if status.get("state") == RunState.DONE and provenance.is_stale(status, environment):
         return "stale"
-    return status.get("state", "pending")
+    return status.get("state", RunState.PENDING)
 
 
 def _experiment(client, name: str, uri: str) -> str:
@@ -90,7 +91,7 @@ def export_grid(grid_dir, tracking_uri: str = DEFAULT_URI, tables="tables") -> t
     for run in metadata["runs"]:
         folder = grid_dir / run["folder"]
         status = store.run_state(folder)
-        if status["state"] not in ("done", "failed"):
+        if status["state"] not in (RunState.DONE, RunState.FAILED):
             continue
         finished = str(status.get("finished", ""))
         if (run["id"], finished) in already:
@@ -112,7 +113,7 @@ def export_grid(grid_dir, tracking_uri: str = DEFAULT_URI, tables="tables") -> t
                                        tags={k: v for k, v in tags.items() if v})
         run_id = mlflow_run.info.run_id
         params = [Param(k, v[:6000]) for k, v in flatten(config).items()]
-        metrics = _metrics(folder, started or 0) if status["state"] == "done" else []
+        metrics = _metrics(folder, started or 0) if status["state"] == RunState.DONE else []
         for start in range(0, len(params), PARAMS_BATCH):
             client.log_batch(run_id, params=params[start:start + PARAMS_BATCH])
         for start in range(0, len(metrics), BATCH):
@@ -121,6 +122,6 @@ def export_grid(grid_dir, tracking_uri: str = DEFAULT_URI, tables="tables") -> t
             client.log_batch(run_id, tags=[RunTag("mlflow.note.content", status["reason"])])
         for path in artifacts:
             client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id, "FINISHED" if status["state"] == "done" else "FAILED")
+        client.set_terminated(run_id, "FINISHED" if status["state"] == RunState.DONE else "FAILED")
         logged += 1
     return logged, kept

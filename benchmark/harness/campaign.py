@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from benchmark.results import health, staleness, store
+from benchmark.results.store import RunState
 from benchmark.harness import tuning
 from benchmark.harness.grid import Grid, RunSpec
 
@@ -77,11 +78,11 @@ class GridOutcome:
 
     @property
     def failed(self) -> list[str]:
-        return [key for key, status in self.results.items() if status["state"] not in ("done", "trained", "busy")]
+        return [key for key, status in self.results.items() if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.BUSY)]
 
     @property
     def busy(self) -> list[str]:
-        return self._state("busy")
+        return self._state(RunState.BUSY)
 
     @property
     def exit_code(self) -> int:
@@ -146,7 +147,7 @@ def run_grid(grid: Grid, grid_dir: Path, executor: Executor, keep_stale: bool = 
     start = time.time()
     outcome = GridOutcome(tested=list(grid.specs))
     if grid.tune:
-        untrained = [s for s in grid.specs if _state(grid_dir, s) not in ("trained", "done")]
+        untrained = [s for s in grid.specs if _state(grid_dir, s) not in (RunState.TRAINED, RunState.DONE)]
         rows = len({s.label for s in grid.specs})
         say(f"grid {grid.name}: {rows} rows, {len(grid.specs)} runs with their tune: candidates, "
             f"{len(untrained)} to train -> {grid_dir}")
@@ -163,7 +164,7 @@ def run_grid(grid: Grid, grid_dir: Path, executor: Executor, keep_stale: bool = 
         say("chosen on validation: " + "; ".join(f"{label} {row['chosen'] or 'none (every candidate failed)'}"
                                                  for label, row in choice.items()))
         outcome.tested = tuning.chosen_specs(grid, choice)
-    todo = [s for s in outcome.tested if _state(grid_dir, s) != "done"
+    todo = [s for s in outcome.tested if _state(grid_dir, s) != RunState.DONE
             or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
     if grid.tune:
         todo = [s for s in todo if _state(grid_dir, s) != "failed"]
@@ -185,7 +186,7 @@ def not_learned(grid: Grid, grid_dir: Path) -> list[str]:
     chosen = {r["id"] for r in store.chosen_runs(grid_dir, store.read_grid(grid_dir))}
     for spec in [s for s in grid.specs if s.id in chosen]:
         status = store.run_state(grid_dir / spec.folder_name)
-        if status["state"] == "done" and not health.learned(status):
+        if status["state"] == RunState.DONE and not health.learned(status):
             out.append(f"{spec.label} (seed {spec.config['seed']}), {status['health']['val_gain_db']:+.1f} dB")
     return out
 

@@ -25,6 +25,7 @@ from benchmark.harness import erf, evaluate, train
 from benchmark.measure import costs
 from benchmark.base import provenance
 from benchmark.results import store
+from benchmark.results.store import RunState
 from benchmark.harness.grid import RunSpec
 
 
@@ -147,27 +148,27 @@ def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all"
         raise ValueError(f"unknown stages {stages!r}; expected one of {', '.join(STAGES)}")
     folder = Path(grid_dir) / spec.folder_name
     status = store.run_state(folder)
-    if status["state"] == "done" and store.unreadable(folder) is None:
+    if status["state"] == RunState.DONE and store.unreadable(folder) is None:
         return status
-    if stages == "train" and status["state"] == "trained" and store.trained_unreadable(folder) is None:
+    if stages == "train" and status["state"] == RunState.TRAINED and store.trained_unreadable(folder) is None:
         return status
     try:
         with store.run_lock(folder):
             return _run_locked(spec, folder, progress, stages)
     except store.RunBusy as err:
-        return {"state": "busy", "id": spec.id, "label": spec.label, "reason": str(err)}
+        return {"state": RunState.BUSY, "id": spec.id, "label": spec.label, "reason": str(err)}
     except OSError as err:                         # not even the lock or the folder could be made
-        return {"state": "failed", "id": spec.id, "label": spec.label, "reason": f"{type(err).__name__}: {err}"}
+        return {"state": RunState.FAILED, "id": spec.id, "label": spec.label, "reason": f"{type(err).__name__}: {err}"}
 
 
 def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
     status = store.run_state(folder)                     # read again under the lock
-    if status["state"] in ("done", "trained"):
-        if status["state"] == "trained" and stages == "train":
+    if status["state"] in (RunState.DONE, RunState.TRAINED):
+        if status["state"] == RunState.TRAINED and stages == "train":
             problem = store.trained_unreadable(folder)
         else:
-            problem = store.unreadable(folder) if status["state"] == "done" else None
-        if problem is None and (status["state"] == "done" or stages == "train"):
+            problem = store.unreadable(folder) if status["state"] == RunState.DONE else None
+        if problem is None and (status["state"] == RunState.DONE or stages == "train"):
             return status
         if problem is not None:
             print(f"{problem}; the run is finished again", file=sys.stderr, flush=True)
@@ -181,7 +182,7 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all"
               file=sys.stderr, flush=True)
         store.clear_results(folder)
     started = time.time()
-    running = {"state": "running", "id": spec.id, "label": spec.label, "pid": os.getpid(),
+    running = {"state": RunState.RUNNING, "id": spec.id, "label": spec.label, "pid": os.getpid(),
                "host": socket.gethostname(), "started": started, "attempts": status.get("attempts", 0) + 1,
                "code_hash": provenance.code_hash()}
     try:
@@ -190,20 +191,20 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all"
         store.write_json(folder / "status.json", running)
         summary = _stages(spec, folder, progress, stages)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
-        status = {**running, "state": "failed", "reason": f"{type(err).__name__}: {err}",
+        status = {**running, "state": RunState.FAILED, "reason": f"{type(err).__name__}: {err}",
                   "log": str(folder / "error.log"), "finished": time.time(), "seconds": time.time() - started}
         try:
             store.write_text(folder / "error.log", traceback.format_exc())
         except OSError as log_err:
             status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
-        status = {**running, "state": "trained" if stages == "train" else "done", "finished": time.time(),
+        status = {**running, "state": RunState.TRAINED if stages == "train" else RunState.DONE, "finished": time.time(),
                   "seconds": time.time() - started,
                   "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
         (folder / "error.log").unlink(missing_ok=True)                 # a stale log of an earlier attempt
     try:
         store.write_json(folder / "status.json", status)
     except OSError as err:       # e.g. the disk is full: the caller still learns the outcome
-        status = {**status, "state": "failed", "reason": f"{status.get('reason', 'finished')}; "
+        status = {**status, "state": RunState.FAILED, "reason": f"{status.get('reason', 'finished')}; "
                                                          f"status.json could not be written: {err}"}
     return status

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmark.base import markdown
 from benchmark.results import health, staleness, store
+from benchmark.results.store import RunState
 
 STALE = "stale"
 
@@ -52,19 +53,19 @@ def rows(grid_dir) -> list[dict]:
     for run in metadata["runs"]:
         status = store.run_state(grid_dir / run["folder"])
         record = records[run["id"]] or {}
-        problem = store.unreadable(grid_dir / run["folder"]) if status["state"] == "done" else problems.get(run["id"])
+        problem = store.unreadable(grid_dir / run["folder"]) if status["state"] == RunState.DONE else problems.get(run["id"])
         if problem:
             status = {**status, "state": store.BROKEN, "reason": problem}
         detail = status.get("reason", "")
-        if status["state"] == "running" and status.get("host") == socket.gethostname() \
+        if status["state"] == RunState.RUNNING and status.get("host") == socket.gethostname() \
                 and not store.is_live(grid_dir / run["folder"]):
             # (a run on another host keeps "running": file locks need not be visible across hosts)
-            status = {**status, "state": "stopped"}
+            status = {**status, "state": RunState.STOPPED}
             detail = f"pid {status.get('pid')} is gone; rerun the grid's command to resume it"
-        if status["state"] == "failed":
+        if status["state"] == RunState.FAILED:
             detail += f" (log: {status.get('log') or record.get('stderr', '-')})"
         state = status["state"]
-        if state in ("done", "trained"):                 # trained: a tuned grid's candidate, not tested
+        if state in (RunState.DONE, RunState.TRAINED):                 # trained: a tuned grid's candidate, not tested
             detail = health.describe(status)
             if state == "done":
                 state = "done" if health.learned(status) else health.DID_NOT_LEARN

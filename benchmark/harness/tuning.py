@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.results import store
+from benchmark.results.store import RunState
 
 
 def outcomes(grid, grid_dir: Path) -> dict[str, dict]:
@@ -22,7 +23,7 @@ def outcomes(grid, grid_dir: Path) -> dict[str, dict]:
         folder = grid_dir / spec.folder_name
         state = store.run_state(folder)["state"]
         psnr = None
-        if state in ("trained", "done"):
+        if state in (RunState.TRAINED, RunState.DONE):
             summary = store.read_train_summary(folder)
             psnr = summary["best_val_psnr"] if summary else None
         out[spec.id] = {"state": state, "val_psnr": psnr}
@@ -34,7 +35,7 @@ def choose(grid, grid_dir) -> dict | None:
     outcome yet (neither trained, done nor failed)."""
     grid_dir = Path(grid_dir)
     results = outcomes(grid, grid_dir)
-    if any(r["state"] not in ("trained", "done", "failed") for r in results.values()):
+    if any(r["state"] not in (RunState.TRAINED, RunState.DONE, RunState.FAILED) for r in results.values()):
         return None
     tuning: dict[str, dict] = {}
     for label in dict.fromkeys(s.label for s in grid.specs):

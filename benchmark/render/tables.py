@@ -6,10 +6,8 @@ SSIM: higher is better; RMSE: lower). Deterministic: it reads only the store.
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import math
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -18,19 +16,9 @@ from benchmark.base import markdown, provenance
 from benchmark.results import stats
 from benchmark.base.vocabulary import TASK_TITLES, TASKS
 from benchmark.render.figures import high_contribution_area
+from benchmark.results.paper import paper_numbers
 
 HIGHER_IS_BETTER = stats.HIGHER_IS_BETTER                           # the metrics, in column order
-
-
-def paper_numbers() -> list[dict]:
-    """The paper's reported numbers (Yang et al., Tables 1-8), transcribed in paper_tables.csv."""
-    text = resources.files(__package__).joinpath("paper_tables.csv").read_text()
-    rows = list(csv.DictReader(text.splitlines()))
-    for row in rows:
-        row["table"] = int(row["table"])
-        for key in ("params_m", "flops_g", "psnr", "ssim", "rmse"):
-            row[key] = float(row[key]) if row[key] else None
-    return rows
 
 
 def _fmt(value) -> str:

@@ -29,12 +29,10 @@ A run is run by one process at a time: ``run_lock`` takes an exclusive ``flock``
 finds it held skips the run (``RunBusy``). ``is_live`` tells a run whose process still holds its
 lock from one whose ``status.json`` says ``running`` but whose process is gone.
 
-Every file is written to a temporary name and renamed into place, so a killed process never
-leaves a half-written result; ``status.json`` turns ``done`` last. Files get the mode a plain
-``open`` gives (0644 under the usual umask 022: readable by the group on shared storage); a write
-that fails (disk full, quota, permissions) raises ``StoreWriteError`` naming the file and leaves
-the earlier version in place. Temporary files left by a killed writer are removed when the run
-starts again (``clean_leftovers``).
+Every file is written whole or not at all (``benchmark.base.files``: a temporary name renamed into
+place; ``StoreWriteError`` naming the file when the disk is full), so a killed process never
+leaves a half-written result; ``status.json`` turns ``done`` last. Temporary files left by a
+killed writer are removed when the run starts again (``clean_leftovers``).
 
 Every file is read through the readers below (``read_status``, ``read_spec``, ``read_test``,
 ``read_profile``, ``read_erf``, ``read_image_scores``, ``read_weights``): a truncated or malformed
@@ -44,74 +42,45 @@ into a ``broken`` run so that ``status`` and ``render`` carry on with the others
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import enum
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-STATES = ("pending", "submitted", "running", "trained", "done", "failed")   # what status.json may say
+from benchmark.base import files
+from benchmark.base.files import (StoreWriteError, save_torch, write_array, write_arrays, write_csv,  # noqa: F401
+                                  write_json, write_text, write_with)
+
+class RunState(str, enum.Enum):
+    """A run's state. ``status.json`` holds one of the first six (``trained``: a tuned grid's
+    candidate, trained and validated, not tested: ``harness.tuning``); the commands derive the
+    others: ``broken`` (an unreadable store file), ``busy`` (another process holds the run),
+    ``stopped`` (running, but its process is gone). Equal to its string, written as its string."""
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    TRAINED = "trained"
+    DONE = "done"
+    FAILED = "failed"
+    BROKEN = "broken"
+    BUSY = "busy"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+STATES = tuple(s.value for s in list(RunState)[:6])                  # what status.json may say
+FINISHED = (RunState.DONE, RunState.TRAINED)                          # a finished run (tested or not)
 # trained: a tuned grid's candidate, trained and validated, not tested (harness.tuning)
-BROKEN = "broken"                                                 # a run with an unreadable store file
-_TEMP_MARK = ".tmp-"                                              # in the names of files being written
+BROKEN = RunState.BROKEN                                          # a run with an unreadable store file
 
 
 class StoreError(ValueError):
     """A store file that cannot be read as what it should hold; the message names the file."""
-
-
-class StoreWriteError(OSError):
-    """A store file that could not be written (disk full, quota, permissions); names the file."""
-
-
-def _file_mode() -> int:
-    """What a plain ``open`` would give under the process's umask (read once, at import: setting
-    the umask to read it is not thread-safe)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def _atomic(path: Path, write) -> None:
-    """Write ``path`` through ``write(binary file)`` into a temporary file renamed into place."""
-    path = Path(path)
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TEMP_MARK}")
-        os.fchmod(handle, _FILE_MODE)                    # mkstemp makes 0600; results are shared
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException as err:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-        if isinstance(err, (KeyboardInterrupt, SystemExit, StoreWriteError)):
-            raise
-        if isinstance(err, OSError) or "inline_container" in str(err) or "unexpected pos" in str(err):
-            raise StoreWriteError(_write_failure(path, err)) from err    # torch.save reports ENOSPC so
-        raise
-
-
-def _write_failure(path: Path, err: BaseException) -> str:
-    import errno
-    import shutil
-    reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-    try:
-        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
-    except OSError:
-        free = None
-    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 64 << 20):
-        where = f" ({free / 2**20:.1f} MiB free)" if free is not None else ""
-        return f"{path}: could not be written: the disk is full{where} ({reason[:200]}); free space and rerun"
-    return f"{path}: could not be written ({reason[:200]})"
 
 
 def clean_leftovers(folder) -> list[Path]:
@@ -135,18 +104,13 @@ class RunBusy(RuntimeError):
 def run_lock(folder):
     """Hold the run's lock for the block; ``RunBusy`` (naming the holder) if another process has it."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            status = run_state(folder)
-            holder = f"pid {status['pid']} on {status.get('host', '?')}" if "pid" in status else "another process"
-            raise RunBusy(f"{folder}: {holder} is running this run") from None
-        yield
-    finally:
-        handle.close()                                   # closing releases the lock
+        with files.exclusive_lock(folder / ".lock"):
+            yield
+    except files.LockHeld:
+        status = run_state(folder)
+        holder = f"pid {status['pid']} on {status.get('host', '?')}" if "pid" in status else "another process"
+        raise RunBusy(f"{folder}: {holder} is running this run") from None
 
 
 RUN_RESULTS = ("status.json", "environment.json", "checkpoint.pt", "best.pt", "train.json", "train_log.csv",
@@ -166,60 +130,7 @@ def read_environment(folder) -> dict | None:
 
 def is_live(folder) -> bool:
     """Whether a process holds the run's lock now."""
-    path = Path(folder) / ".lock"
-    if not path.is_file():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-def write_with(path, write) -> None:
-    """Write ``path`` atomically through ``write(binary file)`` (e.g. a figure's ``savefig``)."""
-    _atomic(path, write)
-
-
-def write_json(path, data) -> None:
-    _atomic(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True, default=_plain).encode()))
-
-
-def write_text(path, text: str) -> None:
-    _atomic(path, lambda f: f.write(text.encode()))
-
-
-def write_csv(path, rows: list[dict], fields: list[str] | None = None) -> None:
-    """Rows of dicts as CSV (columns: ``fields``, or the first row's keys)."""
-    import csv
-    import io
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields or list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
-def write_array(path, array: np.ndarray) -> None:
-    _atomic(path, lambda f: np.save(f, array))
-
-
-def write_arrays(path, **arrays: np.ndarray) -> None:
-    """Named arrays as one ``.npz`` (no pickled objects: strings as unicode arrays)."""
-    write_with(path, lambda f: np.savez(f, **arrays))
-
-
-def save_torch(path, obj) -> None:
-    import torch
-    _atomic(path, lambda f: torch.save(obj, f))
-
-
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return files.is_locked(Path(folder) / ".lock")
 
 
 def read_json(path, default=None, kind: type = dict):
@@ -248,7 +159,7 @@ def _is_number(value) -> bool:
 def read_status(folder) -> dict:
     """The status of a run folder (``pending`` when it has none)."""
     path = Path(folder) / "status.json"
-    status = read_json(path, {"state": "pending"})
+    status = read_json(path, {"state": RunState.PENDING})
     _expect(status.get("state") in STATES, path, f"a state in {STATES}", repr(status.get("state")))
     return status
 
@@ -463,7 +374,7 @@ def read_weights(path, device="cpu") -> dict:
 def write_grid(grid_dir, metadata: dict) -> None:
     """Write ``grid.json`` (unless it already holds ``metadata``)."""
     try:
-        if read_json(Path(grid_dir) / "grid.json") == json.loads(json.dumps(metadata, default=_plain)):
+        if read_json(Path(grid_dir) / "grid.json") == json.loads(json.dumps(metadata, default=files.plain)):
             return
     except StoreError:
         pass
@@ -498,7 +409,7 @@ def load_index(grid_dir):
             spec = read_spec(folder) or {}
             profile = read_profile(folder) or {}
             test = {}
-            if status["state"] == "done":                 # a done run must be whole: its maps and images too
+            if status["state"] == RunState.DONE:                 # a done run must be whole: its maps and images too
                 test = read_test(folder) or {}
                 read_image_scores(folder)
                 read_erf(folder)
@@ -533,7 +444,7 @@ def load_image_scores(grid_dir, problems: list[str] | None = None):
     for run in chosen_runs(grid_dir, read_grid(grid_dir)):
         folder = grid_dir / run["folder"]
         try:
-            if read_status(folder)["state"] != "done":
+            if read_status(folder)["state"] != RunState.DONE:
                 continue
             frame = read_image_scores(folder)
             seed = (read_spec(folder) or {}).get("config", {}).get("seed")

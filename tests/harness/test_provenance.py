@@ -39,7 +39,7 @@ def test_every_module_a_run_imports_is_result_code_or_declared_not():
     not_results = {"benchmark/__init__.py", "benchmark/harness/grid.py", "benchmark/results/store.py",
                    "benchmark/base/provenance.py", "benchmark/base/processes.py",
                    "benchmark/base/arguments.py", "benchmark/base/machine.py", "benchmark/base/yamlfile.py",
-                   "benchmark/base/markdown.py",
+                   "benchmark/base/markdown.py", "benchmark/base/files.py",       # atomic writes, locks
                    "benchmark/harness/events.py"}                 # TensorBoard events: written, never read
     not_results |= {f"benchmark/{package}/__init__.py" for package in ("base", "harness", "measure", "results")}
     imported = {Path(f).resolve().relative_to(ROOT).as_posix() for f in files}

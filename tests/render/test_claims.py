@@ -9,7 +9,7 @@ from benchmark.base import provenance
 from benchmark.harness import config as cfg
 from benchmark.harness import grid as grids
 from benchmark.render import render_grid
-from benchmark.render.tables import paper_numbers
+from benchmark.results.paper import paper_numbers
 from benchmark.results import claims, store
 
 ROOT = Path(__file__).resolve().parents[2]

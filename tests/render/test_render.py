@@ -10,7 +10,8 @@ from benchmark.base import provenance
 from benchmark.results import store
 from benchmark.render import render_grid
 from benchmark.render.figures import high_contribution_area, rescale
-from benchmark.render.tables import _marks, paper_numbers
+from benchmark.render.tables import _marks
+from benchmark.results.paper import paper_numbers
 
 GOLDEN = Path(__file__).parent / "golden" / "token_shift_store.md"
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from benchmark.results import health, store
+from benchmark.results.store import RunState
 from benchmark.base import processes
 from benchmark.harness.grid import RunSpec
 from benchmark.harness.pipeline import run_spec
@@ -26,12 +27,12 @@ def _process_body(spec: RunSpec, grid_dir: str, threads: int, stages: str = "all
 def report(spec: RunSpec, status: dict) -> None:
     """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
-    verdict = health.describe(status) if status["state"] in ("done", "trained") else ""
+    verdict = health.describe(status) if status["state"] in (RunState.DONE, RunState.TRAINED) else ""
     if verdict:
         detail += f", {verdict}"
-    if status["state"] == "failed":
+    if status["state"] == RunState.FAILED:
         detail = f"{status['reason']} (see {status.get('log', '-')})"
-    elif status["state"] == "busy":
+    elif status["state"] == RunState.BUSY:
         detail = f"skipped: {status['reason']}"
     name = f"{spec.label} [{spec.candidate}]" if spec.candidate else spec.label
     print(f"[{spec.index + 1}] {name}: {status['state']} {detail}".rstrip(), file=sys.stderr, flush=True)
@@ -40,11 +41,11 @@ def report(spec: RunSpec, status: dict) -> None:
 def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     folder = grid_dir / spec.folder_name
     status = store.run_state(folder)
-    if status["state"] not in ("done", "trained", "failed") and store.is_live(folder):   # another process runs it
-        return {"state": "busy", "id": spec.id, "label": spec.label,
+    if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.FAILED) and store.is_live(folder):   # another process runs it
+        return {"state": RunState.BUSY, "id": spec.id, "label": spec.label,
                 "reason": f"{folder}: pid {status.get('pid', '?')} on {status.get('host', '?')} is running this run"}
-    if status["state"] not in ("done", "trained", "failed"):   # the process died without recording an outcome
-        status = {**status, "state": "failed", "log": str(folder),
+    if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.FAILED):   # the process died without recording an outcome
+        status = {**status, "state": RunState.FAILED, "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
                             + (" (killed: out of memory?)" if processes.out_of_memory(exitcode) else
                                " without recording an outcome (see its messages above)" if exitcode == 0 else "")}

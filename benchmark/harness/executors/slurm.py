@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated
 import yaml
 
 from benchmark.results import store
+from benchmark.results.store import RunState
 from benchmark.base.yamlfile import load_yaml
 
 if TYPE_CHECKING:                   # benchmark.status reads SLURM states without the grids, torch or the models
@@ -179,7 +180,7 @@ def run_until_free(attempt, poll_s: float = BUSY_POLL_S) -> dict:
     told = False
     while True:
         result = attempt()
-        if result.get("state") != "busy":
+        if result.get("state") != RunState.BUSY:
             return result
         if not told:
             print(f"{result.get('reason', 'the run is busy')}; waiting for it", file=sys.stderr, flush=True)
@@ -233,9 +234,9 @@ def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all") -
             store.write_json(grid_dir / spec.folder_name / "slurm.json", {
                 "job_id": job.job_id, "submitit_folder": str(folder), "submitted": time.time(),
                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr), "profile": profile["file"]})
-            previous = store.run_state(grid_dir / spec.folder_name)            # an old "failed" must not count
+            previous = store.run_state(grid_dir / spec.folder_name)            # an old RunState.FAILED must not count
             store.write_json(grid_dir / spec.folder_name / "status.json", {
-                "state": "submitted", "id": spec.id, "label": spec.label, "job_id": job.job_id,
+                "state": RunState.SUBMITTED, "id": spec.id, "label": spec.label, "job_id": job.job_id,
                 "attempts": previous.get("attempts", 0)})
     return jobs
 
@@ -264,18 +265,18 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
             status, record = store.run_state(folder), records[key]
             job = record.get("job_id")
             state = states.get(job)
-            outcome = status["state"] in ("done", "trained", "failed")
+            outcome = status["state"] in (RunState.DONE, RunState.TRAINED, RunState.FAILED)
             if outcome and (state is None or is_terminal(state)):
                 results[key] = status
             elif is_terminal(state):
                 first_seen_ended.setdefault(key, time.time())
                 if time.time() - first_seen_ended[key] < grace_s:
                     continue
-                results[key] = {**status, "state": "failed", "slurm_state": state, "log": record.get("stderr", ""),
+                results[key] = {**status, "state": RunState.FAILED, "slurm_state": state, "log": record.get("stderr", ""),
                                 "reason": f"SLURM job {job} ended {state} without a result"}
                 store.write_json(folder / "status.json", results[key])
             elif state is None and time.time() - max(record.get("submitted", started), started) > lost_s:
-                results[key] = {**status, "state": "failed", "log": record.get("stderr", ""),
+                results[key] = {**status, "state": RunState.FAILED, "log": record.get("stderr", ""),
                                 "reason": f"SLURM job {job} is unknown to sacct after {lost_s:.0f} s"}
                 store.write_json(folder / "status.json", results[key])
             else:
@@ -302,5 +303,5 @@ def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: b
         print(f"submitted {len(fresh)} runs as job array(s) {', '.join(sorted({j.split('_')[0] for j in jobs.values()}))}",
               file=sys.stderr, flush=True)
     if not wait_for_results:
-        return {s.id: {"state": "submitted"} for s in specs}
+        return {s.id: {"state": RunState.SUBMITTED} for s in specs}
     return wait(specs, grid_dir, report=report, **wait_options)
