@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.results import health, store
+from benchmark.results import store
+from benchmark.results.grid_contents import GridContents, gather
 from benchmark.render import claims, leaderboard, page
 from benchmark.render.complexity import complexity_figure, complexity_text
 from benchmark.render.examples import comparison_figure, panels
@@ -20,18 +21,7 @@ from benchmark.render.figures import CURVE_SMOOTHING, curves_figure, erf_figure
 from benchmark.base.vocabulary import TASKS
 from benchmark.render.tables import erf_table, provenance_notes, render_markdown, row_marks, tuning_table
 
-__all__ = ["render_grid"]
-
-
-def _curve(folder: Path, spec: dict, status: dict) -> dict | None:
-    """One run's training curve for the curves figure, or None before its first checkpoint."""
-    log = store.read_train_log(folder)
-    if log is None:
-        return None
-    summary = store.read_train_summary(folder) or {}
-    return {"seed": spec["config"].get("seed"), "log": log, "val_input_psnr": summary.get("val_input_psnr"),
-            "learned": health.learned(status),
-            "spikes": [s["iteration"] for s in summary.get("loss_spikes", [])]}
+__all__ = ["render_grid", "compose", "compose_summaries"]
 
 
 def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None, summaries: bool = True) -> list[Path]:
@@ -41,46 +31,27 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None, s
     returns the paths. The table's headline lines are appended to ``headline``
     when a list is given. A run with an unreadable store file is rendered as ``broken`` (the file
     named under the table); the other runs are rendered as usual."""
-    grid_dir, out_dir = Path(grid_dir), Path(out_dir)
-    metadata = store.read_grid(grid_dir)
-    index = store.load_index(grid_dir)
-    problems: list[str] = []
-    runs, stacks, curves = [], {}, {}       # stacks: label -> per-image maps of all its seeds; curves: label -> runs
-    shown: dict[str, dict] = {}             # label -> its first finished run's examples and scores
-    records = []                            # what each run ran with, for the provenance line
-    for run in store.chosen_runs(grid_dir, metadata):       # a tuned grid: its chosen candidates only
-        folder = grid_dir / run["folder"]
-        try:
-            spec = store.read_spec(folder)
-            maps = store.read_erf(folder)
-            status = store.read_status(folder)
-            curve = _curve(folder, spec, status) if spec else None
-            if status["state"] == "done" and run["label"] not in shown:
-                examples = store.read_examples(folder)
-                if examples is not None:
-                    shown[run["label"]] = {"label": run["label"], "examples": examples, "id": run["id"]}
-            records.append({"label": run["label"], "seed": (spec or {}).get("config", {}).get("seed"),
-                            "status": status, "environment": store.read_environment(folder)})
-        except store.StoreError as err:
-            problems.append(str(err))
-            continue
-        if spec:
-            runs.append(spec)
-        if maps is not None:
-            stacks.setdefault(run["label"], []).extend(maps)
-        if curve is not None:
-            curves.setdefault(run["label"], []).append(curve)
-    scores = store.load_image_scores(grid_dir, problems)
+    grid_dir = Path(grid_dir)
     stores = claims.gather_all(grid_dir.parent)         # every grid store beside this one: the ledger's evidence
-    found = claims.by_table(stores)
+    written = compose(gather(grid_dir), Path(out_dir), claims.by_table(stores), headline)
+    if summaries:
+        written += compose_summaries(stores, Path(out_dir), grid_dir.parent.name)
+    return written
+
+
+def compose(contents: GridContents, out_dir: Path, found: dict, headline: list[str] | None = None) -> list[Path]:
+    """The grid's table and figures from what ``gather`` read; ``found``: the stores of every paper
+    table (``claims.by_table``), for the rows that build another table's network and the ledger's link."""
+    metadata, index, runs, scores = contents.metadata, contents.index, contents.specs, contents.scores
+    problems, stacks, curves, shown = list(contents.problems), contents.erf_maps, contents.curves, contents.examples
     link = (f"The paper's claims this table tests, with their verdicts: [`{claims.LEDGER}`]({claims.LEDGER}#table-"
             f"{metadata['table']}).") if metadata.get("table") else ""
     same = claims.same_networks(metadata["name"], found)
-    markdown = render_markdown(metadata, index, runs, scores, headline, provenance_notes(records), same, link)
+    markdown = render_markdown(metadata, index, runs, scores, headline, provenance_notes(contents.records), same, link)
     config = runs[0]["config"] if runs else {}
     marks = row_marks(index, list(TASKS[config["task"]]), config["train"].get("min_gain", 0.0), same) if config else {}
     if metadata.get("tune"):
-        markdown += tuning_table(metadata, store.read_tuning(grid_dir))
+        markdown += tuning_table(metadata, contents.tuning)
     written = []
     if curves:
         figure = out_dir / f"{metadata['name']}_curves.png"
@@ -126,10 +97,15 @@ def render_grid(grid_dir, out_dir="tables", headline: list[str] | None = None, s
     table = out_dir / f"{metadata['name']}.md"
     store.write_text(table, markdown)
     written.insert(0, table)
-    if not summaries:
-        return written
+    return written
+
+
+def compose_summaries(stores: list, out_dir: Path, runs_name: str) -> list[Path]:
+    """The claims ledger, the leaderboard and the results page of every grid store in a folder."""
+    written = []
+    found = claims.by_table(stores)
     if found:
-        written.append(claims.render_ledger(found, out_dir, grid_dir.parent.name))
+        written.append(claims.render_ledger(found, out_dir, runs_name))
     rows = leaderboard.leaderboard_rows(stores)
     written += leaderboard.write_leaderboard(rows, out_dir)
     written.append(page.write_page(out_dir, rows, list(dict.fromkeys(r["grid"] for r in rows))))
