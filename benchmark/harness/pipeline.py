@@ -25,7 +25,7 @@ from benchmark.harness import erf, evaluate, train
 from benchmark.measure import costs
 from benchmark.base import provenance
 from benchmark.results import store
-from benchmark.results.store import RunState
+from benchmark.results.store import RunFolder, RunState
 from benchmark.harness.grid import RunSpec
 
 
@@ -91,13 +91,13 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
     """The best weights of a finished training, or None when training must run (again): when
     ``best.pt`` is missing or unreadable, training starts over, and every result computed from
     the lost weights is removed with it."""
-    if not _result(folder, "train.json", lambda f: store.read_json(f / "train.json")):
+    if not _result(folder, RunFolder.TRAIN, lambda f: store.read_json(RunFolder(f).train)):
         return None
     try:
-        return store.read_weights(folder / "best.pt", device)
+        return store.read_weights(RunFolder(folder).best, device)
     except store.StoreError as err:
         print(f"{err}; training starts over", file=sys.stderr, flush=True)
-        for name in ("train.json", "checkpoint.pt", "test.json", "test_images.csv", "examples.npz", "erf.npy"):
+        for name in (*RunFolder.TRAINING, *RunFolder.TESTING, RunFolder.ERF):
             (folder / name).unlink(missing_ok=True)
         return None
 
@@ -111,31 +111,32 @@ def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") ->
     config = spec.config
     device = _device(config)
     model = build_model(config).to(device)               # imports a model from outside the package first
-    store.write_json(folder / "environment.json", environment(model, config, device))
+    run = RunFolder(folder)
+    store.write_json(run.environment, environment(model, config, device))
     weights = _trained_weights(folder, device)
     if weights is None:
         summary = train.train(model, config, folder, device, progress)
         for kind, names in model.used_backends(reset=True).items():   # what trained this model
             summary[f"{kind}_backends"] = names
         summary["kernel_dtypes"] = model.kernel_dtypes(reset=True)  # what its kernel ops computed in
-        store.write_json(folder / "train.json", summary)
+        store.write_json(run.train, summary)
     else:
         model.load_state_dict(weights)
         summary = store.read_train_summary(folder)
     if stages == "train":
         return summary
     model.deploy()                                               # test the deploy form, as the paper does
-    if not (_result(folder, "test.json", store.read_test)
-            and _result(folder, "test_images.csv", store.read_image_scores)
-            and _result(folder, "examples.npz", store.read_examples)):
+    if not (_result(folder, RunFolder.TEST, store.read_test)
+            and _result(folder, RunFolder.IMAGES, store.read_image_scores)
+            and _result(folder, RunFolder.EXAMPLES, store.read_examples)):
         rows, means, examples = evaluate.test(model, config, device, progress)
-        store.write_csv(folder / "test_images.csv", rows)
-        store.write_arrays(folder / "examples.npz", **examples)
-        store.write_json(folder / "test.json", {"tasks": means})
-    if not _result(folder, "profile.json", store.read_profile):
-        store.write_json(folder / "profile.json", _profile(build_model(config), config, device))
-    if not _result(folder, "erf.npy", store.read_erf):
-        store.write_array(folder / "erf.npy", erf.erf_maps(model, config, device))
+        store.write_csv(run.images, rows)
+        store.write_arrays(run.examples, **examples)
+        store.write_json(run.test, {"tasks": means})
+    if not _result(folder, RunFolder.PROFILE, store.read_profile):
+        store.write_json(run.profile, _profile(build_model(config), config, device))
+    if not _result(folder, RunFolder.ERF, store.read_erf):
+        store.write_array(run.erf, erf.erf_maps(model, config, device))
     return summary
 
 
@@ -162,12 +163,13 @@ def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all"
 
 
 def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
+    run = RunFolder(folder)
     status = store.run_state(folder)                     # read again under the lock
     if status["state"] in (RunState.DONE, RunState.TRAINED):
         if status["state"] == RunState.TRAINED and stages == "train":
-            problem = store.trained_unreadable(folder)
+            problem = run.trained_unreadable()
         else:
-            problem = store.unreadable(folder) if status["state"] == RunState.DONE else None
+            problem = run.unreadable() if status["state"] == RunState.DONE else None
         if problem is None and (status["state"] == RunState.DONE or stages == "train"):
             return status
         if problem is not None:
@@ -186,24 +188,24 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all"
                "host": socket.gethostname(), "started": started, "attempts": status.get("attempts", 0) + 1,
                "code_hash": provenance.code_hash()}
     try:
-        store.write_json(folder / "spec.json", {"id": spec.id, "label": spec.label, "slug": spec.slug,
-                                               "model": cfg.model_name(spec.config), "config": spec.config})
-        store.write_json(folder / "status.json", running)
+        store.write_json(run.spec, {"id": spec.id, "label": spec.label, "slug": spec.slug,
+                                    "model": cfg.model_name(spec.config), "config": spec.config})
+        store.write_json(run.status, running)
         summary = _stages(spec, folder, progress, stages)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
         status = {**running, "state": RunState.FAILED, "reason": f"{type(err).__name__}: {err}",
-                  "log": str(folder / "error.log"), "finished": time.time(), "seconds": time.time() - started}
+                  "log": str(run.error), "finished": time.time(), "seconds": time.time() - started}
         try:
-            store.write_text(folder / "error.log", traceback.format_exc())
+            store.write_text(run.error, traceback.format_exc())
         except OSError as log_err:
             status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
         status = {**running, "state": RunState.TRAINED if stages == "train" else RunState.DONE, "finished": time.time(),
                   "seconds": time.time() - started,
                   "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
-        (folder / "error.log").unlink(missing_ok=True)                 # a stale log of an earlier attempt
+        run.error.unlink(missing_ok=True)                              # a stale log of an earlier attempt
     try:
-        store.write_json(folder / "status.json", status)
+        store.write_json(run.status, status)
     except OSError as err:       # e.g. the disk is full: the caller still learns the outcome
         status = {**status, "state": RunState.FAILED, "reason": f"{status.get('reason', 'finished')}; "
                                                          f"status.json could not be written: {err}"}

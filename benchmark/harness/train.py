@@ -30,6 +30,7 @@ from tqdm import tqdm
 from models.ops import precision
 
 from benchmark.results import health, metrics, store
+from benchmark.results.store import RunFolder
 from benchmark.harness.events import TrainingEvents
 from benchmark.harness.inference import TaskData, physical, restore, restore_physical
 
@@ -87,7 +88,7 @@ def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
     (tensors, numbers, strings: nothing in the file can run code); a file that cannot be read so
     (truncated, corrupt, or holding anything else), or whose best weights (``best.pt``) are gone,
     is reported and removed, and the run starts over."""
-    path = folder / "checkpoint.pt"
+    path = RunFolder(folder).checkpoint
     if not path.is_file():
         return None
     try:
@@ -95,7 +96,7 @@ def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
         if not {"model", "optimizer", "rng", "iteration"} <= set(state):
             raise store.StoreError(f"{path}: not a training checkpoint of this harness (keys {sorted(state)[:6]})")
         if state.get("best_iteration"):
-            store.read_weights(folder / "best.pt", device)
+            store.read_weights(RunFolder(folder).best, device)
         return state
     except store.StoreError as err:
         detail = str(err).removeprefix(f"{path}: ")
@@ -113,7 +114,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     val_data = TaskData(config, "val", None)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
     start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
-    checkpoint_path = folder / "checkpoint.pt"
+    checkpoint_path = RunFolder(folder).checkpoint
     state = _read_checkpoint(folder, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -156,7 +157,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             events.validation(done, psnr, scored["ssim"], scored["examples"])
             if psnr > best:
                 best, best_iter = psnr, done
-                store.save_torch(folder / "best.pt", model.state_dict())
+                store.save_torch(RunFolder(folder).best, model.state_dict())
             bar.set_postfix(loss=f"{loss_value:.4f}", val_psnr=f"{psnr:.2f}")
         entry["seconds"] = round(elapsed + time.perf_counter() - clock, 3)
         log.append(entry)
@@ -165,10 +166,10 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(), "best_psnr": best, "best_iteration": best_iter, "log": log,
                 "seconds": entry["seconds"]})
-            store.write_csv(folder / "train_log.csv", log, LOG_COLUMNS)
+            store.write_csv(RunFolder(folder).train_log, log, LOG_COLUMNS)
     bar.close()
     events.close()
-    model.load_state_dict(store.read_weights(folder / "best.pt", device))
+    model.load_state_dict(store.read_weights(RunFolder(folder).best, device))
     seconds = log[-1]["seconds"] if log else 0.0
     val_input = validation_input_psnr(val_data, settings["val_images"])
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,

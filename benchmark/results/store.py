@@ -90,7 +90,7 @@ def clean_leftovers(folder) -> list[Path]:
     if not folder.is_dir():
         return []
     leftovers = [p for p in folder.iterdir()      # a run folder's only dotfile of its own is .lock
-                 if p.name.startswith(".") and p.name != ".lock" and p.is_file()]
+                 if p.name.startswith(".") and p.name != RunFolder.LOCK and p.is_file()]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
@@ -105,7 +105,7 @@ def run_lock(folder):
     """Hold the run's lock for the block; ``RunBusy`` (naming the holder) if another process has it."""
     folder = Path(folder)
     try:
-        with files.exclusive_lock(folder / ".lock"):
+        with files.exclusive_lock(folder / RunFolder.LOCK):
             yield
     except files.LockHeld:
         status = run_state(folder)
@@ -113,8 +113,32 @@ def run_lock(folder):
         raise RunBusy(f"{folder}: {holder} is running this run") from None
 
 
-RUN_RESULTS = ("status.json", "environment.json", "checkpoint.pt", "best.pt", "train.json", "train_log.csv",
-               "test.json", "test_images.csv", "examples.npz", "profile.json", "erf.npy", "error.log")
+class RunFolder:
+    """One run's folder: the names of its files (the layout above, one place) as paths, and the
+    checks of its stages' results (``unreadable``: a done run's, ``trained_unreadable``: a trained one's)."""
+    STATUS, SPEC, ENVIRONMENT = "status.json", "spec.json", "environment.json"
+    CHECKPOINT, BEST, TRAIN, TRAIN_LOG = "checkpoint.pt", "best.pt", "train.json", "train_log.csv"
+    TEST, IMAGES, EXAMPLES = "test.json", "test_images.csv", "examples.npz"
+    PROFILE, ERF, ERROR, LOCK = "profile.json", "erf.npy", "error.log", ".lock"
+    TRAINING = (TRAIN, CHECKPOINT)                           # what training computes (besides best.pt)
+    TESTING = (TEST, IMAGES, EXAMPLES)                       # what testing computes
+
+    def __init__(self, path):
+        self.path = Path(path)
+        for attribute in ("status", "spec", "environment", "checkpoint", "best", "train", "train_log", "test",
+                          "images", "examples", "profile", "erf", "error"):
+            setattr(self, attribute, self.path / getattr(RunFolder, attribute.upper()))
+
+    def unreadable(self) -> str | None:
+        return unreadable(self.path)
+
+    def trained_unreadable(self) -> str | None:
+        return trained_unreadable(self.path)
+
+
+RUN_RESULTS = (RunFolder.STATUS, RunFolder.ENVIRONMENT, RunFolder.CHECKPOINT, RunFolder.BEST, RunFolder.TRAIN,
+               RunFolder.TRAIN_LOG, RunFolder.TEST, RunFolder.IMAGES, RunFolder.EXAMPLES, RunFolder.PROFILE,
+               RunFolder.ERF, RunFolder.ERROR)
 
 
 def clear_results(folder) -> None:
@@ -125,12 +149,12 @@ def clear_results(folder) -> None:
 
 def read_environment(folder) -> dict | None:
     """``environment.json`` (None before the run started)."""
-    return read_json(Path(folder) / "environment.json", default=None)
+    return read_json(RunFolder(folder).environment, default=None)
 
 
 def is_live(folder) -> bool:
     """Whether a process holds the run's lock now."""
-    return files.is_locked(Path(folder) / ".lock")
+    return files.is_locked(RunFolder(folder).path / RunFolder.LOCK)
 
 
 def read_json(path, default=None, kind: type = dict):
@@ -158,7 +182,7 @@ def _is_number(value) -> bool:
 
 def read_status(folder) -> dict:
     """The status of a run folder (``pending`` when it has none)."""
-    path = Path(folder) / "status.json"
+    path = RunFolder(folder).status
     status = read_json(path, {"state": RunState.PENDING})
     _expect(status.get("state") in STATES, path, f"a state in {STATES}", repr(status.get("state")))
     return status
@@ -174,7 +198,7 @@ def run_state(folder) -> dict:
 
 
 def read_spec(folder) -> dict | None:
-    path = Path(folder) / "spec.json"
+    path = RunFolder(folder).spec
     spec = read_json(path)
     if spec is not None:
         _expect(isinstance(spec.get("config"), dict) and isinstance(spec.get("label"), str)
@@ -185,7 +209,7 @@ def read_spec(folder) -> dict | None:
 
 def read_test(folder) -> dict | None:
     """``{"tasks": {task: {metric: number}}}`` or None before the test stage."""
-    path = Path(folder) / "test.json"
+    path = RunFolder(folder).test
     test = read_json(path)
     if test is not None:
         tasks = test.get("tasks")
@@ -196,7 +220,7 @@ def read_test(folder) -> dict | None:
 
 
 def read_profile(folder) -> dict | None:
-    path = Path(folder) / "profile.json"
+    path = RunFolder(folder).profile
     profile = read_json(path)
     if profile is not None:
         bad = [k for k in ("params_m", "deploy_params_m", "paper_gmacs", "full_gmacs", "latency_ms")
@@ -207,7 +231,7 @@ def read_profile(folder) -> dict | None:
 
 def read_erf(folder) -> np.ndarray | None:
     """The run's (images, H, W) ERF maps (a single (H, W) map is one image), or None."""
-    path = Path(folder) / "erf.npy"
+    path = RunFolder(folder).erf
     if not path.is_file():
         return None
     try:
@@ -226,7 +250,7 @@ EXAMPLE_ARRAYS = ("task", "index", "lq", "hq", "output")
 def read_examples(folder) -> dict | None:
     """``examples.npz``: a few test images kept with the run for the visual comparison (their task,
     index, input, ground truth and this run's output, (k, H, W) in physical units), or None."""
-    path = Path(folder) / "examples.npz"
+    path = RunFolder(folder).examples
     if not path.is_file():
         return None
     try:
@@ -243,7 +267,7 @@ def read_examples(folder) -> dict | None:
 def read_train_summary(folder) -> dict | None:
     """``train.json`` (the training summary: best validation PSNR, the inputs', the health verdict,
     the loss spikes), or None before training has finished."""
-    path = Path(folder) / "train.json"
+    path = RunFolder(folder).train
     summary = read_json(path)
     if summary is not None:
         _expect(_is_number(summary.get("best_val_psnr")), path, "a training summary with best_val_psnr",
@@ -271,7 +295,7 @@ def _read_csv(path: Path, columns, numeric, expected: str):
 def read_train_log(folder):
     """``train_log.csv`` as a pandas DataFrame (iteration, loss, val_psnr (NaN between validations),
     ...), or None before the first checkpoint."""
-    path = Path(folder) / "train_log.csv"
+    path = RunFolder(folder).train_log
     columns = ("iteration", "loss", "val_psnr")
     frame = _read_csv(path, columns, columns, "iteration")
     if frame is not None:
@@ -288,7 +312,7 @@ def read_image_scores(folder):
     ``subject`` column names each image's subject (the unit the statistics resample); a run tested
     before subjects were recorded gets each image as its own subject (``{task}-{index}``) and
     ``subject_recorded`` False."""
-    path = Path(folder) / "test_images.csv"
+    path = RunFolder(folder).images
     frame = _read_csv(path, IMAGE_COLUMNS, IMAGE_COLUMNS[1:], "image")
     if frame is not None:
         _expect(frame[list(IMAGE_COLUMNS[1:])].notna().all().all(), path, "numbers in every score column",
@@ -321,7 +345,7 @@ def trained_unreadable(folder) -> str | None:
         read_status(folder)
         read_spec(folder)
         if read_train_summary(folder) is None:
-            return f"{Path(folder) / 'train.json'}: missing"
+            return f"{RunFolder(folder).train}: missing"
     except StoreError as err:
         return str(err)
     return None
