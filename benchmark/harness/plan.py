@@ -25,7 +25,8 @@ Test and validation counts come from the prepared data's manifest when the sourc
 from the paper's splits (``PAPER_SPLITS``: IXI 11,400 test slices of 256x256, the AAPM test patient's
 211 of 512x512, PET 2,044 of 192x192). Measured costs are kept in ``<out>/plan-costs.json`` keyed by
 the network's signature (``models.network_signature``), the shapes and the machine, so the plans of
-several grids measure each network once.
+several grids measure each network once; a network measured for another task's grid (other slice
+sizes) is measured again only for the forwards at the new sizes (its step, memory and ERF map hold).
 """
 from __future__ import annotations
 
@@ -124,6 +125,10 @@ def _measure_one(key: str, made: dict, repeat: int, queue) -> None:
         spec = {**json.loads(key), **made}
         torch.manual_seed(0)
         model = models.create_model(spec["model"], **spec["options"])
+        if spec.get("forwards_only"):                         # the step is known from other slice sizes
+            queue.put({"forward_s": {str(side): timing.time_calls(timing.inference_call(model, torch.randn(
+                1, 1, side, side)), 1, 1)["median_ms"] / 1e3 for side in spec["sizes"]}})
+            return
         params_m = costs.count_params(model)
         try:
             costs._reset_peak_rss()
@@ -366,6 +371,31 @@ def load_costs(path: Path) -> dict:
         return {}                           # a damaged cache is measured again
 
 
+def _step_key(key: str) -> str:
+    """A cost key without the slice sizes: what the step, its memory and the ERF map depend on."""
+    spec = json.loads(key)
+    spec.pop("sizes", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+def reusable(costs: dict, key: str) -> dict | None:
+    """A cached measurement of the same network, batch, crop, ERF size and machine at other slice
+    sizes (another task's grid): its step, peak memory and ERF map hold for ``key`` too."""
+    want = _step_key(key)
+    for other, cost in costs.items():
+        if other != key and _step_key(other) == want and usable(cost) is not None:
+            return cost
+    return None
+
+
+def with_forwards(cost: dict, forward_s: dict) -> dict:
+    """``cost`` with the forward times of other slice sizes (in its estimate too)."""
+    out = {**cost, "forward_s": forward_s, "step_from_other_sizes": True}
+    if cost.get("estimate"):
+        out["estimate"] = {**cost["estimate"], "forward_s": forward_s}
+    return out
+
+
 def make_plan(grid, out: Path, tables: Path, gpu_memory_gb: list[float], profile: dict | None, command: str,
               repeat: int = 2, worker=None) -> Path:
     """Measure what is not cached yet, then write ``<tables>/<grid>_plan.md``; returns its path."""
@@ -378,6 +408,16 @@ def make_plan(grid, out: Path, tables: Path, gpu_memory_gb: list[float], profile
     for number, (key, made) in enumerate(keys.items(), start=1):
         if key in costs and not (costs[key]["outcome"] == "oom" and "smaller" not in costs[key]):
             continue                        # cached (an out-of-memory from before smaller batches: again)
+        base = reusable(costs, key) if key not in costs else None
+        if base is not None:                     # measured for another task: only the new slice sizes' forwards
+            print(f"plan {grid.name}: measuring {number}/{len(keys)}: {made['model']} {made['options'] or ''} "
+                  f"(forwards at the new slice sizes; the step measured before)", file=sys.stderr, flush=True)
+            forwards = _measured(key, {**made, "forwards_only": True}, repeat, worker)
+            if forwards["outcome"] == "ok":
+                sizes = {str(side) for side in json.loads(key)["sizes"]}
+                costs[key] = with_forwards(base, {side: s for side, s in forwards["forward_s"].items() if side in sizes})
+                store.write_json(cache, costs)
+                continue
         print(f"plan {grid.name}: measuring {number}/{len(keys)}: {made['model']} {made['options'] or ''}",
               file=sys.stderr, flush=True)
         costs[key] = measure(key, made, repeat, worker)

@@ -144,3 +144,34 @@ def test_one_smaller_batch_extrapolates_proportionally():
     estimate = plan.extrapolate(points, 4)
     assert estimate["step_s"] == 8.0 and estimate["peak_mb"] == 3600.0 and "upper bound" in estimate["how"]
     assert plan.extrapolate([{"batch": 1, "outcome": "oom", "error": "x"}], 4) is None
+
+
+def recording_costs(key: str, made: dict, repeat: int, queue) -> None:
+    """``fixed_costs``, recording each call (slice sizes, forwards only, options) in $PLAN_CALLS."""
+    import os
+    with open(os.environ["PLAN_CALLS"], "a") as f:
+        f.write(json.dumps([json.loads(key)["sizes"], bool(made.get("forwards_only")), made["options"]]) + "\n")
+    fixed_costs(key, made, repeat, queue)
+
+
+def test_a_network_measured_for_another_task_only_measures_forwards_at_the_new_sizes(tmp_path, monkeypatch):
+    """The step, its memory and the ERF map do not depend on the data's slice size: the PET grid's
+    plan after the MRI grid's measures k=3 again only for a forward of a 192x192 slice."""
+    from benchmark.harness.executors import slurm
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("PLAN_CALLS", str(calls))
+    mri = load_grid(grid_file(tmp_path, CELLS), "paper")
+    plan.make_plan(mri, tmp_path / "runs", tmp_path / "tables", [40], slurm.load_profile("dev"), "c",
+                   worker=recording_costs)
+    calls.unlink()
+    pet_file = tmp_path / "pet.yaml"
+    pet_file.write_text(grid_file(tmp_path, CELLS).read_text().replace("name: two", "name: pet")
+                        .replace("task: mri_sr", "task: pet_synthesis"))
+    pet = load_grid(pet_file, "paper")
+    plan.make_plan(pet, tmp_path / "runs", tmp_path / "tables", [40], slurm.load_profile("dev"), "c",
+                   worker=recording_costs)
+    made = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert [c for c in made if c[2] == {"shift_kernel": 3}] == [[[192], True, {"shift_kernel": 3}]]   # forwards only
+    costs = plan.load_costs(tmp_path / "runs" / "plan-costs.json")
+    reused = next(c for k, c in costs.items() if json.loads(k)["sizes"] == [192] and c.get("outcome") == "ok")
+    assert reused["step_s"] == 2.0 and reused["forward_s"] == {"192": 0.5} and reused["step_from_other_sizes"]
