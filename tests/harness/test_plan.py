@@ -175,3 +175,15 @@ def test_a_network_measured_for_another_task_only_measures_forwards_at_the_new_s
     costs = plan.load_costs(tmp_path / "runs" / "plan-costs.json")
     reused = next(c for k, c in costs.items() if json.loads(k)["sizes"] == [192] and c.get("outcome") == "ok")
     assert reused["step_s"] == 2.0 and reused["forward_s"] == {"192": 0.5} and reused["step_from_other_sizes"]
+
+
+def test_every_plan_counts_a_networks_fastest_step():
+    """The same network and shapes measured twice (for two tasks' grids, one while the machine was
+    busy): both plans count the faster step, each with its own forwards."""
+    key = {"network": "n", "batch": 4, "crop": 128, "erf_size": 128, "precision": "fp32", "machine": "m", "threads": 2}
+    mri, ct = (json.dumps({**key, "sizes": [side]}, sort_keys=True) for side in (256, 512))
+    costs = {mri: {"outcome": "ok", "step_s": 21.0, "peak_mb": 100.0, "erf_s": 4.0, "forward_s": {"256": 7.0}},
+             ct: {"outcome": "ok", "step_s": 60.0, "peak_mb": 100.0, "erf_s": 9.0, "forward_s": {"512": 40.0}}}
+    assert plan.canonical(costs, ct) == {"outcome": "ok", "step_s": 21.0, "peak_mb": 100.0, "erf_s": 4.0,
+                                         "forward_s": {"512": 40.0}}
+    assert plan.canonical(costs, mri) == costs[mri]
