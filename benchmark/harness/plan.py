@@ -432,7 +432,7 @@ def make_plan(grid, out: Path, tables: Path, gpu_memory_gb: list[float], profile
     for number, (key, made) in enumerate(keys.items(), start=1):
         if key in costs and not (costs[key]["outcome"] == "oom" and "smaller" not in costs[key]):
             continue                        # cached (an out-of-memory from before smaller batches: again)
-        base = reusable(costs, key) if key not in costs else None
+        base = reusable(costs, key)
         if base is not None:                     # measured for another task: only the new slice sizes' forwards
             print(f"plan {grid.name}: measuring {number}/{len(keys)}: {made['model']} {made['options'] or ''} "
                   f"(forwards at the new slice sizes; the step measured before)", file=sys.stderr, flush=True)
