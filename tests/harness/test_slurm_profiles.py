@@ -78,6 +78,12 @@ def test_a_just_submitted_job_that_sacct_does_not_show_yet_is_not_submitted_agai
     assert slurm.active_job(tmp_path / "fresh") is None
     monkeypatch.setattr(slurm, "job_states", lambda ids: {i: "RUNNING" for i in ids})
     assert slurm.active_job(tmp_path / "old") == "40_0"
+    # a job whose run has its outcome is over, though sacct still says RUNNING (or nothing): the
+    # chosen candidate's test must be submitted, not left to the training job that ended
+    store.write_json(tmp_path / "fresh" / "status.json", {"state": "trained"})
+    assert slurm.active_job(tmp_path / "fresh") is None
+    monkeypatch.setattr(slurm, "job_states", lambda ids: {})
+    assert slurm.active_job(tmp_path / "fresh") is None
 
 
 def test_an_array_task_waits_for_a_run_another_task_holds_then_finishes_it(capsys):

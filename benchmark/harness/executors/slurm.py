@@ -212,6 +212,9 @@ def active_job(folder: Path) -> str | None:
         return None
     if not record:
         return None
+    if store.run_state(folder)["state"] in (RunState.DONE, RunState.TRAINED, RunState.FAILED) \
+            and not store.is_live(folder):
+        return None                # its job's work is over, whatever sacct says yet (it lags completion)
     state = job_states([record["job_id"]]).get(record["job_id"])
     if state is None:              # sacct lags a fresh submission by seconds: unknown but recent is queued
         return record["job_id"] if time.time() - record.get("submitted", 0) < LOST_S else None
