@@ -315,10 +315,6 @@ def verify(folder) -> list[str]:
     manifest, bad = read_manifest(folder), []
     for entry in manifest["splits"].values():
         for name, rel in entry["files"].items():
-            digest = hashlib.sha256()
-            with open(Path(folder) / rel, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-            if digest.hexdigest() != entry["sha256"][name]:
+            if _sha256(Path(folder) / rel) != entry["sha256"][name]:
                 bad.append(rel)
     return bad

@@ -111,18 +111,7 @@ def spec_id(config: dict) -> str:
         place = ID_PLACE.get(key, key)
         if place in ID_KEYS or key not in defaults or value != defaults[key]:
             identity[place] = value
-    return hashlib.sha256(json.dumps(_nested(identity), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _nested(dotted: dict) -> dict:
-    out: dict = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
+    return hashlib.sha256(json.dumps(cfg.nest(identity), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _slug(text: str) -> str:
