@@ -1,6 +1,7 @@
-"""A non-editable install (``pip install .``) carries the built-in grids: a fresh virtual environment
-(the machine's packages visible, this project installed into it without dependencies) runs a dry
-run of a built-in grid by name from another folder, with the same run ids as this checkout."""
+"""A non-editable install (``pip install .``) carries the built-in grids and SLURM profiles: a fresh
+virtual environment (the machine's packages visible, this project installed into it without
+dependencies) runs a dry run of a built-in grid by name from another folder, with the same run ids
+as this checkout, and loads the shipped cluster profiles by name."""
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from benchmark.harness.grid import load_grid
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_non_editable_install_finds_the_built_in_grids_by_name(tmp_path):
+def test_a_non_editable_install_finds_the_built_in_grids_and_profiles_by_name(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -25,3 +26,9 @@ def test_a_non_editable_install_finds_the_built_in_grids_by_name(tmp_path):
     assert out.stdout.startswith("grid token_shift (token_shift), scale smoke: 12 runs")
     for spec in load_grid("token_shift").specs:
         assert spec.folder_name in out.stdout
+    profiles = subprocess.run([str(python), "-c", "from benchmark.harness.executors import slurm; "
+                               "print(slurm.load_profile('example-gpu')['partition'], slurm.SHIPPED)"],
+                              cwd=tmp_path, capture_output=True, text=True)
+    assert profiles.returncode == 0, profiles.stderr
+    partition, shipped = profiles.stdout.split()
+    assert partition == "gpu" and Path(shipped).is_relative_to(venv)

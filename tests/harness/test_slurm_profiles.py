@@ -14,6 +14,14 @@ def test_shipped_profiles_load(name):
     assert set(slurm.PROFILE_KEYS) <= set(profile) and profile["time_min"] >= 1
 
 
+def test_a_profile_of_your_own_in_slurm_here_comes_before_the_shipped_one(tmp_path, monkeypatch):
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "dev.yaml").write_text("partition: mine\ntime_min: 7\n")
+    monkeypatch.chdir(tmp_path)
+    assert (slurm.load_profile("dev")["partition"], slurm.load_profile("dev")["time_min"]) == ("mine", 7)
+    assert slurm.load_profile("example-gpu")["partition"] == "gpu"            # the shipped one, from another folder
+
+
 def test_profile_errors_name_the_file_and_the_choices(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("partition: gpu\ngpus: 2\n")

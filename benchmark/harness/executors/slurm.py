@@ -41,6 +41,7 @@ if TYPE_CHECKING:                   # benchmark.status reads SLURM states withou
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED", "REVOKED")
 LOST_S = 120.0                      # a submitted job sacct has not shown after this long is lost
+SHIPPED = Path(__file__).resolve().parents[2] / "clusters"   # the profiles shipped as package data
 BUSY_POLL_S = 5.0                   # how often an array task retries a run another process holds
 PROFILE_KEYS = {"partition": None, "account": None, "qos": None, "gpus_per_task": None, "cpus_per_task": 1,
                 "mem_gb": None, "time_min": 60, "array_parallelism": 16, "max_array_size": None,
@@ -52,13 +53,13 @@ class SlurmError(RuntimeError):
 
 
 def load_profile(name_or_path: str) -> dict:
-    """A cluster profile: ``slurm/<name>.yaml`` (from the working directory, then the project) or a
-    path; unknown keys are errors."""
-    candidates = [Path(name_or_path), Path("slurm") / f"{name_or_path}.yaml",
-                  Path(__file__).resolve().parents[3] / "slurm" / f"{name_or_path}.yaml"]
+    """A cluster profile: a path, your own ``slurm/<name>.yaml`` in the working directory, or one
+    shipped with the package (``benchmark/clusters/<name>.yaml``: ``dev``, ``example-gpu``); unknown
+    keys are errors."""
+    candidates = [Path(name_or_path), Path("slurm") / f"{name_or_path}.yaml", SHIPPED / f"{name_or_path}.yaml"]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        known = sorted(p.stem for p in (Path(__file__).resolve().parents[3] / "slurm").glob("*.yaml"))
+        known = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
         raise SlurmError(f"no cluster profile {name_or_path!r} (looked for {', '.join(map(str, candidates[1:]))}); "
                          f"shipped profiles: {', '.join(known) or 'none'}")
     try:
