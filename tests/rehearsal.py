@@ -11,11 +11,17 @@ is the slow test's (``tests/harness/test_rehearsal.py``), the last CI's.
 
 Prints each phase's wall time and exits 1 if a run failed, the preempted task did not resume from
 its checkpoint or a table is missing.
+
+With full-size models on a small machine two things are adjusted, and printed: the array tasks run
+one at a time with every CPU (a full-size model at batch 4 takes up to 14 GB here; two at once
+would not fit), and a row whose measured peak memory at the paper's batch (``tables/plan-costs.json``,
+the plans' measurements) exceeds this machine's memory trains at the largest halved batch that fits.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,6 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmark.harness import plan
+from benchmark.harness.executors import slurm
+from benchmark.harness.grid import load_grid
 from benchmark.results import store
 from tests import layouts
 
@@ -33,7 +42,10 @@ GRIDS = ("mri_sr", "ct_denoise", "pet_synthesis", "all_in_one", "token_shift", "
 # Subjects generated per set: IXI at a tenth of its 578 (its prepared slices would take 30 GB), the
 # AAPM split in full (2,378 one-millimetre pairs), PET at a tenth of 159.
 SUBJECTS = {"ixi": 58, "pet": 16}
-SHORT = ["train.iters=2", "train.val_every=1", "train.checkpoint_every=1", "train.val_images=2", "test.images=2",
+# Two iterations (a checkpoint after the first, for the preemption; one validation at the end), one
+# validation and one test slice of the real size: at 512x512 a full-size model's forward takes up to
+# 4 minutes on 2 CPU cores (RWKV-IR), the most of the rehearsal's time.
+SHORT = ["train.iters=2", "train.val_every=2", "train.checkpoint_every=1", "train.val_images=1", "test.images=1",
          "erf.images=1", "profile.latency_repeat=1"]
 SHRUNK = ["model.size=tiny", "train.iters=300", "train.val_every=150", "train.checkpoint_every=10", "train.batch=1",
           "train.crop=32", "train.val_images=2", "test.images=2", "erf.images=1", "erf.size=32", "profile.size=32",
@@ -78,9 +90,45 @@ def prepare(raw: dict[str, Path], out: Path) -> dict[str, str]:
     return {"single": {t: str(p) for t, p in targets.items()}, "all": {t: str(data / "all") for t in targets}}
 
 
-def shortened_grid(name: str, rows: int | None, folder: Path) -> Path:
+def machine_memory_mb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
+
+
+def fitting_batch(config: dict, costs: dict, memory_mb: float) -> tuple[int, str] | None:
+    """(batch, why) for a row whose measured peak memory at its batch exceeds ``memory_mb``: the
+    largest halved batch measured to fit; None when it fits or was never measured."""
+    key = plan.cost_key(config, plan.workload(config))
+    same = [k for k in costs if plan._step_key(k) == plan._step_key(key)]
+    if not same:
+        return None
+    cost = plan.canonical(costs, same[0])
+    peak = (plan.usable(cost) or {}).get("peak_mb")
+    if cost.get("outcome") == "ok" and peak is not None and peak <= memory_mb:
+        return None
+    fits = [m for m in cost.get("smaller", []) if m["outcome"] == "ok" and m["peak_mb"] <= memory_mb]
+    if not fits:
+        return None
+    best = max(fits, key=lambda m: m["batch"])
+    measured = f"{peak / 1024:.1f} GB estimated" if peak is not None else "out of memory"
+    return best["batch"], (f"{measured} at batch {config['train']['batch']}, {best['peak_mb'] / 1024:.1f} GB at "
+                           f"batch {best['batch']}; this machine has {memory_mb / 1024:.1f} GB")
+
+
+def rehearsal_profile(name: str, out: Path) -> str:
+    """The profile with each array task given every CPU of the node (SLURM then runs one at a time)
+    and two hours per attempt: what full-size models at the paper's batch need on one small machine."""
+    profile = {k: v for k, v in slurm.load_profile(name).items() if k in slurm.PROFILE_KEYS and v != slurm.PROFILE_KEYS[k]}
+    profile.update(cpus_per_task=os.cpu_count(), time_min=max(120, profile.get("time_min", 0)))
+    path = out / "rehearsal-cluster.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return str(path)
+
+
+def shortened_grid(name: str, rows: int | None, folder: Path, costs: dict | None = None,
+                   memory_mb: float = 0.0) -> Path:
     """The grid's file with its first seed only and, with ``rows``, the reference and the first
-    ``rows - 1`` other rows."""
+    ``rows - 1`` other rows; with ``costs``, rows that do not fit ``memory_mb`` at the paper's batch
+    train at a smaller batch (``fitting_batch``)."""
     grid = yaml.safe_load((ROOT / "benchmark" / "grids" / f"{name}.yaml").read_text())
     axes = grid["axes"]
     if "seed" in axes:
@@ -93,6 +141,17 @@ def shortened_grid(name: str, rows: int | None, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    if costs:
+        specs = load_grid(path, "paper").specs
+        smaller = {s.label: fitting_batch(s.config, costs, memory_mb) for s in specs}
+        if any(smaller.values()):
+            default = specs[0].config["train"]["batch"]
+            axes["zip"]["train.batch"] = [smaller[label][0] if smaller.get(label) else default
+                                          for label in axes["zip"]["label"]]
+            for label, change in smaller.items():
+                if change:
+                    _say(f"{name}: {label} trains at batch {change[0]} ({change[1]})")
+            path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
 
 
@@ -156,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     phases["preparation"] = time.time() - start
 
     settings = SHRUNK if args.shrink else SHORT
-    grids = {name: shortened_grid(name, args.rows, out / "grids") for name in args.grids}
+    costs = {} if args.shrink else plan.load_costs(ROOT / "tables" / "plan-costs.json")
+    grids = {name: shortened_grid(name, args.rows, out / "grids", costs, machine_memory_mb()) for name in args.grids}
+    cluster = args.cluster if args.shrink else rehearsal_profile(args.cluster, out)
+    if not args.shrink:
+        _say(f"array tasks one at a time with {os.cpu_count()} CPUs each ({cluster})")
     commands = {name: _run_command(path, out, sources["all" if name == "all_in_one" else "single"], settings,
-                                   args.cluster, wait=False) for name, path in grids.items()}
+                                   cluster, wait=False) for name, path in grids.items()}
     start = time.time()
     for name, command in commands.items():                       # everything queued: the arrays overlap
         subprocess.run(command, check=True, cwd=ROOT)
