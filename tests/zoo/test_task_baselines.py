@@ -70,6 +70,23 @@ def test_ctformer_works_on_64x64_tiles():
     torch.testing.assert_close(changed[:, :, :64, :64], whole[:, :, :64, :64], rtol=0, atol=rounding)
 
 
+def test_ctformer_starts_from_the_authors_initialisation():
+    """As in the authors' code: linear weights from N(0, 0.02) truncated at +-2, zero biases, unit
+    LayerNorms, the class token from N(0, 0.02). The pooled weights' standard deviation is checked
+    within 5 standard errors of a sample SD (0.02 / sqrt(2n)); PyTorch's default (uniform of bound
+    1 / sqrt(fan_in), SD 0.02 only for a fan-in of 833) would be far outside at every layer."""
+    torch.manual_seed(0)
+    model = models.create_model("ctformer")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for layer in linears:
+        assert layer.bias is None or torch.count_nonzero(layer.bias) == 0
+        n = layer.weight.numel()
+        assert abs(layer.weight.std().item() - 0.02) < 5 * 0.02 / (2 * n) ** 0.5, (layer, layer.weight.std())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+    assert abs(model.cls_token.std().item() - 0.02) < 5 * 0.02 / (2 * model.cls_token.numel()) ** 0.5
+
+
 def test_airnet_contrastive_step_updates_keys_and_queue():
     torch.manual_seed(0)
     model = models.create_model("airnet_tiny")
