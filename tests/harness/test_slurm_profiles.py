@@ -71,6 +71,18 @@ def test_profiles_read_numbers_as_the_grids_do(tmp_path):
     assert slurm.load_profile(str(path))["mem_gb"] == 120.0
 
 
+def test_array_tasks_that_have_not_started_are_read_from_their_arrays_record(monkeypatch):
+    """sacct lists an array's tasks that have not started as one record (``159_[0-2%2]`` PENDING):
+    without reading it, a task queued longer than LOST_S behind other jobs was failed as lost."""
+    assert slurm.array_tasks("159_[0-2%2]") == ["159_0", "159_1", "159_2"]
+    assert slurm.array_tasks("7_[1,4-8:2]") == ["7_1", "7_4", "7_6", "7_8"]
+    assert slurm.array_tasks("160_3") == ["160_3"] and slurm.array_tasks("161") == ["161"]
+    lines = "159_0|COMPLETED\n159_1|RUNNING\n159_[2-4%2]|PENDING\n160|CANCELLED by 0\n"
+    monkeypatch.setattr(slurm, "_command", lambda args, timeout=30: lines)
+    assert slurm.job_states(["159_0", "159_1", "159_3", "159_9", "160"]) == {
+        "159_0": "COMPLETED", "159_1": "RUNNING", "159_3": "PENDING", "160": "CANCELLED"}
+
+
 def test_a_just_submitted_job_that_sacct_does_not_show_yet_is_not_submitted_again(tmp_path, monkeypatch):
     """sacct lags a submission by seconds: a rerun in that window must wait for the job, not submit
     the run a second time (two tasks of one run: the later one found it busy and ended untested)."""

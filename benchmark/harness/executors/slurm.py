@@ -138,12 +138,28 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
         return {}
     wanted = set(job_ids)
     out = _command(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(sorted({j.split("_")[0] for j in job_ids}))])
-    states = {}
+    states, pending = {}, {}
     for line in out.splitlines():
-        job, _, state = line.partition("|")
-        if job in wanted:
-            states[job] = state.split()[0] if state else "UNKNOWN"          # "CANCELLED by 0" -> CANCELLED
-    return states
+        record, _, state = line.partition("|")
+        state = state.split()[0] if state else "UNKNOWN"                     # "CANCELLED by 0" -> CANCELLED
+        for job in array_tasks(record):
+            if job in wanted:
+                (pending if "[" in record else states)[job] = state
+    return {**pending, **states}                  # a task's own record, once it has one, over its array's
+
+
+def array_tasks(record: str) -> list[str]:
+    """The job ids a sacct record stands for: itself, or for the record of an array's tasks that have
+    not started (``123_[0-2,5%2]``: sacct lists them as one line until each starts) each task's id."""
+    base, bracket, ranges = record.partition("_[")
+    if not bracket:
+        return [record]
+    tasks = []
+    for part in ranges.rstrip("]").split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        last, _, step = last.partition(":")
+        tasks += [f"{base}_{i}" for i in range(int(first), int(last or first) + 1, int(step or 1))]
+    return tasks
 
 
 def is_terminal(state: str | None) -> bool:
