@@ -187,3 +187,24 @@ def test_every_plan_counts_a_networks_fastest_step():
     assert plan.canonical(costs, ct) == {"outcome": "ok", "step_s": 21.0, "peak_mb": 100.0, "erf_s": 4.0,
                                          "forward_s": {"512": 40.0}}
     assert plan.canonical(costs, mri) == costs[mri]
+
+
+def test_the_rehearsal_trains_a_model_too_big_for_the_machine_at_the_largest_batch_measured_to_fit(tmp_path):
+    """``tests/rehearsal.py``'s ``fitting_batch`` reads a plan's measurements of the same network and
+    shapes, made on any machine: out of memory at batch 4 (estimated 32 GB), 16 GB at 2, 8 GB at 1."""
+    from tests import rehearsal
+    config = load_grid(grid_file(tmp_path, CELLS), "paper").specs[0].config
+    key = json.loads(plan.cost_key(config, plan.workload(config)))
+    elsewhere = json.dumps({**key, "machine": "another CPU", "threads": 64}, sort_keys=True)
+    costs = {elsewhere: {"outcome": "oom", "estimate": {"step_s": 9.0, "peak_mb": 32_000, "forward_s": {}, "erf_s": 1.0},
+                         "smaller": [{"batch": 2, "outcome": "ok", "peak_mb": 16_000},
+                                     {"batch": 1, "outcome": "ok", "peak_mb": 8_000}]}}
+    batch, why = rehearsal.fitting_batch(config, costs, 20_000)
+    assert (batch, why) == (2, "31.2 GB estimated at batch 4, 15.6 GB at batch 2; a step may take 19.5 GB here")
+    assert rehearsal.fitting_batch(config, costs, 10_000)[0] == 1
+    assert rehearsal.fitting_batch(config, costs, 40_000) is None          # the estimate fits: the paper's batch
+    assert rehearsal.fitting_batch(config, costs, 4_000) == (               # nothing measured fits: the run will say
+        4, "31.2 GB estimated at batch 4 and no smaller batch measured to fit the 3.9 GB a step may take here")
+    assert rehearsal.fitting_batch(config, {}, 20_000) is None             # never measured
+    other_crop = {elsewhere.replace('"crop": 128', '"crop": 64'): costs[elsewhere]}
+    assert rehearsal.fitting_batch(config, other_crop, 20_000) is None     # another crop is another step
