@@ -129,7 +129,8 @@ def fitting_batch(config: dict, costs: dict, memory_mb: float) -> tuple[int, str
 def rehearsal_profile(name: str, out: Path) -> str:
     """The profile with each array task given every CPU of the node (SLURM then runs one at a time)
     and two hours per attempt: what full-size models at the paper's batch need on one small machine."""
-    profile = {k: v for k, v in slurm.load_profile(name).items() if k in slurm.PROFILE_KEYS and v != slurm.PROFILE_KEYS[k]}
+    profile = {k: v for k, v in slurm.load_profile(name).items()
+               if k in slurm.PROFILE_KEYS and v != slurm.PROFILE_KEYS[k]}
     profile.update(cpus_per_task=os.cpu_count(), time_min=max(120, profile.get("time_min", 0)))
     path = out / "rehearsal-cluster.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
@@ -155,12 +156,12 @@ def shortened_grid(name: str, rows: int | None, folder: Path, costs: dict | None
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     if costs:
         specs = load_grid(path, "paper").specs
-        smaller = {s.label: fitting_batch(s.config, costs, memory_mb) for s in specs}
-        if any(smaller.values()):
+        adjusted = {s.label: fitting_batch(s.config, costs, memory_mb) for s in specs}
+        if any(adjusted.values()):
             default = specs[0].config["train"]["batch"]
-            axes["zip"]["train.batch"] = [smaller[label][0] if smaller.get(label) else default
+            axes["zip"]["train.batch"] = [adjusted[label][0] if adjusted.get(label) else default
                                           for label in axes["zip"]["label"]]
-            for label, change in smaller.items():
+            for label, change in adjusted.items():
                 if change:
                     _say(f"{name}: {label} trains at batch {change[0]} ({change[1]})")
             path.write_text(yaml.safe_dump(grid, sort_keys=False))
