@@ -386,14 +386,16 @@ def _step_key(key: str) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def reusable(costs: dict, key: str) -> dict | None:
-    """A cached measurement of the same network, batch, crop, ERF size and machine at other slice
-    sizes (another task's grid): its step, peak memory and ERF map hold for ``key`` too."""
+def _same_step(costs: dict, key: str) -> dict[str, dict]:
+    """The usable cached measurements of ``key``'s network, batch, crop, ERF size and machine, at
+    any slice sizes: their step, peak memory and ERF map hold for ``key`` too."""
     want = _step_key(key)
-    for other, cost in costs.items():
-        if other != key and _step_key(other) == want and usable(cost) is not None:
-            return cost
-    return None
+    return {other: cost for other, cost in costs.items() if _step_key(other) == want and usable(cost) is not None}
+
+
+def reusable(costs: dict, key: str) -> dict | None:
+    """A cached measurement of the same network and shapes at other slice sizes (another task's grid)."""
+    return next((cost for other, cost in _same_step(costs, key).items() if other != key), None)
 
 
 def canonical(costs: dict, key: str) -> dict:
@@ -401,8 +403,7 @@ def canonical(costs: dict, key: str) -> dict:
     network and shapes at any slice sizes (another process on the machine only slows a step down):
     one network has one step in every plan; its forwards stay its own."""
     own = costs[key]
-    want = _step_key(key)
-    same = [c for k, c in costs.items() if _step_key(k) == want and usable(c) is not None]
+    same = list(_same_step(costs, key).values())
     if usable(own) is None or not same:
         return own
     best = min(same, key=lambda c: usable(c)["step_s"])

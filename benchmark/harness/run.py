@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                              "than many threads), 1 with a GPU")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local",
                         help="local (default) or slurm: job arrays through submitit")
-    parser.add_argument("--cluster", default="dev", help="slurm: a cluster profile: a path, slurm/<name>.yaml here, or a shipped one (dev, example-gpu; default: dev)")
+    parser.add_argument("--cluster", default="dev", help="slurm: a cluster profile: a path, slurm/<name>.yaml "
+                                                         "here, or a shipped one (dev, example-gpu; default: dev)")
     parser.add_argument("--no-wait", action="store_true",
                         help="slurm: submit and return (monitor with python -m benchmark.status, rerun to render)")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
