@@ -6,6 +6,11 @@
 #   bash slurm/dev-cluster/start.sh      # installs what is missing, starts, waits for a first job
 #   bash slurm/dev-cluster/stop.sh
 #
+# A fresh start begins empty: the controller's saved state, the spool and the accounting database
+# of an earlier cluster are removed first. Jobs recovered from a cluster whose processes died with
+# it would otherwise be scheduled again at once (the node never comes up idle), and job ids that
+# start over would meet the old ids in sacct.
+#
 # Settings: SLURM_DEV_DIR (state, logs, pids; default /tmp/medir-slurm), SLURM_DEV_MAX_ARRAY
 # (MaxArraySize; default 3, small so that array splitting is exercised).
 set -euo pipefail
@@ -17,7 +22,11 @@ say() { echo "[dev-cluster] $*"; }
 wait_for() {  # wait_for <seconds> <description> <command...>
     local limit=$1 what=$2; shift 2
     for _ in $(seq $((limit * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    say "timed out waiting for $what"; return 1
+    say "timed out waiting for $what"
+    # what the controller knows, if it answers: the node's state and reason, the queue
+    sinfo -h -N -o "[dev-cluster] node %N: %T %E" 2>/dev/null || true
+    squeue -h -o "[dev-cluster] job %i: %T %r" 2>/dev/null | head -5 || true
+    return 1
 }
 
 if [ "$(id -u)" != 0 ]; then say "needs root (it installs packages and starts daemons)"; exit 1; fi
@@ -36,6 +45,7 @@ if [ -f "$DEV/pids" ]; then
     say "stale $DEV/pids (the cluster does not answer); stopping what is left of it and starting afresh"
     bash "$(dirname "$0")/stop.sh"
 fi
+rm -rf "$DEV/state" "$DEV/spool"
 mkdir -p "$DEV"/{log,state,spool} /etc/slurm
 : > "$DEV/pids"
 trap 'say "start failed; stopping what was started (logs in $DEV/log)"; bash "$(dirname "$0")/stop.sh"' ERR
@@ -58,7 +68,8 @@ mariadbd --user=mysql --datadir=/var/lib/mysql --socket=/run/mysqld/mysqld.sock 
     --pid-file=/run/mysqld/medir-dev.pid --skip-networking=0 --bind-address=127.0.0.1 >"$DEV/log/mariadb.log" 2>&1 &
 wait_for 30 mariadb mariadb -e "select 1"
 echo "mariadb $(cat /run/mysqld/medir-dev.pid)" >> "$DEV/pids"
-mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
+mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;
+            CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
             GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
 
 # slurm.conf must exist before slurmdbd and any sacctmgr call
