@@ -176,11 +176,12 @@ def _run_command(grid: Path, out: Path, sources: dict, settings: list[str], clus
     return command + ([] if wait else ["--no-wait"])
 
 
-def preempt_one_task(grid_dirs: list[Path], timeout_s: float = 3600) -> tuple[Path, str] | None:
+def preempt_one_task(grid_dirs: list[Path], timeout_s: float = 3600) -> tuple[Path, str, int] | None:
     """Once a run of the grids has checkpointed, preempt its array task as SLURM does (SIGTERM, then
-    submitit's USR2: checkpoint and requeue) and let it start again at once; None when every run
-    ended first."""
+    submitit's USR2: checkpoint and requeue) and let it start again at once; returns its folder, job
+    and the attempt that was preempted, or None when every run ended first."""
     deadline = time.time() + timeout_s
+    tried: set[str] = set()                                  # jobs that ended before their signal came
     while time.time() < deadline:
         folders = [p for grid_dir in grid_dirs for p in sorted(grid_dir.iterdir()) if (p / "spec.json").is_file()]
         states = {folder: store.run_state(folder)["state"] for folder in folders}
@@ -188,13 +189,20 @@ def preempt_one_task(grid_dirs: list[Path], timeout_s: float = 3600) -> tuple[Pa
             if state != "running" or not (folder / "checkpoint.pt").is_file():
                 continue
             job = store.read_json(folder / "slurm.json")["job_id"]
-            subprocess.run(["scancel", job, "--signal", "SIGTERM"], check=True)
-            subprocess.run(["scancel", job, "--signal", "USR2"], check=True)
+            attempt = store.run_state(folder).get("attempts", 0)
+            if job in tried:
+                continue
+            # scancel fails when the task has just ended (or its checkpoint is an earlier attempt's and the
+            # task has not started yet): then another task is tried
+            if subprocess.run(["scancel", job, "--signal", "SIGTERM"]).returncode != 0 or \
+                    subprocess.run(["scancel", job, "--signal", "USR2"]).returncode != 0:
+                tried.add(job)
+                continue
             for _ in range(600):
                 state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout
                 if state.strip() == "PENDING":
                     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-                    return folder, job
+                    return folder, job, attempt
                 time.sleep(0.1)
             return None                                      # it ended before the signal came: try no other
         queued = subprocess.run(["squeue", "-h", "-n", "medir-bench", "-o", "%i"], capture_output=True, text=True)
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         train = store.read_json(preempted[0] / "train.json") or {}
         attempts = store.run_state(preempted[0]).get("attempts")
         _say(f"the preempted run: {attempts} attempts, resumed from iteration {train.get('resumed_from')}")
-        if not train.get("resumed_from") or attempts != 2:
+        if not train.get("resumed_from") or attempts != preempted[2] + 1:
             problems.append(f"{preempted[0].name} did not resume from its checkpoint after the preemption")
     runs = sum(1 for name in args.grids for _ in (out / "runs" / name).glob("*/status.json"))
     _say(f"{len(args.grids)} grids, {runs} runs: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
