@@ -187,7 +187,11 @@ def not_learned(grid: Grid, grid_dir: Path) -> list[str]:
     for spec in [s for s in grid.specs if s.id in chosen]:
         status = store.run_state(grid_dir / spec.folder_name)
         if status["state"] == RunState.DONE and not health.learned(status):
-            out.append(f"{spec.label} (seed {spec.config['seed']}), {status['health']['val_gain_db']:+.1f} dB")
+            verdict = status["health"]
+            failing = {t: v for t, v in (verdict.get("tasks") or {}).items() if not v["learned"]}
+            gains = ", ".join(f"{t} {v['val_gain_db']:+.1f} dB" for t, v in failing.items()) if failing else \
+                f"{verdict['val_gain_db']:+.1f} dB"
+            out.append(f"{spec.label} (seed {spec.config['seed']}), {gains}")
     return out
 
 

@@ -11,7 +11,8 @@ one would have: on a CPU the final weights are identical.
 Every step is watched (``benchmark.results.health``): a non-finite loss or gradient norm ends the run
 (``TrainingDiverged``, naming the iteration); the global gradient norm is logged, and clipped to
 ``train.grad_clip`` when that is set; the summary records the loss spikes, the validation inputs'
-PSNR and whether the run learned (best validation PSNR at least ``train.min_gain`` dB above it).
+PSNR and whether the run learned (best validation PSNR at least ``train.min_gain`` dB above it; a
+multi-task run on each task as well).
 Every step and validation also goes to TensorBoard event files beside the run's folder
 (``benchmark.harness.events``); nothing is read back from them.
 """
@@ -58,29 +59,34 @@ def _validation_slices(data: TaskData, limit: int):
         start += size
 
 
-def validation_input_psnr(data: TaskData, limit: int) -> float:
-    """Mean PSNR of the degraded inputs themselves over the slices ``validate`` scores: the level a
-    model that returns its input would reach."""
-    return float(np.mean([metrics.evaluate(physical(sample["lq"][0], modality), physical(sample["hq"][0], modality),
-                                           modality)["psnr"] for _, modality, sample in _validation_slices(data, limit)]))
+def validation_input_psnrs(data: TaskData, limit: int) -> tuple[float, dict[str, float]]:
+    """Mean PSNR of the degraded inputs themselves over the slices ``validate`` scores (the level a
+    model that returns its input would reach): over all of them, and per task."""
+    scored = [(data.tasks[task_id], metrics.evaluate(physical(sample["lq"][0], modality), physical(sample["hq"][0], modality),
+                                                     modality)["psnr"]) for task_id, modality, sample in _validation_slices(data, limit)]
+    by_task = {task: float(np.mean([p for t, p in scored if t == task])) for task in dict.fromkeys(t for t, _ in scored)}
+    return float(np.mean([p for _, p in scored])), by_task
 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, data: TaskData, limit: int, device: torch.device) -> dict:
     """Mean PSNR (dB) and SSIM (physical units, the test protocol) over the first ``limit`` slices
-    per task, and the first slice of each task as (task, modality, (input, output, truth))."""
+    per task, the mean PSNR of each task's slices (``by_task``), and the first slice of each task as
+    (task, modality, (input, output, truth))."""
     was_training = model.training
     model.eval()
-    psnr, ssim, examples = [], [], []
+    psnr, ssim, tasks, examples = [], [], [], []
     for task_id, modality, sample in _validation_slices(data, limit):
         out, gt, lq = restore_physical(model, sample, task_id, modality, device)
         scores = metrics.evaluate(out, gt, modality)
         psnr.append(scores["psnr"])
         ssim.append(scores["ssim"])
+        tasks.append(data.tasks[task_id])
         if not any(task == data.tasks[task_id] for task, _, _ in examples):
             examples.append((data.tasks[task_id], modality, (lq, out, gt)))
     model.train(was_training)
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "examples": examples}
+    by_task = {task: float(np.mean([p for t, p in zip(tasks, psnr) if t == task])) for task in dict.fromkeys(tasks)}
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "by_task": by_task, "examples": examples}
 
 
 def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
@@ -114,6 +120,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     val_data = TaskData(config, "val", None)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
     start, best, best_iter, log, elapsed = 0, -math.inf, 0, [], 0.0
+    best_by_task: dict[str, float] = {}                # each task's validation PSNR at the kept iteration
     checkpoint_path = RunFolder(folder).checkpoint
     state = _read_checkpoint(folder, device)
     if state is not None:
@@ -122,6 +129,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
         torch.set_rng_state(state["rng"])
         start, best, best_iter, log, elapsed = (state["iteration"], state["best_psnr"], state["best_iteration"],
                                                 state["log"], state["seconds"])
+        best_by_task = state.get("best_by_task", {})
     loss_fn = F.l1_loss if settings["loss"] == "l1" else F.mse_loss
     parameters = [p for p in model.parameters() if p.requires_grad]
     max_norm = settings["grad_clip"] if settings["grad_clip"] is not None else math.inf   # inf: measured, never scaled
@@ -156,7 +164,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             entry["val_psnr"] = round(psnr, 4)
             events.validation(done, psnr, scored["ssim"], scored["examples"])
             if psnr > best:
-                best, best_iter = psnr, done
+                best, best_iter, best_by_task = psnr, done, scored["by_task"]
                 store.save_torch(RunFolder(folder).best, model.state_dict())
             bar.set_postfix(loss=f"{loss_value:.4f}", val_psnr=f"{psnr:.2f}")
         entry["seconds"] = round(elapsed + time.perf_counter() - clock, 3)
@@ -165,15 +173,17 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             store.save_torch(checkpoint_path, {
                 "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": torch.get_rng_state(), "best_psnr": best, "best_iteration": best_iter, "log": log,
+                "best_by_task": best_by_task,
                 "seconds": entry["seconds"]})
             store.write_csv(RunFolder(folder).train_log, log, LOG_COLUMNS)
     bar.close()
     events.close()
     model.load_state_dict(store.read_weights(RunFolder(folder).best, device))
     seconds = log[-1]["seconds"] if log else 0.0
-    val_input = validation_input_psnr(val_data, settings["val_images"])
+    val_input, input_by_task = validation_input_psnrs(val_data, settings["val_images"])
+    verdict = health.run_verdict(best, val_input, settings["min_gain"], best_by_task, input_by_task)
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
-            "val_input_psnr": val_input, "health": health.verdict(best, val_input, settings["min_gain"]),
+            "val_input_psnr": val_input, "health": verdict,
             "loss_spikes": health.loss_spikes([e["loss"] for e in log]), "grad_clip": settings["grad_clip"],
             "final_loss": log[-1]["loss"] if log else None, "seconds": seconds,
             "resumed_from": start, "precision": settings["precision"]}

@@ -11,7 +11,10 @@ records the verdict, and status, the console and the renderer show it.
   10-50x it: 10x separates the two. Spikes are logged in ``train.json`` with their iteration; they do not
   stop a run.
 - **Did not learn**: a finished run whose best validation PSNR beats the validation inputs' PSNR
-  by less than ``train.min_gain`` dB (a model that ends near "output = input", or worse).
+  by less than ``train.min_gain`` dB (a model that ends near "output = input", or worse). A run
+  trained on several tasks (all-in-one) is judged on each task too, with that task's validation
+  slices at the iteration whose weights are kept: it did not learn when any task did not, and the
+  tables mark it on that task only, with that task's gain.
 """
 from __future__ import annotations
 
@@ -59,10 +62,27 @@ def verdict(best_val_psnr: float, val_input_psnr: float, min_gain: float) -> dic
             "val_gain_db": round(float(gain), 4), "min_gain_db": min_gain}
 
 
-def learned(status: dict) -> bool:
+def run_verdict(best_val_psnr: float, val_input_psnr: float, min_gain: float,
+                best_by_task: dict[str, float], input_by_task: dict[str, float]) -> dict:
+    """``verdict`` over all validation slices; with more than one task, also each task's under
+    ``tasks``, and the run learned only if every task did."""
+    overall = verdict(best_val_psnr, val_input_psnr, min_gain)
+    if len(input_by_task) < 2 or set(best_by_task) != set(input_by_task):
+        return overall
+    tasks = {task: verdict(best_by_task[task], input_by_task[task], min_gain) for task in input_by_task}
+    failing = [task for task, v in tasks.items() if not v["learned"]]
+    if failing:
+        overall.update(verdict=DID_NOT_LEARN, learned=False)
+    return {**overall, "tasks": tasks}
+
+
+def learned(status: dict, task: str | None = None) -> bool:
     """False only for a finished run whose recorded verdict is "did not learn" (an older run without
-    a verdict counts as learned: nothing says otherwise)."""
-    return (status.get("health") or {}).get("learned", True)
+    a verdict counts as learned: nothing says otherwise); with ``task``, the verdict on that task
+    where the run recorded one per task."""
+    health = status.get("health") or {}
+    own = (health.get("tasks") or {}).get(task) if task else None
+    return (own or health).get("learned", True)
 
 
 def describe(status: dict) -> str:
@@ -72,6 +92,9 @@ def describe(status: dict) -> str:
     if not health:
         return ""
     gain = f"{health['val_gain_db']:+.1f} dB over the validation inputs"
+    failing = {t: v for t, v in (health.get("tasks") or {}).items() if not v["learned"]}
+    if failing:
+        gain += "; on " + ", ".join(f"{t}: {v['val_gain_db']:+.1f} dB" for t, v in failing.items())
     text = f"{DID_NOT_LEARN} ({gain}, under {health['min_gain_db']:+g} dB)" if not health["learned"] else f"learned ({gain})"
     spikes = status.get("loss_spikes") or 0
     return text + (f"; {spikes} loss spike{'s' if spikes > 1 else ''} (train.json)" if spikes else "")

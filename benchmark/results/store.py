@@ -453,8 +453,10 @@ def load_index(grid_dir):
         per_task = test.get("tasks") or {}
         if not per_task:
             rows.append({**common, "eval_task": None})
-        for task, scores in per_task.items():
-            rows.append({**common, "eval_task": task, **scores})
+        for task, scores in per_task.items():              # a multi-task run's health on this task, if recorded
+            own = (health.get("tasks") or {}).get(task) or {}
+            rows.append({**common, "eval_task": task, **scores,
+                         **{key: own[key] for key in ("learned", "val_gain_db") if key in own}})
     return pd.DataFrame(rows)
 
 

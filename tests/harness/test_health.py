@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from benchmark.harness import config as cfg
@@ -13,7 +14,8 @@ from benchmark.results import health, store
 from benchmark.harness import run, status, train
 from benchmark.data import dataset
 from benchmark.harness.grid import load_grid
-from benchmark.render import render_grid
+import models
+from benchmark.render import render_grid, tables
 from tests.helpers import TINY, grid_file
 
 
@@ -184,3 +186,60 @@ def test_the_smoke_protocol_learns_on_three_seeds_of_the_papers_model(tmp_path):
         test = store.read_json(folder / "test.json")["tasks"]["mri_sr"]
         assert test["psnr"] - test["input_psnr"] >= spec.config["train"]["min_gain"]
         assert store.read_json(folder / "train.json")["loss_spikes"] == []
+
+
+AIO_TASKS = ("mri_sr", "ct_denoise", "pet_synthesis")
+
+
+def _multi_task_verdict():
+    """+2.5 dB over all validation slices, but +0.4 dB on CT."""
+    return health.run_verdict(27.5, 25.0, 2.0, {"mri_sr": 28.0, "ct_denoise": 27.4, "pet_synthesis": 30.0},
+                              {"mri_sr": 24.0, "ct_denoise": 27.0, "pet_synthesis": 26.0})
+
+
+def test_a_multi_task_run_is_judged_on_each_task():
+    verdict = _multi_task_verdict()
+    assert verdict["verdict"] == "did not learn" and verdict["val_gain_db"] == 2.5
+    assert {t: v["learned"] for t, v in verdict["tasks"].items()} == {"mri_sr": True, "ct_denoise": False,
+                                                                     "pet_synthesis": True}
+    assert verdict["tasks"]["ct_denoise"]["val_gain_db"] == pytest.approx(0.4)
+    status = {"state": "done", "health": verdict}
+    assert not health.learned(status) and health.learned(status, "mri_sr") and not health.learned(status, "ct_denoise")
+    assert health.describe(status) == ("did not learn (+2.5 dB over the validation inputs; on ct_denoise: +0.4 dB, "
+                                       "under +2 dB)")
+    single = health.run_verdict(27.5, 25.0, 2.0, {"mri_sr": 27.5}, {"mri_sr": 25.0})
+    assert "tasks" not in single and single["learned"]
+
+
+def test_a_multi_task_run_is_marked_only_on_the_task_it_did_not_learn(tmp_path):
+    grid_dir = tmp_path / "aio"
+    folder = grid_dir / "a-run"
+    config = cfg.resolve("smoke", {"task": "all_in_one", "model": {"name": "restore_rwkv"}})
+    store.write_json(folder / "spec.json", {"id": "a-run", "label": "A", "slug": "a-run", "model": "restore_rwkv_tiny",
+                                            "config": config})
+    store.write_json(folder / "status.json", {"state": "done", "id": "a-run", "health": _multi_task_verdict()})
+    scores = {"psnr": 30.0, "ssim": 0.9, "rmse": 1.0, "input_psnr": 25.0, "input_ssim": 0.8, "input_rmse": 2.0}
+    store.write_json(folder / "test.json", {"tasks": {t: {"images": 1, **scores} for t in AIO_TASKS}})
+    store.write_csv(folder / "test_images.csv", [{"task": t, "index": 0, **scores, "complexity": 1.0} for t in AIO_TASKS])
+    store.write_array(folder / "erf.npy", np.zeros((1, 3, 3)))
+    store.write_grid(grid_dir, {"name": "aio", "table": None, "title": "AIO", "scale": "smoke", "reference": "A",
+                                "note": "", "file": "aio.yaml", "runs": [{"id": "a-run", "folder": "a-run", "label": "A",
+                                                                          "index": 0}]})
+    index = store.load_index(grid_dir)
+    marks = {task: tables._summaries(index, task)[0]["not_learned"] for task in AIO_TASKS}
+    assert marks == {"mri_sr": [], "ct_denoise": [(0, pytest.approx(0.4))], "pet_synthesis": []}
+
+
+def test_training_records_each_tasks_validation_and_verdict(tmp_path):
+    """An all-in-one run of 2 iterations: the per-task validation PSNRs (2 slices per task) average
+    to the pooled ones, at the kept iteration and for the inputs."""
+    config = cfg.resolve("smoke", {"task": "all_in_one", "model": {"name": "restore_rwkv"}},
+                         cfg.nest(dict(cfg.parse_override(o) for o in TINY + ["train.iters=2", "train.val_every=1"])))
+    model = models.create_model(cfg.model_name(config))
+    summary = train.train(model, config, tmp_path / "run", torch.device("cpu"), progress=False)
+    verdict = summary["health"]
+    assert set(verdict["tasks"]) == set(AIO_TASKS)
+    gains = [v["val_gain_db"] for v in verdict["tasks"].values()]
+    assert verdict["val_gain_db"] == pytest.approx(np.mean(gains), abs=5e-4)     # each rounded to 4 decimals
+    state = store.read_weights(tmp_path / "run" / "checkpoint.pt", torch.device("cpu"))
+    assert summary["best_val_psnr"] == pytest.approx(np.mean(list(state["best_by_task"].values())), rel=1e-12)
