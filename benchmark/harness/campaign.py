@@ -1,6 +1,7 @@
-"""Running a grid once its file is read: its stale runs, the two phases of a tuned grid (every
-candidate trained, one chosen per row and seed on validation, the choice tested), the executor
-(here or SLURM) and the accounting of finished, failed and busy runs.
+"""Running a grid once its file is read: its stale runs, the two phases of a tuned grid (its
+candidates trained by successive halving, one chosen per row on validation: ``harness.tuning``;
+the choice tested), the executor (here or SLURM) and the accounting of finished, failed and busy
+runs.
 
 ``python -m benchmark.run`` parses the command line, calls ``run_grid`` and prints; ``run_grid``
 decides and says what it does through ``say`` (one line each, on stderr by default).
@@ -28,10 +29,11 @@ class CampaignError(RuntimeError):
 
 
 class Executor(Protocol):
-    """Runs specs (their ``stages``: ``"train"`` or ``"all"``, see ``pipeline.run_spec``) and returns
-    {spec id: final status}, or None when they were only submitted."""
+    """Runs specs (their ``stages``: ``"train"`` or ``"all"``, and by spec id the iteration to train
+    ``until``: see ``pipeline.run_spec``) and returns {spec id: final status}, or None when they
+    were only submitted."""
 
-    def run(self, specs: list[RunSpec], stages: str) -> dict | None: ...
+    def run(self, specs: list[RunSpec], stages: str, until: dict[str, int] | None = None) -> dict | None: ...
 
 
 @dataclass
@@ -41,10 +43,10 @@ class LocalExecutor:
     jobs: int | str = "auto"
     progress: bool = True
 
-    def run(self, specs: list[RunSpec], stages: str) -> dict:
+    def run(self, specs: list[RunSpec], stages: str, until: dict[str, int] | None = None) -> dict:
         from benchmark.harness.executors.local import auto_jobs, run_local
         jobs = auto_jobs(len(specs)) if self.jobs == "auto" else int(self.jobs)
-        return run_local(specs, self.grid_dir, jobs, progress=self.progress, stages=stages)
+        return run_local(specs, self.grid_dir, jobs, progress=self.progress, stages=stages, until=until)
 
 
 @dataclass
@@ -54,12 +56,12 @@ class SlurmExecutor:
     profile: dict
     wait: bool = True
 
-    def run(self, specs: list[RunSpec], stages: str) -> dict | None:
+    def run(self, specs: list[RunSpec], stages: str, until: dict[str, int] | None = None) -> dict | None:
         from benchmark.harness.executors import slurm
         from benchmark.harness.executors.local import report
         try:
             results = slurm.run_slurm(specs, self.grid_dir, self.profile, wait_for_results=self.wait,
-                                      report=report, stages=stages)
+                                      report=report, stages=stages, until=until)
         except slurm.SlurmError as err:
             raise CampaignError(str(err), 2) from None
         return results if self.wait else None
@@ -78,7 +80,7 @@ class GridOutcome:
 
     @property
     def failed(self) -> list[str]:
-        return [key for key, status in self.results.items() if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.BUSY)]
+        return [key for key, status in self.results.items() if status["state"] not in (*store.FINISHED, RunState.PARTIAL, RunState.BUSY)]
 
     @property
     def busy(self) -> list[str]:
@@ -139,7 +141,7 @@ def run_grid(grid: Grid, grid_dir: Path, executor: Executor, keep_stale: bool = 
     candidates first (trained only), then the chosen one of each row and seed tested; the rest as
     they are. Raises ``CampaignError`` when a submission fails or a choice cannot be made."""
     grid_dir = Path(grid_dir)
-    stale = find_stale(grid, grid_dir)
+    stale = find_stale(tuning.Halving(grid, grid_dir).extended_grid() if grid.tune else grid, grid_dir)
     if stale:
         say(stale_line(stale, grid_dir, keep_stale))
         if not keep_stale:
@@ -147,23 +149,13 @@ def run_grid(grid: Grid, grid_dir: Path, executor: Executor, keep_stale: bool = 
     start = time.time()
     outcome = GridOutcome(tested=list(grid.specs))
     if grid.tune:
-        untrained = [s for s in grid.specs if _state(grid_dir, s) not in (RunState.TRAINED, RunState.DONE)]
-        rows = len({s.label for s in grid.specs})
-        say(f"grid {grid.name}: {rows} rows, {len(grid.specs)} runs with their tune: candidates, "
-            f"{len(untrained)} to train -> {grid_dir}")
-        trained = executor.run(untrained, "train") if untrained else {}
-        if trained is None:
-            say(f"submitted the candidates; run the same command again to choose and test, or monitor with: "
-                f"python -m benchmark.status {grid_dir}")
-            outcome.submitted = "candidates"
+        halving = _halve(grid, grid_dir, executor, outcome, say)
+        if halving is None:
             return outcome
-        outcome.results.update(trained)
         choice = tuning.choose(grid, grid_dir)
-        if choice is None:
-            raise CampaignError("some candidates have no outcome (another process runs them?); rerun to choose", 1)
         say("chosen on validation: " + "; ".join(f"{label} {row['chosen'] or 'none (every candidate failed)'}"
                                                  for label, row in choice.items()))
-        outcome.tested = tuning.chosen_specs(grid, choice)
+        outcome.tested = tuning.chosen_specs(halving.extended_grid(), choice)
     todo = [s for s in outcome.tested if _state(grid_dir, s) != RunState.DONE
             or store.unreadable(grid_dir / s.folder_name) is not None]      # done, but a result file is bad
     if grid.tune:
@@ -180,11 +172,40 @@ def run_grid(grid: Grid, grid_dir: Path, executor: Executor, keep_stale: bool = 
     return outcome
 
 
+def _halve(grid: Grid, grid_dir: Path, executor: Executor, outcome: GridOutcome,
+           say: Callable[[str], None]) -> tuning.Halving | None:
+    """Train a tuned grid's candidates rung by rung (``harness.tuning``) until every row has chosen;
+    the halving, or None when the runs were only submitted (``outcome.submitted``)."""
+    rows = len({s.label for s in grid.specs})
+    say(f"grid {grid.name}: {rows} rows, {len(grid.specs)} runs with their tune: candidates, trained by successive "
+        f"halving -> {grid_dir}")
+    halving, before = tuning.Halving(grid, grid_dir), None
+    while not halving.finished:
+        store.write_grid(grid_dir, halving.extended_grid().metadata())          # extensions are runs of the grid
+        waiting = halving.waiting
+        if waiting == before:
+            raise CampaignError("some candidates have no outcome (another process runs them?); rerun to choose", 1)
+        specs = [s for s in halving.specs() if s.id in waiting]
+        rungs = sorted(set(waiting.values()))
+        say(f"{len(specs)} candidate runs to train to iteration {', '.join(map(str, rungs))}")
+        trained = executor.run(specs, "train", waiting)
+        if trained is None:
+            say(f"submitted the candidates; run the same command again to go on (the next rung, the choice, the "
+                f"test), or monitor with: python -m benchmark.status {grid_dir}")
+            outcome.submitted = "candidates"
+            return None
+        outcome.results.update(trained)
+        halving, before = tuning.Halving(grid, grid_dir), waiting
+    store.write_grid(grid_dir, halving.extended_grid().metadata())
+    return halving
+
+
 def not_learned(grid: Grid, grid_dir: Path) -> list[str]:
     """"k=5 (seed 0), +0.0 dB" for each finished run of the grid that did not learn."""
     out = []
     chosen = {r["id"] for r in store.chosen_runs(grid_dir, store.read_grid(grid_dir))}
-    for spec in [s for s in grid.specs if s.id in chosen]:
+    specs = tuning.Halving(grid, grid_dir).specs() if grid.tune else grid.specs       # with any extensions
+    for spec in [s for s in specs if s.id in chosen]:
         status = store.run_state(grid_dir / spec.folder_name)
         if status["state"] == RunState.DONE and not health.learned(status):
             verdict = status["health"]

@@ -21,10 +21,10 @@ A grid file (the built-in ones: ``benchmark/grids/``, found by name)::
         model.options.shift_kernel: [3, 5]
     exclude:                     # cells matching every key of one entry are dropped
       - {seed: 1, label: k=3}
-    tune:                        # candidate values, the same for every row: each row and seed trains
-      train.lr: [4e-3, 1e-3]     # once per candidate; the best mean validation PSNR over the row's
-                                 # seeds chooses, and only the chosen candidate is tested (one scale
-                                 # only: tune: {smoke: {train.lr: [...]}})
+    tune:                        # candidate values, the same for every row, trained by successive
+      train.lr: [4e-3, 1e-3]     # halving on validation with one more beyond an edge (harness.tuning);
+                                 # only the chosen candidate is tested (one scale only:
+                                 # tune: {smoke: {train.lr: [...]}})
 
 A spec's ``id`` is a hash of its resolved configuration's identity (``spec_id``: the keys ids have
 always hashed, and any later key only where it differs from its default; the grid's metadata

@@ -105,9 +105,10 @@ def _trained_weights(folder: Path, device: torch.device) -> dict | None:
 STAGES = ("all", "train")      # "train": a tuned grid's candidate is trained and validated, never tested
 
 
-def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
-    """Every stage that has no result yet (``stages="train"``: training only); returns the training
-    summary (``train.json``)."""
+def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all", until: int | None = None) -> dict:
+    """Every stage that has no result yet (``stages="train"``: training only, to ``until``
+    iterations if given); returns the training summary (``train.json``; ``partial`` when training
+    stopped at ``until``, with no ``train.json`` written)."""
     config = spec.config
     device = _device(config)
     model = build_model(config).to(device)               # imports a model from outside the package first
@@ -115,7 +116,9 @@ def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") ->
     store.write_json(run.environment, environment(model, config, device))
     weights = _trained_weights(folder, device)
     if weights is None:
-        summary = train.train(model, config, folder, device, progress)
+        summary = train.train(model, config, folder, device, progress, until if stages == "train" else None)
+        if summary.get("partial"):
+            return summary
         for kind, names in model.used_backends(reset=True).items():   # what trained this model
             summary[f"{kind}_backends"] = names
         summary["kernel_dtypes"] = model.kernel_dtypes(reset=True)  # what its kernel ops computed in
@@ -140,11 +143,18 @@ def _stages(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") ->
     return summary
 
 
-def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all") -> dict:
+def _reached_rung(status: dict, until: int | None) -> bool:
+    """A ``partial`` run has already trained to ``until`` (a rung of successive halving)."""
+    return until is not None and status["state"] == RunState.PARTIAL and status.get("iteration", 0) >= until
+
+
+def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all", until: int | None = None) -> dict:
     """Run (or finish, or skip) one spec in ``grid_dir/<slug>-<id>``; returns its final status, or
     ``busy`` (nothing touched) when another live process is running it. ``stages="train"`` trains
     and validates only (state ``trained``: a tuned grid's candidate, whose test split is never read
-    unless it is chosen); a trained run given ``stages="all"`` is tested from its best weights."""
+    unless it is chosen), to ``until`` iterations when given (state ``partial``: a rung of successive
+    halving; given a larger ``until`` later, it continues from its checkpoint); a trained run given
+    ``stages="all"`` is tested from its best weights."""
     if stages not in STAGES:
         raise ValueError(f"unknown stages {stages!r}; expected one of {', '.join(STAGES)}")
     folder = Path(grid_dir) / spec.folder_name
@@ -153,18 +163,22 @@ def run_spec(spec: RunSpec, grid_dir, progress: bool = True, stages: str = "all"
         return status
     if stages == "train" and status["state"] == RunState.TRAINED and store.trained_unreadable(folder) is None:
         return status
+    if stages == "train" and _reached_rung(status, until):
+        return status
     try:
         with store.run_lock(folder):
-            return _run_locked(spec, folder, progress, stages)
+            return _run_locked(spec, folder, progress, stages, until)
     except store.RunBusy as err:
         return {"state": RunState.BUSY, "id": spec.id, "label": spec.label, "reason": str(err)}
     except OSError as err:                         # not even the lock or the folder could be made
         return {"state": RunState.FAILED, "id": spec.id, "label": spec.label, "reason": f"{type(err).__name__}: {err}"}
 
 
-def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all") -> dict:
+def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all", until: int | None = None) -> dict:
     run = RunFolder(folder)
     status = store.run_state(folder)                     # read again under the lock
+    if stages == "train" and _reached_rung(status, until):
+        return status
     if status["state"] in (RunState.DONE, RunState.TRAINED):
         if status["state"] == RunState.TRAINED and stages == "train":
             problem = run.trained_unreadable()
@@ -191,7 +205,7 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all"
         store.write_json(run.spec, {"id": spec.id, "label": spec.label, "slug": spec.slug,
                                     "model": cfg.model_name(spec.config), "config": spec.config})
         store.write_json(run.status, running)
-        summary = _stages(spec, folder, progress, stages)
+        summary = _stages(spec, folder, progress, stages, until)
     except Exception as err:  # recorded, not raised: one failed run never stops the grid
         status = {**running, "state": RunState.FAILED, "reason": f"{type(err).__name__}: {err}",
                   "log": str(run.error), "finished": time.time(), "seconds": time.time() - started}
@@ -200,9 +214,13 @@ def _run_locked(spec: RunSpec, folder: Path, progress: bool, stages: str = "all"
         except OSError as log_err:
             status.update(log=None, reason=f"{status['reason']} (and error.log could not be written: {log_err})")
     else:
-        status = {**running, "state": RunState.TRAINED if stages == "train" else RunState.DONE, "finished": time.time(),
-                  "seconds": time.time() - started,
-                  "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
+        if summary.get("partial"):                # a rung of successive halving: the checkpoint goes on later
+            status = {**running, "state": RunState.PARTIAL, "finished": time.time(), "seconds": time.time() - started,
+                      "iteration": summary["iterations"], "val_psnr": summary["best_val_psnr"]}
+        else:
+            status = {**running, "state": RunState.TRAINED if stages == "train" else RunState.DONE,
+                      "finished": time.time(), "seconds": time.time() - started,
+                      "health": summary.get("health"), "loss_spikes": len(summary.get("loss_spikes", []))}
         run.error.unlink(missing_ok=True)                              # a stale log of an earlier attempt
     try:
         store.write_json(run.status, status)

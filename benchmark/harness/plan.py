@@ -12,6 +12,10 @@ time is then counted from its configuration (``Workload``):
                 chosen candidate of each row and seed)
     ERF         erf.images x one ERF map
 
+A tuned grid's candidates train by successive halving (``harness.tuning``): the grid's total counts
+their training and validation at the share of full training that halving spends at most (its edge
+extension included); the longest run, which sets the SLURM time limit, is a candidate trained to the end.
+
 and summed per run and for the grid, in device-hours. Peak memory decides whether a model fits a
 GPU of a given memory: the step's resident memory here (weights, gradients, Adam's moments and the
 activations, all float32) plus ``CUDA_CONTEXT_MB`` for the CUDA context and workspace, an estimate
@@ -259,11 +263,15 @@ def slurm_advice(longest_s: float, runs: int, profile: dict | None) -> dict:
 def plan_grid(grid, costs: dict[str, dict], gpu_memory_gb: list[float], profile: dict | None = None) -> dict:
     """The plan's numbers: per distinct model its cost and memory verdicts, per run its seconds,
     the grid's totals and the SLURM advice. ``costs``: ``cost_key`` -> ``measure`` result."""
+    from benchmark.harness import tuning
     tested_pairs = set()
     runs, models = [], {}
+    candidates = len({s.candidate for s in grid.specs})
     for spec in grid.specs:
         config = spec.config
         load = workload(config)
+        share = 1.0 if not grid.tune else tuning.halving_iterations(
+            config["train"]["iters"], config["train"]["val_every"], candidates) / (candidates * config["train"]["iters"])
         key = cost_key(config, load)
         cost = canonical(costs, key)
         pair = (spec.label, config["seed"])
@@ -271,18 +279,21 @@ def plan_grid(grid, costs: dict[str, dict], gpu_memory_gb: list[float], profile:
         tested_pairs.add(pair)
         seconds = run_seconds(load, cost, tested)
         runs.append({"label": spec.label, "seed": config["seed"], "candidate": spec.candidate, "key": key,
-                     "seconds": seconds, "load": load, "estimated": cost.get("outcome") != "ok" and seconds is not None})
+                     "seconds": seconds, "load": load, "estimated": cost.get("outcome") != "ok" and seconds is not None,
+                     "training_share": share})
         entry = models.setdefault(key, {**build(config), "labels": [], "cost": cost, "load": load})
         if spec.label not in entry["labels"]:
             entry["labels"].append(spec.label)
     for entry in models.values():
         peak = (usable(entry["cost"]) or {}).get("peak_mb")
         entry["fits"] = {gb: (None if peak is None else peak + CUDA_CONTEXT_MB <= gb * 1024) for gb in gpu_memory_gb}
-    known = [r["seconds"]["total"] for r in runs if r["seconds"]]
-    longest = max(known, default=0.0)
+    known = [r for r in runs if r["seconds"]]
+    longest = max((r["seconds"]["total"] for r in known), default=0.0)
+    total = sum(r["seconds"]["total"] - (1 - r["training_share"]) * (r["seconds"]["train"] + r["seconds"]["validation"])
+                for r in known)
     return {"runs": runs, "models": list(models.values()), "unknown": sum(r["seconds"] is None for r in runs),
-            "estimated": sum(r["estimated"] for r in runs),
-            "total_s": sum(known), "longest_s": longest, "slurm": slurm_advice(longest, len(runs), profile)}
+            "estimated": sum(r["estimated"] for r in runs), "training_share": runs[0]["training_share"] if runs else 1.0,
+            "total_s": total, "longest_s": longest, "slurm": slurm_advice(longest, len(runs), profile)}
 
 
 def _hours(seconds: float | None) -> str:
@@ -299,7 +310,8 @@ def render_plan(grid, plan: dict, gpu_memory_gb: list[float], device: str, comma
              "measured once (a training step at the grid's batch and crop, a forward per slice size, one ERF map; "
              "`benchmark/harness/plan.py` says how a run's time is counted; a network measured for several grids "
              "counts its fastest step, since other work on the machine only slows a step down).", ""]
-    tuned = f" x {len(dict(grid.tune)[next(iter(dict(grid.tune)))])} tuning candidates" if grid.tune else ""
+    tuned = (f" x {len(dict(grid.tune)[next(iter(dict(grid.tune)))])} tuning candidates, trained by successive halving: "
+             f"at most {plan['training_share']:.0%} of training each in full" if grid.tune else "")
     rows_count = len({r["label"] for r in plan["runs"]})
     seeds = len({r["seed"] for r in plan["runs"]})
     lines += [f"**{len(plan['runs'])} runs** ({rows_count} rows x {seeds} seeds{tuned}); **{_hours(plan['total_s'])} "

@@ -72,6 +72,8 @@ def rows(grid_dir) -> list[dict]:
             if staleness.is_stale(status, grid_dir / run["folder"]):
                 detail = f"{staleness.reason(status, grid_dir / run['folder'])}; {detail}"
                 state = STALE
+        if state == RunState.PARTIAL:                  # a rung of successive halving
+            detail = f"trained to iteration {status.get('iteration')}, best validation PSNR {status.get('val_psnr', 0):.2f} dB"
         if "candidate" in run:
             choice = "not chosen yet" if chosen is None else "chosen" if run["id"] in chosen else "not chosen"
             detail = f"{choice}; {detail}" if detail else choice

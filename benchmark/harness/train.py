@@ -111,11 +111,19 @@ def _read_checkpoint(folder: Path, device: torch.device) -> dict | None:
         return None
 
 
-def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.device, progress: bool = True) -> dict:
+def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.device, progress: bool = True,
+          until: int | None = None) -> dict:
     """Train ``model`` in place (ending with the best validation weights loaded); returns the
-    training summary. Resumes from ``folder/checkpoint.pt`` when it exists."""
+    training summary. Resumes from ``folder/checkpoint.pt`` when it exists. ``until``: stop after
+    that many iterations (a validation point: a rung of successive halving, ``harness.tuning``)
+    with the checkpoint saved and the schedule still the one over ``train.iters``; the summary then
+    says ``partial`` and holds the best validation PSNR so far."""
     settings = config["train"]
     folder = Path(folder)
+    stop = settings["iters"] if until is None else min(until, settings["iters"])
+    if stop < settings["iters"] and stop % settings["val_every"]:
+        raise ValueError(f"training can stop early only at a validation point (a multiple of train.val_every = "
+                         f"{settings['val_every']}); got until={until}")
     train_data = TaskData(config, "train", settings["crop"])
     val_data = TaskData(config, "val", None)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], betas=tuple(settings["betas"]), fused=True)
@@ -137,7 +145,7 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
     events = TrainingEvents(folder, config["seed"], start)             # TensorBoard, beside the store folder
     model.train()
     clock = time.perf_counter()
-    bar = tqdm(range(start, settings["iters"]), initial=start, total=settings["iters"], disable=not progress,
+    bar = tqdm(range(start, stop), initial=start, total=settings["iters"], disable=not progress,
                desc=f"train {folder.name}", unit="it", leave=False)
     for iteration in bar:
         for group in optimizer.param_groups:
@@ -178,8 +186,11 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
             store.write_csv(RunFolder(folder).train_log, log, LOG_COLUMNS)
     bar.close()
     events.close()
-    model.load_state_dict(store.read_weights(RunFolder(folder).best, device))
     seconds = log[-1]["seconds"] if log else 0.0
+    if stop < settings["iters"]:
+        return {"partial": True, "iterations": stop, "best_val_psnr": best, "best_iteration": best_iter,
+                "seconds": seconds}
+    model.load_state_dict(store.read_weights(RunFolder(folder).best, device))
     val_input, input_by_task = validation_input_psnrs(val_data, settings["val_images"])
     verdict = health.run_verdict(best, val_input, settings["min_gain"], best_by_task, input_by_task)
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,

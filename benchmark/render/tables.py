@@ -526,25 +526,64 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
     return "\n".join(lines)
 
 
+def _candidate_value(metadata: dict, name: str):
+    """The tuned value a candidate's name holds ("train.lr=0.004" -> 0.004), for a grid with one
+    tuned key; None otherwise."""
+    keys = list(metadata["tune"])
+    _, _, text = name.partition("=")
+    if len(keys) != 1 or not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _bracketed(row: dict) -> str:
+    if row.get("bracketed") is None:
+        return "-"
+    if row["bracketed"]:
+        return "yes"
+    values = [float(c.partition("=")[2]) for c in row["candidates"]]
+    chosen = float(row["chosen"].partition("=")[2])
+    return "no: at the top edge" if chosen == max(values) else "no: at the bottom edge"
+
+
 def tuning_table(metadata: dict, tuning: dict | None) -> str:
-    """A tuned grid's choice: how it was made (one line), then per row each candidate's mean best
-    validation PSNR over the row's seeds, the chosen one in bold."""
+    """A tuned grid's choice by successive halving (``harness.tuning``): the rule (one paragraph),
+    then per row each candidate's mean best validation PSNR over the row's seeds at the last rung it
+    reached, the chosen one in bold, and whether the row's optimum is bracketed."""
     keys = ", ".join(f"`{key}` in {{{', '.join(str(v) for v in values)}}}" for key, values in metadata["tune"].items())
-    how = (f"\nTuning: every row and seed trained once per candidate ({keys}) with the same budget; each row's result "
-           "is the candidate with the best validation PSNR (its best over training, averaged over the row's seeds; "
-           "the validation split only: a candidate that was not chosen was never tested).\n\n")
+    rungs = next((row["rungs"] for row in (tuning or {}).values() if row.get("rungs")), None)
+    schedule = (f"to {rungs[0]} iterations, the better half (rounded up) continues to the next rung, the best one to "
+                f"{rungs[-1]} (rungs {', '.join(map(str, rungs))}; the learning-rate schedule is the one over "
+                f"{rungs[-1]})") if rungs else "to the first rung, the better half continues"
+    how = (f"\nTuning by successive halving ({keys}): every candidate of a row trains on each of the row's seeds "
+           f"{schedule}. A candidate's score is its best validation PSNR up to the rung, averaged over the row's "
+           "seeds; a candidate with a failed run cannot continue. A row whose best candidate at the first rung "
+           "sits at an edge of the values gets one more candidate beyond that edge. The row's result is the "
+           "candidate that reaches the last rung; the validation split only: a candidate that was not chosen "
+           "was never tested.\n\n")
     if not tuning:
-        return how + "No choice yet: the candidates have not all finished training.\n"
+        return how + "No choice yet: the candidates have not all reached their rungs.\n"
     order = {run["candidate"]: i for i, run in reversed(list(enumerate(metadata["runs"]))) if "candidate" in run}
     labels = [label for label in dict.fromkeys(run["label"] for run in metadata["runs"]) if label in tuning]
     names = sorted({c for row in tuning.values() for c in row["candidates"]}, key=lambda c: order.get(c, len(order)))
+    if all(_candidate_value(metadata, c) is not None for c in names):
+        names.sort(key=lambda c: _candidate_value(metadata, c))
+
     def cell(row: dict, name: str) -> str:
         result = row["candidates"].get(name)
         if result is None:
             return "-"
         if result["val_psnr"] is None:
             return f"failed ({result['failed']} of {result['runs']} runs)"
-        return _decorate(f"{result['val_psnr']:.2f}", "best" if name == row["chosen"] else "")
-    rows = [[label, *(cell(row, c) for c in names), row["chosen"] or "none (every candidate failed)"]
+        at = f" at {result['iterations']}" if result.get("iterations") else ""
+        extension = " (extension)" if name == row.get("extension") else ""
+        return _decorate(f"{result['val_psnr']:.2f}", "best" if name == row["chosen"] else "") + at + extension
+    rows = [[label, *(cell(row, c) for c in names), row["chosen"] or "none (every candidate failed)", _bracketed(row)]
             for label, row in ((label, tuning[label]) for label in labels)]
-    return how + markdown.table(["Method", *(f"val PSNR, {c}" for c in names), "chosen"], rows) + "\n"
+    judged = [tuning[label].get("bracketed") for label in labels if tuning[label].get("bracketed") is not None]
+    count = f"\nThe optimum is bracketed (the chosen value inside the row's values) for {sum(judged)} of " \
+            f"{len(judged)} rows.\n" if judged else ""
+    return how + markdown.table(["Method", *(f"val PSNR, {c}" for c in names), "chosen", "bracketed"], rows) + "\n" + count

@@ -53,13 +53,16 @@ from benchmark.base.files import (StoreWriteError, save_torch, write_array, writ
                                   write_json, write_text, write_with)
 
 class RunState(str, enum.Enum):
-    """A run's state. ``status.json`` holds one of the first six (``trained``: a tuned grid's
-    candidate, trained and validated, not tested: ``harness.tuning``); the commands derive the
-    others: ``broken`` (an unreadable store file), ``busy`` (another process holds the run),
-    ``stopped`` (running, but its process is gone). Equal to its string, written as its string."""
+    """A run's state. ``status.json`` holds one of the first seven (``partial``: a tuned grid's
+    candidate trained to a rung of successive halving, its ``iteration``, continued from its
+    checkpoint if it goes on; ``trained``: a candidate trained and validated to the end, not tested:
+    ``harness.tuning``); the commands derive the others: ``broken`` (an unreadable store file),
+    ``busy`` (another process holds the run), ``stopped`` (running, but its process is gone).
+    Equal to its string, written as its string."""
     PENDING = "pending"
     SUBMITTED = "submitted"
     RUNNING = "running"
+    PARTIAL = "partial"
     TRAINED = "trained"
     DONE = "done"
     FAILED = "failed"
@@ -73,8 +76,9 @@ class RunState(str, enum.Enum):
     __format__ = str.__format__
 
 
-STATES = tuple(s.value for s in list(RunState)[:6])                  # what status.json may say
+STATES = tuple(s.value for s in list(RunState)[:7])                  # what status.json may say
 FINISHED = (RunState.DONE, RunState.TRAINED)                          # a finished run (tested or not)
+OUTCOMES = (*FINISHED, RunState.PARTIAL, RunState.FAILED)              # what a run's process ends with
 # trained: a tuned grid's candidate, trained and validated, not tested (harness.tuning)
 BROKEN = RunState.BROKEN                                          # a run with an unreadable store file
 

@@ -13,26 +13,30 @@ TUNE = "tune: {train.lr: [4.0e-3, 1.0e-3]}\n"
 
 class Recorder:
     """Stands in for an executor: ``wait=False`` submits (returns None); otherwise each run ends in
-    its stage's state with a validation PSNR of 30 dB at lr 1e-3 and 29 dB at any other, or fails
-    where ``fail`` names its label."""
+    its stage's state (``partial`` short of its iterations) with a validation PSNR of 30 dB at lr
+    1e-3 and 29 dB at any other, or fails where ``fail`` names its label."""
 
     def __init__(self, grid_dir, wait=True, fail=()):
         self.grid_dir, self.wait, self.fail, self.calls = grid_dir, wait, set(fail), []
 
-    def run(self, specs, stages):
+    def run(self, specs, stages, until=None):
         self.calls.append(([s.id for s in specs], stages))
         if not self.wait:
             return None
         out = {}
         for spec in specs:
             folder = self.grid_dir / spec.folder_name
+            iters = spec.config["train"]["iters"]
+            reached = min((until or {}).get(spec.id, iters), iters)
             if spec.label in self.fail:
                 status = {"state": "failed", "id": spec.id, "reason": "boom"}
             else:
-                status = {"state": "trained" if stages == "train" else "done", "id": spec.id,
-                          "code_hash": provenance.code_hash()}
+                state = "partial" if reached < iters else "trained" if stages == "train" else "done"
+                status = {"state": state, "id": spec.id, "iteration": reached, "code_hash": provenance.code_hash()}
                 psnr = 30.0 if spec.config["train"]["lr"] == 1.0e-3 else 29.0
                 store.write_json(folder / "train.json", {"best_val_psnr": psnr})
+                store.write_csv(folder / "train_log.csv", [{"iteration": reached, "loss": 0.1, "val_psnr": psnr}],
+                                ["iteration", "loss", "val_psnr"])
             store.write_json(folder / "status.json", status)
             out[spec.id] = status
         return out
@@ -74,8 +78,11 @@ def test_a_tuned_grid_with_no_wait_submits_the_candidates_then_chooses_and_tests
     Recorder(grid_dir).run(grid.specs, "train")                   # the submitted candidates finish
     second, said = Recorder(grid_dir), []
     outcome = campaign.run_grid(grid, grid_dir, second, say=said.append)
+    # 1e-3 wins at the bottom edge of {4e-3, 1e-3}: each row gets 2.5e-4 beyond it, which loses
+    extended = [r for r in store.read_grid(grid_dir)["runs"] if r["candidate"] == "train.lr=0.00025"]
+    assert len(extended) == 2 and second.calls[0] == ([r["id"] for r in extended], "train")
     chosen = [s.id for s in grid.specs if s.config["train"]["lr"] == 1.0e-3]
-    assert second.calls == [(chosen, "all")]                        # nothing trained again; the choice tested
+    assert second.calls[1:] == [(chosen, "all")]                    # nothing else trained again; the choice tested
     assert "chosen on validation: k=3 train.lr=0.001; Q-Shift train.lr=0.001" in said
     assert [s.id for s in outcome.tested] == chosen and outcome.exit_code == 0
 
@@ -91,7 +98,7 @@ def test_candidates_without_an_outcome_stop_the_choice(tmp_path):
     grid, grid_dir = grid_and_dir(tmp_path, TUNE)
 
     class Busy(Recorder):
-        def run(self, specs, stages):
+        def run(self, specs, stages, until=None):
             return {s.id: {"state": "busy"} for s in specs}          # another process holds them
     with pytest.raises(campaign.CampaignError, match="some candidates have no outcome") as caught:
         campaign.run_grid(grid, grid_dir, Busy(grid_dir), say=lambda line: None)

@@ -52,7 +52,7 @@ def test_plan_arithmetic_of_a_hand_computed_grid(tmp_path):
     assert "ask for `time_min: 1380`" in text and "36 time(s) (more than its max_requeues" in text
 
 
-def test_a_tuned_grid_trains_every_candidate_and_tests_one_per_row_and_seed(tmp_path):
+def test_a_tuned_grid_halves_its_candidates_and_tests_one_per_row_and_seed(tmp_path):
     path = tmp_path / "tuned.yaml"
     path.write_text("name: tuned\nbase:\n  task: mri_sr\n  model: {name: restore_rwkv}\naxes:\n  label: [k=3]\n"
                     "  model.options: [{shift_kernel: 3}]\ntune:\n  paper: {train.lr: [1.0e-4, 2.0e-4, 4.0e-4]}\n")
@@ -63,7 +63,11 @@ def test_a_tuned_grid_trains_every_candidate_and_tests_one_per_row_and_seed(tmp_
     numbers = plan.plan_grid(grid, costs, [80])
     tested = [r for r in numbers["runs"] if r["seconds"]["test"] > 0]
     assert len(numbers["runs"]) == 3 and len(tested) == 1
-    assert numbers["total_s"] == pytest.approx(3 * 60480.0 + 5716.0)
+    # successive halving over 30K iterations (validation every 1K): rungs 8K, 15K, 30K; the 3 candidates
+    # and an extension to 8K, 2 of them on to 15K, 1 to 30K: 61K of the 90K iterations of 3 full runs
+    assert numbers["training_share"] == pytest.approx(61000 / 90000)
+    assert numbers["total_s"] == pytest.approx(3 * 60480.0 * 61000 / 90000 + 5716.0)
+    assert numbers["longest_s"] == pytest.approx(60480.0 + 5716.0)   # the chosen candidate trains to the end
 
 
 def test_the_cost_cache_is_reused_and_a_damaged_one_is_measured_again(tmp_path):

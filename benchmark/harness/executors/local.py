@@ -13,21 +13,23 @@ import torch
 from tqdm import tqdm
 
 from benchmark.results import health, store
-from benchmark.results.store import RunState
+from benchmark.results.store import OUTCOMES, RunState
 from benchmark.base import processes
 from benchmark.harness.grid import RunSpec
 from benchmark.harness.pipeline import run_spec
 
 
-def _process_body(spec: RunSpec, grid_dir: str, threads: int, stages: str = "all") -> None:
+def _process_body(spec: RunSpec, grid_dir: str, threads: int, stages: str = "all", until: int | None = None) -> None:
     torch.set_num_threads(threads)
-    run_spec(spec, grid_dir, progress=False, stages=stages)
+    run_spec(spec, grid_dir, progress=False, stages=stages, until=until)
 
 
 def report(spec: RunSpec, status: dict) -> None:
     """One line on stderr when a run ends."""
     detail = f"{status['seconds']:.0f} s" if "seconds" in status else ""
     verdict = health.describe(status) if status["state"] in (RunState.DONE, RunState.TRAINED) else ""
+    if status["state"] == RunState.PARTIAL:
+        verdict = f"trained to iteration {status['iteration']}, best validation PSNR {status['val_psnr']:.2f} dB"
     if verdict:
         detail += f", {verdict}"
     if status["state"] == RunState.FAILED:
@@ -41,10 +43,10 @@ def report(spec: RunSpec, status: dict) -> None:
 def _finish(spec: RunSpec, grid_dir: Path, exitcode: int | None) -> dict:
     folder = grid_dir / spec.folder_name
     status = store.run_state(folder)
-    if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.FAILED) and store.is_live(folder):   # another process runs it
+    if status["state"] not in OUTCOMES and store.is_live(folder):   # another process runs it
         return {"state": RunState.BUSY, "id": spec.id, "label": spec.label,
                 "reason": f"{folder}: pid {status.get('pid', '?')} on {status.get('host', '?')} is running this run"}
-    if status["state"] not in (RunState.DONE, RunState.TRAINED, RunState.FAILED):   # the process died without recording an outcome
+    if status["state"] not in OUTCOMES:   # the process died without recording an outcome
         status = {**status, "state": RunState.FAILED, "log": str(folder),
                   "reason": f"the worker process exited with code {exitcode}"
                             + (" (killed: out of memory?)" if processes.out_of_memory(exitcode) else
@@ -66,14 +68,15 @@ def auto_jobs(runs: int) -> int:
 
 
 def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = True,
-              stages: str = "all") -> dict[str, dict]:
-    """Run every spec (its ``stages``: see ``pipeline.run_spec``); returns {spec id: final status}. A
-    failed run is recorded and the rest go on."""
+              stages: str = "all", until: dict[str, int] | None = None) -> dict[str, dict]:
+    """Run every spec (its ``stages`` and, by spec id, the iteration to train ``until``: see
+    ``pipeline.run_spec``); returns {spec id: final status}. A failed run is recorded and the rest go on."""
     grid_dir = Path(grid_dir)
+    until = until or {}
     results = {}
     if jobs <= 1:
         for spec in specs:
-            results[spec.id] = run_spec(spec, grid_dir, progress, stages)
+            results[spec.id] = run_spec(spec, grid_dir, progress, stages, until.get(spec.id))
             report(spec, results[spec.id])
         return results
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -82,7 +85,7 @@ def run_local(specs: list[RunSpec], grid_dir, jobs: int = 1, progress: bool = Tr
     while waiting or active:
         while waiting and len(active) < jobs:
             spec = waiting.pop(0)
-            process = processes.start(_process_body, spec, str(grid_dir), threads, stages)
+            process = processes.start(_process_body, spec, str(grid_dir), threads, stages, until.get(spec.id))
             active[spec.id] = (spec, process)
         time.sleep(0.2)
         for key, (spec, process) in list(active.items()):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated
 import yaml
 
 from benchmark.results import store
-from benchmark.results.store import RunState
+from benchmark.results.store import OUTCOMES, RunState
 from benchmark.base.yamlfile import load_yaml
 
 if TYPE_CHECKING:                   # benchmark.status reads SLURM states without the grids, torch or the models
@@ -168,12 +168,13 @@ def is_terminal(state: str | None) -> bool:
 
 class SpecJob:
     """What an array task runs: one spec, in the grid folder, its ``stages`` (``"train"`` for a tuned
-    grid's candidates). Checkpointable: submitit calls ``checkpoint`` on preemption or time-out and
-    requeues the job, which then resumes the run from its own checkpoint (the submitted arguments
-    are all it needs)."""
+    grid's candidates, to the iteration ``until`` holds for its id: a rung of successive halving).
+    Checkpointable: submitit calls ``checkpoint`` on preemption or time-out and requeues the job,
+    which then resumes the run from its own checkpoint (the submitted arguments are all it needs)."""
 
-    def __init__(self, stages: str = "all"):
+    def __init__(self, stages: str = "all", until: dict[str, int] | None = None):
         self.stages = stages
+        self.until = dict(until or {})
 
     def __call__(self, spec: RunSpec, grid_dir: str) -> dict:
         import torch
@@ -182,11 +183,12 @@ class SpecJob:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))
-        return run_until_free(lambda: run_spec(spec, grid_dir, progress=False, stages=self.stages))
+        return run_until_free(lambda: run_spec(spec, grid_dir, progress=False, stages=self.stages,
+                                               until=self.until.get(spec.id)))
 
     def checkpoint(self, spec: RunSpec, grid_dir: str):
         import submitit
-        return submitit.helpers.DelayedSubmission(SpecJob(self.stages), spec, grid_dir)
+        return submitit.helpers.DelayedSubmission(SpecJob(self.stages, self.until), spec, grid_dir)
 
 
 def run_until_free(attempt, poll_s: float = BUSY_POLL_S) -> dict:
@@ -229,7 +231,7 @@ def active_job(folder: Path) -> str | None:
         return None
     if not record:
         return None
-    if store.run_state(folder)["state"] in (RunState.DONE, RunState.TRAINED, RunState.FAILED) \
+    if store.run_state(folder)["state"] in OUTCOMES \
             and not store.is_live(folder):
         return None                # its job's work is over, whatever sacct says yet (it lags completion)
     state = job_states([record["job_id"]]).get(record["job_id"])
@@ -238,7 +240,8 @@ def active_job(folder: Path) -> str | None:
     return record["job_id"] if not is_terminal(state) else None
 
 
-def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all") -> dict[str, str]:
+def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all",
+           until: dict[str, int] | None = None) -> dict[str, str]:
     """Submit the specs as job arrays (split at MaxArraySize); returns {spec id: job id}."""
     grid_dir = Path(grid_dir).resolve()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -248,7 +251,8 @@ def submit(specs: list[RunSpec], grid_dir, profile: dict, stages: str = "all") -
     jobs = {}
     for start in range(0, len(specs), size):
         chunk = specs[start:start + size]
-        submitted = executor.map_array(SpecJob(stages), chunk, [str(grid_dir)] * len(chunk))
+        submitted = executor.map_array(SpecJob(stages, {s.id: until[s.id] for s in chunk if s.id in (until or {})}),
+                                       chunk, [str(grid_dir)] * len(chunk))
         for spec, job in zip(chunk, submitted):
             jobs[spec.id] = job.job_id
             store.write_json(grid_dir / spec.folder_name / "slurm.json", {
@@ -285,7 +289,7 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
             status, record = store.run_state(folder), records[key]
             job = record.get("job_id")
             state = states.get(job)
-            outcome = status["state"] in (RunState.DONE, RunState.TRAINED, RunState.FAILED)
+            outcome = status["state"] in OUTCOMES
             if outcome and (state is None or is_terminal(state)):
                 results[key] = status
             elif is_terminal(state):
@@ -310,7 +314,7 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
 
 
 def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: bool = True, report=None,
-              stages: str = "all", **wait_options) -> dict[str, dict]:
+              stages: str = "all", until: dict[str, int] | None = None, **wait_options) -> dict[str, dict]:
     """Submit what is not already queued or running, then (optionally) wait for all of it."""
     grid_dir = Path(grid_dir).resolve()
     queued = {s.id: active_job(grid_dir / s.folder_name) for s in specs}
@@ -319,7 +323,7 @@ def run_slurm(specs: list[RunSpec], grid_dir, profile: dict, wait_for_results: b
         print(f"{len(specs) - len(fresh)} runs are still queued or running from an earlier submission; "
               "not resubmitted", file=sys.stderr, flush=True)
     if fresh:
-        jobs = submit(fresh, grid_dir, profile, stages)
+        jobs = submit(fresh, grid_dir, profile, stages, until)
         print(f"submitted {len(fresh)} runs as job array(s) {', '.join(sorted({j.split('_')[0] for j in jobs.values()}))}",
               file=sys.stderr, flush=True)
     if not wait_for_results:
