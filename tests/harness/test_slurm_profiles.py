@@ -57,6 +57,15 @@ def test_terminal_states():
     assert not any(slurm.is_terminal(s) for s in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", None))
 
 
+def test_a_job_killed_without_a_result_says_what_its_log_ends_with(tmp_path):
+    log = tmp_path / "2_2_0_log.err"
+    log.write_text("submitit INFO - Starting\nsrun: error: vm: task 0: Killed\nsrun: Force Terminated StepId=2.0\n")
+    assert slurm._last_line(str(log)) == "srun: error: vm: task 0: Killed (out of memory?)"
+    log.write_text("Traceback ...\nValueError: bad\n\n")
+    assert slurm._last_line(str(log)) == "ValueError: bad"
+    assert slurm._last_line(str(tmp_path / "missing.err")) == ""
+
+
 def test_dev_cluster_scripts_are_there():
     for name in ("start.sh", "stop.sh"):
         text = (ROOT / "slurm" / "dev-cluster" / name).read_text()

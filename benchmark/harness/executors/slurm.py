@@ -273,6 +273,18 @@ def _record(folder: Path) -> dict:
         return {}
 
 
+def _last_line(path: str) -> str:
+    """The last non-empty line of a job's log (e.g. "srun: error: node: task 0: Killed": the kernel's
+    out-of-memory killer), '' when there is none."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines()[-20:] if line.strip()]
+    except OSError:
+        return ""
+    killed = [line for line in lines if line.endswith("Killed")]
+    text = (killed or lines or [""])[-1]
+    return text + (" (out of memory?)" if killed else "")
+
+
 def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 10.0, lost_s: float = LOST_S,
          report=None) -> dict[str, dict]:
     """Poll until every spec's job has ended; a job that ended without recording an outcome in the
@@ -296,8 +308,10 @@ def wait(specs: list[RunSpec], grid_dir, poll_s: float = 2.0, grace_s: float = 1
                 first_seen_ended.setdefault(key, time.time())
                 if time.time() - first_seen_ended[key] < grace_s:
                     continue
+                last = _last_line(record.get("stderr", ""))
                 results[key] = {**status, "state": RunState.FAILED, "slurm_state": state, "log": record.get("stderr", ""),
-                                "reason": f"SLURM job {job} ended {state} without a result"}
+                                "reason": f"SLURM job {job} ended {state} without a result"
+                                          + (f"; its log ends: {last}" if last else "")}
                 store.write_json(folder / "status.json", results[key])
             elif state is None and time.time() - max(record.get("submitted", started), started) > lost_s:
                 results[key] = {**status, "state": RunState.FAILED, "log": record.get("stderr", ""),
