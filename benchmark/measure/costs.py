@@ -130,6 +130,13 @@ def _deform_conv_handle(inputs, outputs):
     return int(np.prod(outputs[0].type().sizes())) * int(np.prod(weight[1:]))
 
 
+def _attention_handle(inputs, outputs):
+    """Fused attention, softmax(q k^T) v: the two products, B * heads * L * S * (d + d_v) MACs (the
+    softmax and the mask are elementwise, as everywhere in the full convention)."""
+    q, k, v = (inputs[i].type().sizes() for i in range(3))                 # (..., L, d), (..., S, d), (..., S, d_v)
+    return int(np.prod(q[:-1])) * k[-2] * (q[-1] + v[-1])
+
+
 def _scan_handle(inputs, outputs):
     tokens = int(np.prod(outputs[0].type().sizes()))                       # (b, d, l)
     states = inputs[2].type().sizes()[1]                                   # A: (d, n)
@@ -148,7 +155,8 @@ def _full_macs(model: nn.Module, x: torch.Tensor) -> tuple[float, list[str]]:
                                    lambda i, o, k=per_element: k * _wkv_handle(i, o))
         analysis.set_op_handle("prim::PythonOp.SelectiveScanOp", _scan_handle,
                                "aten::linalg_vector_norm", _reduction_handle, "aten::var", _reduction_handle,
-                               "torchvision::deform_conv2d", _deform_conv_handle)
+                               "torchvision::deform_conv2d", _deform_conv_handle,
+                               "aten::scaled_dot_product_attention", _attention_handle)
         analysis.set_op_handle(*[item for op in ELEMENTWISE for item in (op, None)])
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analysis.total()

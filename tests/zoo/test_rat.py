@@ -205,3 +205,47 @@ def test_the_harness_passes_the_datas_region_masks_to_rat_and_to_no_other_model(
     assert sum(calls) >= 6 + 4 + 2
     specs = load_grid(grid, "smoke", TINY).specs
     assert all(store.run_state(tmp_path / "runs" / "ratpet" / s.folder_name)["state"] == "done" for s in specs)
+
+
+def _explicit_region_attention(self, x, mask):
+    """The authors' region attention written out: the (B, heads, L, L) logits held in memory."""
+    b, c, h, w = x.shape
+    q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w).transpose(2, 3) for t in self.qkv(x).chunk(3, dim=1))
+    logits = q @ k.transpose(-2, -1) * self.heads ** -0.5 + mask[:, None]
+    return self.project_out((logits.softmax(-1) @ v).transpose(2, 3).reshape(b, c, h, w))
+
+
+def test_the_fused_region_attention_counts_the_macs_of_the_two_products(monkeypatch):
+    model = small_rat().float()
+    fused, uncounted = costs.count_macs(model, (1, 1, 32, 32), convention="full")
+    assert uncounted == []
+    from models import rat
+    monkeypatch.setattr(rat.RegionAttention, "forward", _explicit_region_attention)
+    explicit, _ = costs.count_macs(model, (1, 1, 32, 32), convention="full")   # fvcore's own matmul counts
+    assert fused == pytest.approx(explicit, rel=1e-12)
+
+
+MEMORY_PROBE = """
+import resource, sys, torch
+from models.rat import RegionAttention, intensity_regions, region_mask
+torch.manual_seed(0)
+side = 96                                                   # L = 9,216 tokens: 2.7 GB of logits over 8 heads
+layer, x = RegionAttention(16, 8).eval(), torch.randn(1, 16, side, side)
+mask = region_mask(intensity_regions(torch.randn(1, 1, side, side), 1, 4))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.no_grad():
+    layer(x, mask)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_region_attention_does_not_hold_its_logits():
+    """At a 512x512 slice the full-size model's logits are 8.6 GB (16,384 tokens, 8 heads): the
+    rehearsal's CT validation ran out of memory on them. The fused kernel holds blocks only."""
+    import subprocess
+    import sys
+    tokens, heads = 96 * 96, 8
+    logits = heads * tokens * tokens * 4                                  # bytes of one float32 copy
+    grown = int(subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True,
+                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}).stdout.split()[-1])
+    assert grown < logits / 4, f"peak memory grew {grown / 2**20:.0f} MB during the attention (logits: {logits / 2**20:.0f} MB)"
