@@ -6,6 +6,7 @@ maps to the module that ``python -m`` runs (``COMMANDS``), so both spellings cal
     medir-bench render runs/token_shift
     medir-bench export mlflow runs/token_shift
     medir-bench check-model my_net --import my_model.py
+    medir-bench margins --grid token_shift
     medir-bench profile | data | ops | traffic | gpu-static | scan | train-step
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ COMMANDS = {"run": "benchmark.run", "status": "benchmark.status", "render": "ben
             "export": "benchmark.export.__main__", "profile": "benchmark.profile", "data": "benchmark.data.__main__",
             "ops": "benchmark.measure.ops", "traffic": "benchmark.measure.traffic", "scan": "benchmark.measure.scan",
             "train-step": "benchmark.measure.train_step", "check-model": "benchmark.check_model",
-            "gpu-check": "benchmark.gpu_check", "gpu-static": "benchmark.measure.gpu_static"}
+            "gpu-check": "benchmark.gpu_check", "gpu-static": "benchmark.measure.gpu_static",
+            "margins": "benchmark.margins"}
 
 
 USAGE = """usage: medir-bench <command> [options]   (the same as python -m benchmark.<command> [options])
@@ -27,6 +29,7 @@ USAGE = """usage: medir-bench <command> [options]   (the same as python -m bench
   medir-bench render runs/token_shift
   medir-bench export mlflow runs/token_shift
   medir-bench check-model my_net --import my_model.py
+  medir-bench margins --grid token_shift
   medir-bench profile | data | ops | traffic | gpu-static | scan | train-step  (each with --help)
 """
 

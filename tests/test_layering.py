@@ -32,7 +32,7 @@ MAY_IMPORT = {
     "harness": {"base", "results", "data", "render", "measure"},
     "export": {"base", "results", "render"},
 }
-ENTRY_POINTS = {"__init__", "cli", "run", "status", "profile", "gpu_check", "check_model"}
+ENTRY_POINTS = {"__init__", "cli", "run", "status", "profile", "gpu_check", "check_model", "margins"}
 
 
 def modules(package: str) -> dict[str, Path]:
