@@ -192,7 +192,9 @@ def train(model: torch.nn.Module, config: dict, folder: Path, device: torch.devi
                 "seconds": seconds}
     model.load_state_dict(store.read_weights(RunFolder(folder).best, device))
     val_input, input_by_task = validation_input_psnrs(val_data, settings["val_images"])
-    verdict = health.run_verdict(best, val_input, settings["min_gain"], best_by_task, input_by_task)
+    validations = [(e["iteration"], e["val_psnr"]) for e in log if e["val_psnr"] != ""]
+    verdict = health.run_verdict(best, val_input, settings["min_gain"], best_by_task, input_by_task,
+                                 health.late_rise(validations, settings["iters"]))
     return {"iterations": settings["iters"], "best_val_psnr": best, "best_iteration": best_iter,
             "val_input_psnr": val_input, "health": verdict,
             "loss_spikes": health.loss_spikes([e["loss"] for e in log]), "grad_clip": settings["grad_clip"],

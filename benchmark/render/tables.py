@@ -16,6 +16,7 @@ from benchmark.base import markdown, provenance
 from benchmark.results import stats
 from benchmark.base.vocabulary import TASK_TITLES, TASKS
 from benchmark.render.figures import high_contribution_area
+from benchmark.results.health import PLATEAU_DB
 from benchmark.results.paper import paper_numbers
 
 HIGHER_IS_BETTER = stats.HIGHER_IS_BETTER                           # the metrics, in column order
@@ -56,6 +57,8 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
                  "seeds": sorted(int(x) for x in done["seed"].dropna().unique()),
                  "not_learned": [(seed, gain) for seed, gain in zip(not_learned["seed"], not_learned["val_gain_db"])],
+                 "rising": [(seed, rise) for seed, rise, rising in zip(done["seed"], done.get("late_rise_db", done["seed"]),
+                                                                      done.get("still_rising", [False] * len(done))) if rising],
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
@@ -115,6 +118,17 @@ def did_not_learn(entry: dict, min_gain: float) -> bool:
     """A finished row with a run whose training did not learn, or whose test gain over its inputs is
     under ``min_gain`` dB."""
     return bool(entry["done"]) and (bool(entry["not_learned"]) or entry["psnr"] - entry["input_psnr"] < min_gain)
+
+
+def still_rising_note(entries: list[dict]) -> str:
+    """The footnote naming the runs that were still rising at the end of training ("" when none)."""
+    rows = [f"{e['label']} ({', '.join(f'seed {seed}: {rise:+.2f} dB' for seed, rise in e['rising'])})"
+            for e in entries if e.get("rising")]
+    if not rows:
+        return ""
+    return (f"Still rising at the end of training (the last quarter added more than {PLATEAU_DB:+g} dB to the best "
+            f"validation PSNR): {'; '.join(rows)}. Their numbers are early-training numbers, and a verdict taken "
+            "there can change with the machine.")
 
 
 def not_learned_note(entries: list[dict], min_gain: float) -> str:
@@ -210,7 +224,7 @@ def task_table(entries: list[dict], task: str, table: int | None, paper: list[di
     header = ["Method", "Params (M)", "MACs (G)", "PSNR", "SSIM", "RMSE", "paper PSNR", "paper SSIM", "paper RMSE"] \
         + (["ours − paper (PSNR)"] if paper_comparable else [])
     footnotes = "\n\n".join(n for n in (floored_note(entries), same_network_note(same),
-                                         not_learned_note(entries, min_gain)) if n)
+                                         not_learned_note(entries, min_gain), still_rising_note(entries)) if n)
     return markdown.table(header, rows), notes, footnotes
 
 

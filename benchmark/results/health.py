@@ -15,6 +15,9 @@ records the verdict, and status, the console and the renderer show it.
   trained on several tasks (all-in-one) is judged on each task too, with that task's validation
   slices at the iteration whose weights are kept: it did not learn when any task did not, and the
   tables mark it on that task only, with that task's gain.
+- **Still rising**: a finished run whose last quarter of training added more than ``PLATEAU_DB``
+  to its best validation PSNR (``late_rise``) ended far from its plateau: a verdict taken there
+  can flip on another machine (another reduction order), so the verdict says so.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import numpy as np
 SPIKE_FACTOR = 10.0
 SPIKE_WINDOW = 50
 DID_NOT_LEARN = "did not learn"
+LATE_SHARE = 0.25           # the last quarter of training ...
+PLATEAU_DB = 0.2            # ... may add this much to the best validation PSNR of a run that ended near its plateau
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,6 +59,15 @@ def loss_spikes(losses, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW
             for j in hits]
 
 
+def late_rise(validations: list[tuple[int, float]], iters: int) -> float | None:
+    """What the last ``LATE_SHARE`` of training added to the best validation PSNR (dB): the best over
+    the run minus the best up to ``(1 - LATE_SHARE) * iters``; None without a validation by then."""
+    early = [psnr for iteration, psnr in validations if iteration <= (1 - LATE_SHARE) * iters]
+    if not early:
+        return None
+    return round(float(max(psnr for _, psnr in validations) - max(early)), 4)
+
+
 def verdict(best_val_psnr: float, val_input_psnr: float, min_gain: float) -> dict:
     """Whether a finished run learned: its best validation PSNR minus the inputs', against ``min_gain`` dB."""
     gain = best_val_psnr - val_input_psnr
@@ -63,10 +77,13 @@ def verdict(best_val_psnr: float, val_input_psnr: float, min_gain: float) -> dic
 
 
 def run_verdict(best_val_psnr: float, val_input_psnr: float, min_gain: float,
-                best_by_task: dict[str, float], input_by_task: dict[str, float]) -> dict:
-    """``verdict`` over all validation slices; with more than one task, also each task's under
+                best_by_task: dict[str, float], input_by_task: dict[str, float], rise_db: float | None = None) -> dict:
+    """``verdict`` over all validation slices, with the last quarter's rise (``late_rise``) and
+    whether it stays within ``PLATEAU_DB``; with more than one task, also each task's under
     ``tasks``, and the run learned only if every task did."""
     overall = verdict(best_val_psnr, val_input_psnr, min_gain)
+    if rise_db is not None:
+        overall.update(late_rise_db=rise_db, plateau=bool(rise_db <= PLATEAU_DB))
     if len(input_by_task) < 2 or set(best_by_task) != set(input_by_task):
         return overall
     tasks = {task: verdict(best_by_task[task], input_by_task[task], min_gain) for task in input_by_task}
@@ -96,5 +113,7 @@ def describe(status: dict) -> str:
     if failing:
         gain += "; on " + ", ".join(f"{t}: {v['val_gain_db']:+.1f} dB" for t, v in failing.items())
     text = f"{DID_NOT_LEARN} ({gain}, under {health['min_gain_db']:+g} dB)" if not health["learned"] else f"learned ({gain})"
+    if health.get("plateau") is False:
+        text += f"; still rising ({health['late_rise_db']:+.1f} dB in the last quarter)"
     spikes = status.get("loss_spikes") or 0
     return text + (f"; {spikes} loss spike{'s' if spikes > 1 else ''} (train.json)" if spikes else "")

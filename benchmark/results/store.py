@@ -448,6 +448,7 @@ def load_index(grid_dir):
         health = status.get("health") or {}
         common.update({"state": status["state"], "reason": status.get("reason", ""),
                        "learned": health.get("learned", True), "val_gain_db": health.get("val_gain_db"),
+                       "still_rising": health.get("plateau") is False, "late_rise_db": health.get("late_rise_db"),
                        "model": spec.get("model", ""), "seed": config.get("seed"), "task": config.get("task"),
                        "params_m": profile.get("params_m"), "deploy_params_m": profile.get("deploy_params_m"),
                        "paper_gmacs": profile.get("paper_gmacs"), "full_gmacs": profile.get("full_gmacs"),

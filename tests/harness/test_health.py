@@ -39,6 +39,37 @@ def test_the_verdict_compares_the_best_validation_gain_with_the_margin():
     assert health.describe({"health": bad}) == "did not learn (-0.0 dB over the validation inputs, under +2 dB)"
 
 
+def test_a_run_still_rising_in_its_last_quarter_is_said_to_be():
+    validations = [(200, 25.0), (400, 26.0), (600, 26.5), (800, 26.9)]
+    assert health.late_rise(validations, 800) == pytest.approx(0.4)              # 26.9 - the best by 600
+    assert health.late_rise([(200, 25.0), (400, 26.0), (600, 26.5), (800, 26.4)], 800) == 0.0
+    assert health.late_rise([(800, 26.9)], 800) is None                          # nothing to compare with
+    rising = health.run_verdict(26.9, 23.0, 2.0, {}, {}, 0.4)
+    assert rising["plateau"] is False and rising["late_rise_db"] == 0.4 and rising["learned"]
+    assert "still rising (+0.4 dB in the last quarter)" in health.describe({"health": rising})
+    flat = health.run_verdict(26.9, 23.0, 2.0, {}, {}, health.PLATEAU_DB)
+    assert flat["plateau"] is True and "still rising" not in health.describe({"health": flat})
+    assert "plateau" not in health.run_verdict(26.9, 23.0, 2.0, {}, {})         # unknown: not claimed
+
+
+def test_a_table_names_the_runs_still_rising():
+    import pandas as pd
+
+    from benchmark.render import tables
+    runs = [dict(label="k=1", seed=0, still_rising=True, late_rise_db=0.41), dict(label="k=1", seed=1, still_rising=False,
+            late_rise_db=0.1), dict(label="k=5", seed=0, still_rising=False, late_rise_db=0.0)]
+    index = pd.DataFrame([{**r, "index": i, "id": f"r{i}", "state": "done", "eval_task": "mri_sr", "learned": True,
+                           "val_gain_db": 3.0, "reason": "", "deploy_params_m": 0.1, "paper_gmacs": 1.0,
+                           "profile_size": 128, "psnr": 27.0, "ssim": 0.9, "rmse": 1.0, "input_psnr": 24.0,
+                           "input_ssim": 0.8, "input_rmse": 2.0} for i, r in enumerate(runs)])
+    entries = tables._summaries(index, "mri_sr")
+    assert [e["rising"] for e in entries] == [[(0, 0.41)], []]
+    note = tables.still_rising_note(entries)
+    assert note.startswith("Still rising at the end of training (the last quarter added more than +0.2 dB")
+    assert "k=1 (seed 0: +0.41 dB)" in note and "k=5" not in note
+    assert tables.still_rising_note(entries[1:]) == ""
+
+
 @pytest.mark.parametrize("loss, grad, what", [(math.nan, 1.0, "loss nan"), (0.1, math.inf, "gradient norm inf")])
 def test_a_non_finite_loss_or_gradient_names_the_iteration(loss, grad, what):
     with pytest.raises(health.TrainingDiverged, match=f"diverged at iteration 249: {what}"):
