@@ -146,8 +146,9 @@ def test_a_model_from_the_researchers_file_runs_in_the_job(tmp_path, monkeypatch
 
 
 def test_a_tuned_grid_trains_its_candidates_then_tests_the_choice_as_job_arrays(tmp_path):
-    """tune: on SLURM: with --no-wait the first command submits the candidates (trained only), the
-    same command run again waits, chooses on validation and submits the chosen candidate's test."""
+    """tune: on SLURM: with --no-wait the first command submits the candidates' first rung (trained
+    only), the same command run again waits, halves (the edge extension, the last rung), chooses on
+    validation and submits the chosen candidate's test."""
     path = grid_file(tmp_path, "    label: [k=3]\n    model.options: [{shift_kernel: 3}]\n"
                                "tune: {train.lr: [4.0e-3, 1.0e-3]}\n", "tuned")
     grid = load_grid(path, "smoke", TINY)
@@ -156,10 +157,12 @@ def test_a_tuned_grid_trains_its_candidates_then_tests_the_choice_as_job_arrays(
     assert store.read_tuning(grid_dir) is None
     assert run.main(argv(path, tmp_path, TINY)) == 0                         # waits, chooses, tests the choice
     choice = store.read_tuning(grid_dir)["k=3"]
-    for spec in grid.specs:
-        folder = grid_dir / spec.folder_name
-        chosen = spec.candidate == choice["chosen"]
+    runs = store.read_grid(grid_dir)["runs"]                                  # the grid's and the edge extension
+    assert {r["id"] for r in runs} > {s.id for s in grid.specs} and choice["extension"]
+    for entry in runs:
+        folder = grid_dir / entry["folder"]
+        chosen = entry["candidate"] == choice["chosen"]
         assert store.read_json(folder / "slurm.json")["job_id"]
-        assert store.run_state(folder)["state"] == ("done" if chosen else "trained")
+        assert store.run_state(folder)["state"] == ("done" if chosen else "partial")   # losers stopped at rung 0
         assert (folder / "test.json").is_file() == chosen
     assert (tmp_path / "tables" / "tuned.md").is_file()
