@@ -133,10 +133,10 @@ class RowProgress:
                                for c in self.candidates}}
 
 
-def _reached(status: dict) -> int:
+def _reached(status: dict) -> float:
     """Iterations a run has trained (its rung if ``partial``, ``train.iters`` if finished)."""
     if status["state"] in FULL:
-        return 10 ** 12
+        return math.inf                                 # past every rung
     if status["state"] == RunState.PARTIAL:
         return int(status.get("iteration", 0))
     return 0
