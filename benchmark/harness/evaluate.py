@@ -30,7 +30,8 @@ def example_indices(input_psnr: list[float]) -> list[int]:
 def test(model: torch.nn.Module, config: dict, device: torch.device,
          progress: bool = True) -> tuple[list[dict], dict, dict]:
     """(per-image rows, per-task means, the example images) over the test split (the first
-    ``test.images`` per task); the examples as arrays for ``store.write_arrays``."""
+    ``test.images`` per task); the examples as arrays for ``store.write_arrays`` (cropped to a common
+    size when the tasks' slices differ: ``common_crop``)."""
     model.eval()
     data = TaskData(config, "test", None)
     limit = config["test"]["images"]
@@ -65,5 +66,19 @@ def test(model: torch.nn.Module, config: dict, device: torch.device,
         means[task] = {"images": len(mine), **{f"{k}": float(np.mean([r[k] for r in mine])) for k in METRICS},
                        **{f"input_{k}": float(np.mean([r[f"input_{k}"] for r in mine])) for k in METRICS}}
     arrays = {"task": np.array(examples["task"], dtype=str), "index": np.array(examples["index"], dtype=np.int64),
-              **{k: np.array(examples[k], dtype=np.float32) for k in ("lq", "hq", "output")}}
+              **{k: np.array(common_crop(examples[k]), dtype=np.float32) for k in ("lq", "hq", "output")}}
     return rows, means, arrays
+
+
+def common_crop(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The images centre-cropped to the smallest height and width among them, so that they stack as
+    one (k, H, W) array: the examples of a multi-task run whose tasks have other slice sizes (all-in-one
+    at paper scale: MRI 256², CT 512², PET 192²). Images of one size are returned as they are."""
+    if not images:
+        return images
+    height, width = min(i.shape[0] for i in images), min(i.shape[1] for i in images)
+    out = []
+    for image in images:
+        top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
+        out.append(image[top:top + height, left:left + width])
+    return out

@@ -210,9 +210,9 @@ def test_workers_end_when_their_grid_command_is_killed(tmp_path):
 
 def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
     from benchmark.data import __main__ as data_cli
-    for modality in ("mri", "ct", "pet"):
+    for modality, size in (("mri", 32), ("ct", 40), ("pet", 24)):      # slices of other sizes, as at paper scale
         assert data_cli.main(["prepare", f"phantom-{modality}", "--out", str(tmp_path / modality), "--count", "3", "1",
-                              "1", "--size", "32", "--quiet"]) == 0
+                              "1", "--size", str(size), "--quiet"]) == 0
     mix = tmp_path / "mix"
     assert data_cli.main(["prepare", "all_in_one", "--from", *(str(tmp_path / m) for m in ("mri", "ct", "pet")),
                           "--out", str(mix)]) == 0
@@ -224,6 +224,19 @@ def test_an_all_in_one_prepared_dataset_trains_and_tests_end_to_end(tmp_path):
     assert run.main(argv) == 0
     folder = tmp_path / "runs" / "aio" / load_grid(path, "smoke", TINY).specs[0].folder_name
     assert sorted(store.read_test(folder)["tasks"]) == ["ct_denoise", "mri_sr", "pet_synthesis"]
+    examples = store.read_examples(folder)                     # one per task, cropped to the smallest slice
+    assert sorted(set(examples["task"])) == ["ct_denoise", "mri_sr", "pet_synthesis"]
+    assert examples["hq"].shape[1:] == (24, 24)
+
+
+def test_examples_of_other_sizes_are_centre_cropped_to_the_smallest():
+    from benchmark.harness.evaluate import common_crop
+    images = [np.arange(24).reshape(4, 6), np.arange(6).reshape(2, 3), np.arange(15).reshape(5, 3)]
+    cropped = common_crop(images)
+    assert [c.shape for c in cropped] == [(2, 3)] * 3
+    np.testing.assert_array_equal(cropped[0], [[7, 8, 9], [13, 14, 15]])           # rows 1-2, columns 1-3
+    np.testing.assert_array_equal(cropped[1], images[1])
+    np.testing.assert_array_equal(cropped[2], [[3, 4, 5], [6, 7, 8]])             # rows 1-2 of 5
 
 
 def test_every_seed_of_a_grid_is_tested_on_the_same_phantoms():
