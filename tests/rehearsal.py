@@ -168,11 +168,12 @@ def shortened_grid(name: str, rows: int | None, folder: Path, costs: dict | None
     return path
 
 
-def _run_command(grid: Path, out: Path, sources: dict, settings: list[str], cluster: str, wait: bool) -> list[str]:
+def _run_command(grid: Path, out: Path, sources: dict, settings: list[str], cluster: str, wait: bool,
+                 keep_stale: bool = False) -> list[str]:
     command = [sys.executable, "-m", "benchmark.run", "--grid", str(grid), "--scale", "paper", "--executor", "slurm",
                "--cluster", cluster, "--out", str(out / "runs"), "--tables", str(out / "tables"), "--quiet",
                "--set", f"data.sources={json.dumps(sources)}"]
-    command += [a for s in settings for a in ("--set", s)]
+    command += [a for s in settings for a in ("--set", s)] + (["--keep-stale"] if keep_stale else [])
     return command + ([] if wait else ["--no-wait"])
 
 
@@ -222,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="three subjects per set (of the real sizes, PET with 12 slices) instead of the defaults")
     parser.add_argument("--shrink", action="store_true", help="--few-subjects, tiny presets and 32x32 crops (CI)")
     parser.add_argument("--cluster", default="dev", help="a SLURM profile (default: dev)")
+    parser.add_argument("--keep-stale", action="store_true",
+                        help="keep finished runs made with other code (a rehearsal resumed after a fix: only its "
+                             "failed or missing runs run; the tables say which are kept)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     started, phases = time.time(), {}
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.shrink:
         _say(f"array tasks one at a time with {os.cpu_count()} CPUs each ({cluster})")
     commands = {name: _run_command(path, out, sources["all" if name == "all_in_one" else "single"], settings,
-                                   cluster, wait=False) for name, path in grids.items()}
+                                   cluster, wait=False, keep_stale=args.keep_stale) for name, path in grids.items()}
     start = time.time()
     for name, command in commands.items():                       # everything queued: the arrays overlap
         subprocess.run(command, check=True, cwd=ROOT)
