@@ -117,8 +117,10 @@ def _save(fig, path: Path, title: str, dpi: int, right: float = 1.0, after_layou
     top = 1.0
     if title:
         wrapped = textwrap.fill(title, width=max(20, int(width * 72 / (11 * 0.6))))
+        title_in = ((wrapped.count("\n") + 1) * 11 * 1.3 + 4) / 72
+        fig.set_size_inches(width, height + title_in)       # the title takes its own room, never the panels'
         fig.suptitle(wrapped, fontsize=11, y=0.995, va="top")
-        top = 1 - ((wrapped.count("\n") + 1) * 11 * 1.3 + 4) / 72 / height
+        top = 1 - title_in / (height + title_in)
     fig.tight_layout(rect=(0, 0, right, top))
     if after_layout is not None:
         after_layout()

@@ -95,3 +95,17 @@ def test_figures_from_a_fixed_store_mark_rows_carry_colour_bars_and_no_text_over
     assert "absolute error (scanner units)" in texts["figs_compare.png"]
     assert "(contribution / max)^0.25" in texts["figs_erf.png"]
     assert any(t.endswith("last half, enlarged") for t in texts["figs_curves.png"])
+
+
+def test_a_comparison_of_one_example_and_twelve_columns_has_no_text_overlap(tmp_path, capsys):
+    """The rehearsal's CT table (one test image, ten models, 512x512): the title took the panels'
+    room and every caption overlapped the error map's title under it."""
+    grid_dir = figures_store(tmp_path)
+    rows = [{"label": label, "examples": store.read_examples(grid_dir / f"{label.lower()}-run"),
+             "scores": store.read_image_scores(grid_dir / f"{label.lower()}-run")} for label in ("A", "B")]
+    example = panels(rows, "A")[0]
+    middle = [dict(p, title=f"Restore-RWKV {i} ≡ ✗") for i, p in enumerate(example["panels"][1:-1] * 5)]
+    example = dict(example, panels=[example["panels"][0], *middle, example["panels"][-1]])
+    comparison_figure([example], tmp_path / "one.png", title="Visual comparison: CT denoising (single task)")
+    assert len(example["panels"]) == 12 and (tmp_path / "one.png").is_file()
+    assert "overlaps" not in capsys.readouterr().err
