@@ -158,11 +158,14 @@ class Halving:
     def __init__(self, grid: Grid, grid_dir):
         self.grid, self.grid_dir = grid, Path(grid_dir)
         self.key = grid.tune[0][0] if len(grid.tune) == 1 else None
+        self._statuses: dict[str, dict] = {}                  # read once per derivation
         self.extensions: list[RunSpec] = []
         self.rows = [self._row(label) for label in dict.fromkeys(s.label for s in grid.specs)]
 
     def _status(self, spec: RunSpec) -> dict:
-        return store.run_state(self.grid_dir / spec.folder_name)
+        if spec.id not in self._statuses:
+            self._statuses[spec.id] = store.run_state(self.grid_dir / spec.folder_name)
+        return self._statuses[spec.id]
 
     def _candidates(self, label: str) -> list[Candidate]:
         out: dict[str, Candidate] = {}
