@@ -114,6 +114,6 @@ def describe(status: dict) -> str:
         gain += "; on " + ", ".join(f"{t}: {v['val_gain_db']:+.1f} dB" for t, v in failing.items())
     text = f"{DID_NOT_LEARN} ({gain}, under {health['min_gain_db']:+g} dB)" if not health["learned"] else f"learned ({gain})"
     if health.get("plateau") is False:
-        text += f"; still rising ({health['late_rise_db']:+.1f} dB in the last quarter)"
+        text += f"; still rising ({health['late_rise_db']:+.2f} dB in the last quarter)"
     spikes = status.get("loss_spikes") or 0
     return text + (f"; {spikes} loss spike{'s' if spikes > 1 else ''} (train.json)" if spikes else "")

@@ -46,7 +46,7 @@ def test_a_run_still_rising_in_its_last_quarter_is_said_to_be():
     assert health.late_rise([(800, 26.9)], 800) is None                          # nothing to compare with
     rising = health.run_verdict(26.9, 23.0, 2.0, {}, {}, 0.4)
     assert rising["plateau"] is False and rising["late_rise_db"] == 0.4 and rising["learned"]
-    assert "still rising (+0.4 dB in the last quarter)" in health.describe({"health": rising})
+    assert "still rising (+0.40 dB in the last quarter)" in health.describe({"health": rising})
     flat = health.run_verdict(26.9, 23.0, 2.0, {}, {}, health.PLATEAU_DB)
     assert flat["plateau"] is True and "still rising" not in health.describe({"health": flat})
     assert "plateau" not in health.run_verdict(26.9, 23.0, 2.0, {}, {})         # unknown: not claimed
