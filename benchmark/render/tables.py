@@ -54,11 +54,11 @@ def _summaries(index: pd.DataFrame, task: str) -> list[dict]:
         finished = group[group["state"] == "done"]
         done = finished[finished["eval_task"] == task]
         not_learned = done[~done["learned"].astype(bool)] if "learned" in done else done.iloc[:0]
+        rising = done[done["still_rising"].astype(bool)] if "still_rising" in done else done.iloc[:0]
         entry = {"label": label, "runs": int(group["id"].nunique()), "done": int(done["id"].nunique()),
                  "seeds": sorted(int(x) for x in done["seed"].dropna().unique()),
                  "not_learned": [(seed, gain) for seed, gain in zip(not_learned["seed"], not_learned["val_gain_db"])],
-                 "rising": [(seed, rise) for seed, rise, rising in zip(done["seed"], done.get("late_rise_db", done["seed"]),
-                                                                      done.get("still_rising", [False] * len(done))) if rising],
+                 "rising": [(seed, rise) for seed, rise in zip(rising["seed"], rising["late_rise_db"])],
                  "states": sorted(set(group["state"])), "reasons": sorted({r for r in group["reason"] if r}),
                  "other_tasks": sorted(set(finished["eval_task"].dropna()) - {task})}
         first = group.iloc[0]
