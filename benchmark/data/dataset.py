@@ -82,19 +82,24 @@ class PairedSlices(torch.utils.data.Dataset):
 
 
 @functools.lru_cache(maxsize=6)
-def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def phantom_split(modality: str, split: str, size: int = 128, seed: int = 0,
+                  ct_dose: float = sources.CT_PHANTOM_DOSE) -> tuple[np.ndarray, np.ndarray]:
     """The phantom pairs of a split, generated once per machine (``cache``) and kept per process."""
     def make():
-        pairs = [case.load() for case in sources.phantom_cases(modality, size=size, seed=seed)[split]]
+        cases = sources.phantom_cases(modality, size=size, seed=seed, ct_dose=ct_dose)[split]
+        pairs = [case.load() for case in cases]
         return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     counts = "-".join(map(str, sources.PHANTOM_COUNTS))
-    return cache.arrays(f"{modality}-{split}-size{size}-seed{seed}-counts{counts}", make)
+    dose = f"-dose{ct_dose:g}" if modality == "ct" and ct_dose != sources.CT_PHANTOM_DOSE else ""
+    return cache.arrays(f"{modality}-{split}-size{size}-seed{seed}-counts{counts}{dose}", make)
 
 
 def open_dataset(source: str, split: str, crop: int | None = None, augment: bool = False, seed: int = 0,
-                 phantom_size: int = 128, phantom_seed: int = 0, modality: str | None = None) -> torch.utils.data.Dataset:
+                 phantom_size: int = 128, phantom_seed: int = 0, modality: str | None = None,
+                 phantom_ct_dose: float = sources.CT_PHANTOM_DOSE) -> torch.utils.data.Dataset:
     """``seed`` draws the training crops; ``phantom_seed`` the phantom images (fixed across a grid's
-    seeds, so that every run of a grid is tested on the same images). An all-in-one folder gives
+    seeds, so that every run of a grid is tested on the same images); ``phantom_ct_dose`` the low
+    dose of ``phantom-ct`` pairs (a fraction of the full dose). An all-in-one folder gives
     all its components (a ``ConcatDataset``), or with ``modality`` the one component of that
     modality (so that the harness can take each task's data from it)."""
     if split not in sources.SPLITS:
@@ -103,7 +108,7 @@ def open_dataset(source: str, split: str, crop: int | None = None, augment: bool
         generated = str(source).removeprefix("phantom-")          # (not the ``modality`` argument)
         if generated not in RANGES:
             raise ValueError(f"unknown phantom source {source!r}; expected phantom-ct, phantom-mri or phantom-pet")
-        lq, hq = phantom_split(generated, split, phantom_size, phantom_seed)
+        lq, hq = phantom_split(generated, split, phantom_size, phantom_seed, phantom_ct_dose)
         cases = sources.phantom_cases(generated, size=phantom_size, seed=phantom_seed)[split]   # names only: lazy
         return PairedSlices(lq, hq, generated, str(source), crop, augment, seed,
                             subjects=slice_subjects([{"name": c.name, "slices": c.slices} for c in cases]))

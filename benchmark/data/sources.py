@@ -252,6 +252,7 @@ def paired_cases(src) -> dict[str, list[Case]]:
 
 # --- phantoms --------------------------------------------------------------------------------------
 
+CT_PHANTOM_DOSE = 0.25   # the AAPM data's quarter dose (data.phantom_ct_dose)
 CT_SCAN_SIZE = 512   # CT phantoms are scanned whole at 512x512 over a 350 mm field of view (0.68 mm pixels)
 
 
@@ -273,8 +274,9 @@ def _window(body: np.ndarray, size: int, rng: np.random.Generator) -> tuple[slic
     return slice(rows[k] - half, rows[k] - half + size), slice(cols[k] - half, cols[k] - half + size)
 
 
-def _ct_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(quarter-dose, full-dose) FBPs of a body phantom, ``size`` x ``size``: the whole slice is
+def _ct_phantom_scan(size: int, seed: int, dose: float = CT_PHANTOM_DOSE) -> tuple[np.ndarray, np.ndarray]:
+    """(low-dose, full-dose) FBPs of a body phantom, ``size`` x ``size`` (low dose: ``dose`` of the
+    full dose, a quarter as in the AAPM data unless the scale says otherwise): the whole slice is
     scanned at AAPM's geometry (512x512 over 350 mm: 0.68 mm pixels, adult-size body; see
     ``degradations.ct_pair``), and a window of both reconstructions is kept, placed by the seed
     (``_window``). Scanning the whole body keeps the attenuation, hence the noise, of a real body:
@@ -283,7 +285,7 @@ def _ct_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"CT phantoms are {CT_SCAN_SIZE}x{CT_SCAN_SIZE} slices; a size of {size} does not fit "
                          f"(data.phantom_size must be at most {CT_SCAN_SIZE})")
     image = phantoms.phantom("ct", CT_SCAN_SIZE, seed).astype(np.float64)
-    low, full = degradations.ct_pair(image, seed=seed)
+    low, full = degradations.ct_pair(image, dose=dose, seed=seed)
     rows, cols = _window(image > -950, size, np.random.default_rng((seed, size)))
     return low[rows, cols], full[rows, cols]
 
@@ -302,10 +304,11 @@ def _pet_phantom_scan(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 SCAN = {"mri": _mri_phantom_scan, "ct": _ct_phantom_scan, "pet": _pet_phantom_scan}
 
 
-def phantom_pair(modality: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (lq, hq) phantom pair, deterministic from ``seed``, float32 in the modality's range."""
+def phantom_pair(modality: str, size: int, seed: int, ct_dose: float = CT_PHANTOM_DOSE) -> tuple[np.ndarray, np.ndarray]:
+    """One (lq, hq) phantom pair, deterministic from ``seed``, float32 in the modality's range
+    (``ct_dose``: a CT pair's low dose, a fraction of the full dose)."""
     low, high = phantoms.MODALITY_RANGES[modality]
-    lq, hq = SCAN[modality](size, seed)
+    lq, hq = _ct_phantom_scan(size, seed, ct_dose) if modality == "ct" else SCAN[modality](size, seed)
     return tuple(np.clip(a, low, high).astype(np.float32) for a in (lq, hq))
 
 
@@ -329,14 +332,14 @@ PHANTOM_COUNTS = (32, 4, 16)   # train / val / test phantoms: 16 test images pai
 
 
 def phantom_cases(modality: str, counts: tuple[int, int, int] = PHANTOM_COUNTS, size: int = 128,
-                  seed: int = 0) -> dict[str, list[Case]]:
+                  seed: int = 0, ct_dose: float = CT_PHANTOM_DOSE) -> dict[str, list[Case]]:
     """Phantom pairs, one per case; split s uses seeds ``seed * 10^6 + s * 10^5 + i`` (disjoint)."""
     if modality not in SCAN:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(SCAN)}")
     out = {}
     for s, (split, count) in enumerate(zip(SPLITS, counts)):
         seeds = [seed * 10 ** 6 + s * 10 ** 5 + i for i in range(count)]
-        out[split] = [Case(f"{modality}-{x}", 1, lambda x=x: tuple(a[None] for a in phantom_pair(modality, size, x)))
+        out[split] = [Case(f"{modality}-{x}", 1, lambda x=x: tuple(a[None] for a in phantom_pair(modality, size, x, ct_dose)))
                       for x in seeds]
     return out
 

@@ -25,6 +25,8 @@ A grid file (the built-in ones: ``benchmark/grids/``, found by name)::
       train.lr: [4e-3, 1e-3]     # halving on validation with one more beyond an edge (harness.tuning);
                                  # only the chosen candidate is tested (one scale only:
                                  # tune: {smoke: {train.lr: [...]}})
+    tune_seeds: 1                # candidates compared on the row's first seed(s) only, the chosen one
+                                 # then trained on the others (default: every seed of the row)
 
 A spec's ``id`` is a hash of its resolved configuration's identity (``spec_id``: the keys ids have
 always hashed, and any later key only where it differs from its default; the grid's metadata
@@ -48,7 +50,7 @@ import yaml
 from benchmark.harness import config as cfg
 from benchmark.base.yamlfile import load_yaml
 
-GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude", "tune")
+GRID_KEYS = ("name", "imports", "table", "title", "reference", "note", "scales", "base", "axes", "exclude", "tune", "tune_seeds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +83,15 @@ class Grid:
     reference: str
     note: str = ""
     tune: tuple[tuple[str, tuple], ...] = ()     # (dotted key, candidate values) of a tuned grid
+    tune_seeds: int | None = None                # seeds per row the candidates are compared on (None: all)
 
     def metadata(self) -> dict:
         runs = [{"id": s.id, "folder": s.folder_name, "label": s.label, "index": s.index,
                  **({"candidate": s.candidate} if s.candidate else {})} for s in self.specs]
         return {"name": self.name, "table": self.table, "title": self.title, "reference": self.reference,
                 "note": self.note, "file": self.file, "scale": self.scale, "runs": runs,
-                **({"tune": {key: list(values) for key, values in self.tune}} if self.tune else {})}
+                **({"tune": {key: list(values) for key, values in self.tune}} if self.tune else {}),
+                **({"tune_seeds": self.tune_seeds} if self.tune and self.tune_seeds else {})}
 
 
 # The keys every run id has hashed since ids began, at their place then (``ID_PLACE``): every key
@@ -329,13 +333,19 @@ def load_grid(path, scale: str = "smoke", overrides: list[str] | None = None, ch
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
         raise cfg.ConfigError(f"{where}: name {name!r} is not a plain name (it names the store folder and the "
                               "table files): expected letters, digits, '_', '-', '.', no path separators or '..'")
+    tune_seeds = data.get("tune_seeds")
+    if tune_seeds is not None and (isinstance(tune_seeds, bool) or not isinstance(tune_seeds, int) or tune_seeds < 1):
+        raise cfg.ConfigError(f"{where}: 'tune_seeds' must be a positive number of seeds; got {tune_seeds!r}")
     return Grid(name, table, str(data.get("title") or ""), where, scale,
-                tuple(specs), str(reference), str(data.get("note") or ""), tune)
+                tuple(specs), str(reference), str(data.get("note") or ""), tune, tune_seeds)
 
 
 def describe(grid: Grid) -> str:
     """The expanded grid as a readable listing (``--dry-run``)."""
-    tuned = f" (every row and seed once per candidate of tune: {', '.join(k for k, _ in grid.tune)})" if grid.tune else ""
+    keys = ", ".join(k for k, _ in grid.tune)
+    tuned = "" if not grid.tune else (f" (each row's first {grid.tune_seeds} seed(s) once per candidate of tune: {keys}, "
+                                      "the other seeds with the chosen one)") if grid.tune_seeds else \
+        f" (every row and seed once per candidate of tune: {keys})"
     lines = [f"grid {grid.name} ({grid.file}), scale {grid.scale}: {len(grid.specs)} runs{tuned}"]
     for spec in grid.specs:
         config = spec.config

@@ -20,7 +20,8 @@ class TaskData:
         sources = config["data"]["sources"]
         self.parts = [dataset.open_dataset(sources[task], split, crop=crop, seed=config["seed"],
                                            phantom_size=config["data"]["phantom_size"],
-                                           phantom_seed=config["data"]["seed"], modality=vocabulary.MODALITY[task])
+                                           phantom_seed=config["data"]["seed"], modality=vocabulary.MODALITY[task],
+                                           phantom_ct_dose=config["data"].get("phantom_ct_dose", dataset.sources.CT_PHANTOM_DOSE))
                       for task in self.tasks]
         self.sizes = [len(p) for p in self.parts]
         self.seed = config["seed"]

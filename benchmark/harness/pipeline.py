@@ -67,8 +67,11 @@ def _profile(model: torch.nn.Module, config: dict, device: torch.device) -> dict
              "network": models.network_signature(model)}             # rows that build one network share it
     sizes["full_gmacs"], sizes["uncounted"] = costs.count_macs(model, shape, "full")
     latency = costs.measure_latency(model, shape, "infer", str(device), repeat=config["profile"]["latency_repeat"])
-    if models.model_info(cfg.model_name(config)).floored:          # a tiny preset raised to the floor: the rule
+    info = models.model_info(cfg.model_name(config))
+    if info.floored:                                               # a tiny preset raised to the floor: the rule
         sizes["floored"] = {"floor": models.TINY_FLOOR, "divisor": models.TINY_DIVISOR}
+    elif info.widened:                                             # a tiny preset wider than the rule, and why
+        sizes["floored"] = {"widened": info.widened, "divisor": models.TINY_DIVISOR}
     return {**sizes, "latency_ms": latency["median_ms"], "latency_min_ms": latency["min_ms"],
             "latency_max_ms": latency["max_ms"], "latency_device": str(device)}
 

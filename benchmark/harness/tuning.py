@@ -1,6 +1,7 @@
 """Fair tuning of a grid with a ``tune:`` key: successive halving, the same rule for every row.
 
-The rule (halving rate 2), per row, each candidate on every seed of the row:
+The rule (halving rate 2), per row, each candidate on the row's tuning seeds (every seed of the
+row, or its first ``tune_seeds`` seeds in grid order when the grid sets ``tune_seeds:``):
 
 - **Rungs.** The budget ``B = train.iters`` is cut into ``b_k = B / 2^(R-k)``, ``k = 0..R``, with
   ``R = ceil(log2 n)`` for the grid's ``n`` candidates; each ``b_k`` is rounded to a multiple of
@@ -9,7 +10,7 @@ The rule (halving rate 2), per row, each candidate on every seed of the row:
   own checkpoint (state ``partial`` in between): its learning-rate schedule is the one over ``B``,
   so a candidate's run is the first ``b_k`` iterations of the run it would be at full budget.
 - **Score.** Its best validation PSNR up to ``b_k`` (``train_log.csv``), averaged over the row's
-  seeds. A candidate with a failed run has no score and stops: it cannot win.
+  tuning seeds. A candidate with a failed run has no score and stops: it cannot win.
 - **Halving.** The better half continues (rounded up; only the best one before the last rung);
   ties go to the grid's order.
 - **Edge extension.** After rung 0, a row whose best candidate is at an edge of the values of its
@@ -17,7 +18,8 @@ The rule (halving rate 2), per row, each candidate on every seed of the row:
   ratio of the edge to its neighbour: 4e-3 after 1e-3 gives 1.6e-2), trained to ``b_0`` and ranked
   with the others.
 - **Choice.** The candidate that reaches ``B``. Its optimum is *bracketed* when it is not at an edge
-  of the row's values, the extension included.
+  of the row's values, the extension included. With ``tune_seeds:`` the chosen candidate then
+  trains and tests on the row's other seeds (in full, like any run); the losers never run on them.
 
 Only the chosen candidate's runs are tested: the test split is never read for the choice, nor for
 a candidate that lost. A row whose candidates all failed shows a failed candidate's runs (the last
@@ -100,6 +102,12 @@ class Candidate:
     specs: list[RunSpec]                       # one per seed of the row
     value: object = None                       # the tuned key's value (one tuned key only)
     extension: bool = False
+    tune_seeds: int | None = None              # the first this many specs are compared (None: all)
+
+    @property
+    def tuned(self) -> list[RunSpec]:
+        """The runs the candidate is compared on (its other seeds run only if it is chosen)."""
+        return self.specs[:self.tune_seeds] if self.tune_seeds else self.specs
 
 
 @dataclass
@@ -129,7 +137,7 @@ class RowProgress:
                 "bracketed": bracketed, "extension": extension, "rungs": self.budgets,
                 "candidates": {c.name: {"val_psnr": self.scores.get(c.name, (None, 0))[0],
                                         "iterations": self.scores.get(c.name, (None, 0))[1],
-                                        "runs": len(c.specs), "failed": self.failed.get(c.name, 0)}
+                                        "runs": len(c.tuned), "failed": self.failed.get(c.name, 0)}
                                for c in self.candidates}}
 
 
@@ -176,7 +184,8 @@ class Halving:
                 for part in self.key.split("."):
                     node = node[part]
                 value = node
-            out.setdefault(spec.candidate, Candidate(spec.candidate, [], value)).specs.append(spec)
+            out.setdefault(spec.candidate, Candidate(spec.candidate, [], value,
+                                                     tune_seeds=self.grid.tune_seeds)).specs.append(spec)
         return list(out.values())
 
     def _extension(self, label: str, edge: Candidate, value) -> Candidate:
@@ -188,11 +197,11 @@ class Halving:
             specs.append(RunSpec(spec_id(config), spec.slug, label, index, json.dumps(config, sort_keys=True),
                                  candidate_text({self.key: value})))
             self.extensions.append(specs[-1])
-        return Candidate(specs[0].candidate, specs, value, extension=True)
+        return Candidate(specs[0].candidate, specs, value, extension=True, tune_seeds=self.grid.tune_seeds)
 
     def _score(self, candidate: Candidate, iteration: int, row: RowProgress) -> float | None:
         psnrs, failed = [], 0
-        for spec in candidate.specs:
+        for spec in candidate.tuned:
             folder = self.grid_dir / spec.folder_name
             if self._status(spec)["state"] == RunState.FAILED:
                 failed += 1
@@ -209,7 +218,7 @@ class Halving:
 
     def _waiting(self, alive: list[Candidate], iteration: int) -> dict[str, int]:
         """The runs of ``alive`` that have neither reached ``iteration`` nor failed."""
-        return {s.id: iteration for c in alive for s in c.specs
+        return {s.id: iteration for c in alive for s in c.tuned
                 if self._status(s)["state"] != RunState.FAILED
                 and _reached(self._status(s)) < iteration}
 

@@ -13,7 +13,7 @@ the tables. Columns (``COLUMNS``, in order):
                                          reference itself and when no statistics could be made
     p, p_holm                            the same resampling's p-value and its Holm adjustment over the
                                          grid's PSNR comparisons
-    marks                                ✗ did not learn, † floored tiny preset, ≡ the same network as another row
+    marks                                ✗ did not learn, † floored or widened tiny preset, ≡ the same network as another row
     params_m, macs_g, macs_size          deploy parameters (M) and MACs (G, the paper's convention) at macs_size
     commit                               the runs' commit (several, counted, when they differ)
 

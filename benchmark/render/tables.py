@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -103,15 +104,21 @@ FLOORED_MARK = "†"
 
 
 def floored_note(entries: list[dict]) -> str:
-    """The footnote for rows whose tiny preset was raised to the parameter floor ("" when none is)."""
-    floored = [e for e in entries if e.get("floored")]
-    if not floored:
-        return ""
-    rule = floored[0]["floored"]
-    return (f"{FLOORED_MARK} {', '.join(e['label'] for e in floored)}: a tiny preset keeps the paper's size / "
-            f"{rule['divisor']} unless that is under {rule['floor']:,} trainable parameters; then the full model's widths "
-            f"are scaled uniformly to the smallest size of at least {rule['floor']:,}, its depth and layers kept (its "
-            "size ratio to the other rows is not the paper's).")
+    """The footnote for rows whose tiny preset was raised to the parameter floor or widened ("" when
+    none is)."""
+    floored = [e for e in entries if e.get("floored") and "floor" in e["floored"]]
+    widened = [e for e in entries if e.get("floored") and "widened" in e["floored"]]
+    notes = []
+    if floored:
+        rule = floored[0]["floored"]
+        notes.append(f"{', '.join(e['label'] for e in floored)}: a tiny preset keeps the paper's size / "
+                     f"{rule['divisor']} unless that is under {rule['floor']:,} trainable parameters; then the full "
+                     f"model's widths are scaled uniformly to the smallest size of at least {rule['floor']:,}, its "
+                     "depth and layers kept (its size ratio to the other rows is not the paper's).")
+    for e in widened:
+        notes.append(f"{e['label']}: its tiny preset is wider than the paper's size / {e['floored']['divisor']}: "
+                     f"{e['floored']['widened']} (its size ratio to the other rows is not the paper's).")
+    return " ".join(f"{FLOORED_MARK} {n}" for n in notes)
 
 
 def did_not_learn(entry: dict, min_gain: float) -> bool:
@@ -496,7 +503,7 @@ def render_markdown(metadata: dict, index: pd.DataFrame, runs: list[dict], score
             else f"lr {train['lr']:g}"
         lines += [f"Scale `{metadata['scale']}`: {models}; {train['iters']} iterations{warmup} of batch {train['batch']} "
                   f"on {train['crop']}x{train['crop']} crops at {lr} (Adam {betas}{clip}); data " +
-                  ", ".join(f"`{config['data']['sources'][t]}`" for t in TASKS[config["task"]]) + ". "
+                  ", ".join(_source_text(config, t) for t in TASKS[config["task"]]) + ". "
                   f"Params in millions (trainable, deploy form: as the paper counts); MACs in G at "
                   f"1x1x{size}x{size} (a row profiled at another size says so), "
                   "module level as the paper counts them (`benchmark.profile`, convention `paper`). "
@@ -563,21 +570,33 @@ def _bracketed(row: dict) -> str:
     return "no: at the top edge" if chosen == max(values) else "no: at the bottom edge"
 
 
+def _source_text(config: dict, task: str) -> str:
+    """A task's data source as a table names it: `phantom-ct` with its low dose when not the AAPM's quarter."""
+    source = config["data"]["sources"][task]
+    dose = config["data"].get("phantom_ct_dose", 0.25)
+    if source == "phantom-ct" and dose != 0.25:
+        return f"`{source}` at {Fraction(dose).limit_denominator(1000)} of the full dose (the paper's data: 1/4)"
+    return f"`{source}`"
+
+
 def tuning_table(metadata: dict, tuning: dict | None) -> str:
     """A tuned grid's choice by successive halving (``harness.tuning``): the rule (one paragraph),
-    then per row each candidate's mean best validation PSNR over the row's seeds at the last rung it
+    then per row each candidate's mean best validation PSNR over its tuning seeds at the last rung it
     reached, the chosen one in bold, and whether the row's optimum is bracketed."""
     keys = ", ".join(f"`{key}` in {{{', '.join(str(v) for v in values)}}}" for key, values in metadata["tune"].items())
     rungs = next((row["rungs"] for row in (tuning or {}).values() if row.get("rungs")), None)
     schedule = (f"to {rungs[0]} iterations, the better half (rounded up) continues to the next rung, the best one to "
                 f"{rungs[-1]} (rungs {', '.join(map(str, rungs))}; the learning-rate schedule is the one over "
                 f"{rungs[-1]})") if rungs else "to the first rung, the better half continues"
-    how = (f"\nTuning by successive halving ({keys}): every candidate of a row trains on each of the row's seeds "
-           f"{schedule}. A candidate's score is its best validation PSNR up to the rung, averaged over the row's "
-           "seeds; a candidate with a failed run cannot continue. A row whose best candidate at the first rung "
-           "sits at an edge of the values gets one more candidate beyond that edge. The row's result is the "
-           "candidate that reaches the last rung; the validation split only: a candidate that was not chosen "
-           "was never tested.\n\n")
+    n = metadata.get("tune_seeds")
+    seeds = (f"on the row's first {'seed' if n == 1 else f'{n} seeds'} (the chosen candidate then trains on the "
+             "row's other seeds)") if n else "on each of the row's seeds"
+    how = (f"\nTuning by successive halving ({keys}): every candidate of a row trains {seeds} "
+           f"{schedule}. A candidate's score is its best validation PSNR up to the rung, averaged over the "
+           "seeds it trains on; a candidate with a failed run cannot continue. A row whose best candidate at the "
+           "first rung sits at an edge of the values gets one more candidate beyond that edge. The row's result "
+           "is the candidate that reaches the last rung; the validation split only: a candidate that was not "
+           "chosen was never tested.\n\n")
     if not tuning:
         return how + "No choice yet: the candidates have not all reached their rungs.\n"
     order = {run["candidate"]: i for i, run in reversed(list(enumerate(metadata["runs"]))) if "candidate" in run}

@@ -175,11 +175,19 @@ def test_a_label_shared_by_seeds_of_one_configuration_is_one_row(tmp_path):
     assert [s.label for s in grid.specs] == ["a", "a"]
 
 
+# The smoke protocol when the golden ids were made (issue 46 changed it: 1,200 iterations, CT 1,600,
+# all-in-one 2,400, validation every 100, CT phantoms at 1/16 of the dose, 3 seeds per table).
+GOLDEN_SMOKE = {"ct_denoise": ["train.iters=3200", "train.warmup=640"]}
+GOLDEN_SMOKE_COMMON = ["train.iters=800", "train.warmup=160", "train.val_every=200", "data.phantom_ct_dose=0.25"]
+
+
 def test_run_ids_made_before_the_kernels_section_are_kept():
     """Every run id of the shipped grids at both scales, and of runs that set the moved keys
     (train.wkv_backend, train.scan_backend, now kernels.wkv / kernels.scan) and train.precision,
     as computed by the code before the kernels: section (commit 9e0de5a, tests/harness/golden/ids.json):
-    a stored run is found again and never reruns because of its id."""
+    a stored run is found again and never reruns because of its id. Smoke grids are expanded with
+    the smoke protocol of that time (``GOLDEN_SMOKE``): a changed protocol is new runs, a changed id
+    function is not; cells of seeds a grid no longer runs are not compared."""
     import json
     import warnings
     from pathlib import Path
@@ -189,14 +197,21 @@ def test_run_ids_made_before_the_kernels_section_are_kept():
         warnings.simplefilter("ignore", FutureWarning)
         for path in sorted((Path(__file__).parents[2] / "benchmark" / "grids").glob("*.yaml")):
             for scale in ("smoke", "paper"):
-                grid = load_grid(path, scale)
+                overrides = [] if scale == "paper" else GOLDEN_SMOKE_COMMON + GOLDEN_SMOKE.get(path.stem, [])
+                grid = load_grid(path, scale, overrides)
                 now[f"{path.stem}/{scale}"] = {f"{s.label} | seed {s.config['seed']} | {s.candidate}": s.id
                                                for s in grid.specs}
-        grid = load_grid("token_shift", "smoke",
+        grid = load_grid("token_shift", "smoke", GOLDEN_SMOKE_COMMON +
                          ["train.precision=bf16", "train.scan_backend=torch", "train.wkv_backend=cpp"])
     now["token_shift/smoke bf16 torch-scan cpp-wkv"] = {f"{s.label} | seed {s.config['seed']} | {s.candidate}": s.id
                                                         for s in grid.specs}
-    assert now == before
+    assert now.keys() == before.keys()
+    compared = 0
+    for key, ids in before.items():
+        common = ids.keys() & now[key].keys()
+        assert {k: ids[k] for k in common} == {k: now[key][k] for k in common}, key
+        compared += len(common)
+    assert compared >= 250          # of 324: the cells of seeds 3-4 (Tables 5-7) are no longer run
 
 
 def test_the_moved_kernel_keys_still_work_with_a_warning_and_new_keys_at_their_default_keep_ids():

@@ -136,6 +136,47 @@ def test_successive_halving_continues_the_better_half_and_extends_an_edge(tmp_pa
         ("A", "train.lr=0.004", 0), ("A", "train.lr=0.004", 1), ("B", "train.lr=0.001", 0), ("B", "train.lr=0.001", 1)]
 
 
+def test_tune_seeds_compares_candidates_on_the_first_seed_and_runs_the_choice_on_the_others(tmp_path):
+    cells = CELLS.replace("seed: [0, 1]", "seed: [0, 1, 2]").split("tune:")[0] + LRS + "tune_seeds: 1\n"
+    grid = load_grid(grid_file(tmp_path, cells, "first"), "smoke", LONG)
+    grid_dir = tmp_path / "runs" / "first"
+    assert grid.tune_seeds == 1 and grid.metadata()["tune_seeds"] == 1
+    # only seed 0 of each candidate is trained to the first rung
+    assert tuning.Halving(grid, grid_dir).waiting == {s.id: 200 for s in grid.specs if s.config["seed"] == 0}
+    # seed 0's scores decide, whatever seeds 1 and 2 would have said (they never run)
+    scores = {("A", 0.004): [24.0, 24.5, 25.0, 25.1], ("A", 0.001): [25.0, 25.5, 25.6, 25.7],
+              ("A", 0.00025): [23.0], ("B", 0.004): [26.0, 26.0], ("B", 0.001): [25.9, 26.0, 26.1, 26.2],
+              ("B", 0.00025): [26.1, 26.2, 26.3, 26.4]}
+    halving = tuning.Halving(grid, grid_dir)
+    for spec in [s for s in grid.specs if s.config["seed"] == 0]:
+        _at(grid_dir, spec, scores[(spec.label, spec.config["train"]["lr"])][:1])
+    halving = tuning.Halving(grid, grid_dir)
+    # B's best at rung 0 is its bottom edge: its extension runs on seed 0 only
+    assert {s.id: 200 for s in _specs(halving, "B", "train.lr=6.25e-05") if s.config["seed"] == 0}.items() \
+        <= halving.waiting.items()
+    assert all(halving.waiting.get(s.id) is None for s in halving.specs() if s.config["seed"] != 0)
+    for spec in [s for s in _specs(halving, "B", "train.lr=6.25e-05") if s.config["seed"] == 0]:
+        _at(grid_dir, spec, [20.0])
+    for rung, state in ((2, "partial"), (4, "trained")):
+        halving = tuning.Halving(grid, grid_dir)
+        for spec in [s for s in halving.specs() if s.id in halving.waiting]:
+            assert spec.config["seed"] == 0
+            _at(grid_dir, spec, scores[(spec.label, spec.config["train"]["lr"])][:rung], state)
+    choice = tuning.choose(grid, grid_dir)
+    assert choice["A"]["chosen"] == "train.lr=0.001" and choice["B"]["chosen"] == "train.lr=0.00025"
+    assert choice["B"]["candidates"]["train.lr=0.00025"]["runs"] == 1
+    # the table shows the chosen candidate on every seed: seeds 1 and 2 then train and test in full
+    chosen = tuning.chosen_specs(tuning.Halving(grid, grid_dir).extended_grid(), choice)
+    assert [(s.label, s.candidate, s.config["seed"]) for s in chosen] == [
+        ("A", "train.lr=0.001", seed) for seed in (0, 1, 2)] + [("B", "train.lr=0.00025", seed) for seed in (0, 1, 2)]
+
+
+def test_tune_seeds_must_be_a_positive_number(tmp_path):
+    path = grid_file(tmp_path, CELLS + "tune_seeds: 0\n", "bad")
+    with pytest.raises(ConfigError, match="'tune_seeds' must be a positive number of seeds; got 0"):
+        load_grid(path, "smoke", TINY)
+
+
 def test_a_tie_goes_to_the_grid_order_and_a_row_whose_candidates_all_fail_shows_a_failure(tmp_path):
     lrs = "tune: {train.lr: [1.0e-3, 4.0e-3, 2.5e-4]}\n"
     grid = load_grid(grid_file(tmp_path, CELLS.split("tune:")[0] + lrs, "tied"), "smoke", LONG)

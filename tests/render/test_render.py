@@ -206,3 +206,20 @@ def test_every_p_value_of_a_rendered_table_agrees_with_its_interval(tmp_path):
         assert (number(p) < 0.05) == (not psnr_interval.endswith("≈")), row
         if number(ssim_holm) < 0.05:
             assert not ssim_interval.endswith("≈"), row
+
+
+def test_a_table_names_the_ct_phantoms_dose_and_a_widened_preset_with_its_reason():
+    from benchmark.render import tables
+    config = {"data": {"sources": {"ct_denoise": "phantom-ct", "mri_sr": "phantom-mri"}, "phantom_ct_dose": 0.0625}}
+    assert tables._source_text(config, "ct_denoise") == \
+        "`phantom-ct` at 1/16 of the full dose (the paper's data: 1/4)"
+    assert tables._source_text(config, "mri_sr") == "`phantom-mri`"
+    config["data"]["phantom_ct_dose"] = 0.25
+    assert tables._source_text(config, "ct_denoise") == "`phantom-ct`"
+    note = tables.floored_note([
+        {"label": "SRCNN", "floored": {"floor": 4000, "divisor": 150}},
+        {"label": "REDCNN", "floored": {"widened": "16 filters where the rule gives 8", "divisor": 150}},
+        {"label": "SwinIR", "floored": None}])
+    assert note.startswith("† SRCNN: a tiny preset keeps the paper's size / 150 unless that is under 4,000")
+    assert "† REDCNN: its tiny preset is wider than the paper's size / 150: 16 filters where the rule gives 8" in note
+    assert "SwinIR" not in note
