@@ -7,6 +7,7 @@ mlflow = pytest.importorskip("mlflow", reason="MLflow is an optional extra: pip 
 pytest.importorskip("sqlalchemy", reason="MLflow's local store needs SQLAlchemy: pip install -e \".[track]\"")
 
 from benchmark.export import tracking  # noqa: E402
+from benchmark.harness.config import resolve  # noqa: E402
 from benchmark.export.__main__ import main  # noqa: E402
 from benchmark.render import render_grid  # noqa: E402
 from benchmark.results import store  # noqa: E402
@@ -27,7 +28,8 @@ def test_export_logs_each_finished_run_once_with_params_curves_tags_and_artifact
     a, b = runs["A"], runs["B"]
     assert a.data.tags["medir.state"] == "stale" and b.data.tags["medir.state"] == "done"
     assert b.data.tags["medir.health"] == "did not learn" and a.data.tags["medir.health"] == "learned"
-    assert a.data.params["train.iters"] == "800" and a.data.params["model.name"] == "restore_rwkv"
+    assert a.data.params["train.iters"] == str(resolve("smoke")["train"]["iters"])       # the stored configuration's
+    assert a.data.params["model.name"] == "restore_rwkv"
     assert a.data.metrics["test.mri_sr.psnr"] == pytest.approx(27.5)
     losses = client.get_metric_history(a.info.run_id, "loss")
     log = store.read_train_log(grid_dir / "a-run")
