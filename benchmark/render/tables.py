@@ -570,12 +570,17 @@ def _bracketed(row: dict) -> str:
     return "no: at the top edge" if chosen == max(values) else "no: at the bottom edge"
 
 
+# the AAPM data's quarter dose, phantom-ct's default (benchmark.data.sources.CT_PHANTOM_DOSE: render
+# does not import data)
+AAPM_CT_DOSE = 0.25
+
+
 def _source_text(config: dict, task: str) -> str:
     """A task's data source as a table names it: `phantom-ct` with its low dose when not the AAPM's quarter."""
     source = config["data"]["sources"][task]
-    dose = config["data"].get("phantom_ct_dose", 0.25)
-    if source == "phantom-ct" and dose != 0.25:
-        return f"`{source}` at {Fraction(dose).limit_denominator(1000)} of the full dose (the paper's data: 1/4)"
+    dose = config["data"].get("phantom_ct_dose", AAPM_CT_DOSE)
+    if source == "phantom-ct" and dose != AAPM_CT_DOSE:
+        return f"`{source}` at {Fraction(dose).limit_denominator(1000)} of the full dose (the paper's data: {Fraction(AAPM_CT_DOSE)})"
     return f"`{source}`"
 
 
