@@ -8,7 +8,9 @@ ran with; when the current code differs in a file that can change *its* numbers 
 (``benchmark.harness.status``), and ``benchmark.harness.run`` runs it again unless ``--keep-stale``.
 A kernel that only one backend runs (``BACKEND_FILES``: the Triton WKV, the CPU kernels, mamba_ssm's
 binding) is part of a run's code only when the run used that backend, so that a change to a GPU
-kernel leaves the CPU runs fresh (and the other way round).
+kernel leaves the CPU runs fresh (and the other way round). Likewise a model family's file
+(``models/<name>.py``) is part of a run's code only when the run built that family's preset or one
+that imports it (``model_files``): widening one preset leaves the other models' runs fresh.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from benchmark.base import machine
+from benchmark.base import machine, model_files
 
 ROOT = Path(__file__).resolve().parents[2]
 # paths under ROOT whose files can change a run's results
@@ -73,23 +75,28 @@ def current_files() -> dict[str, str]:
     return dict(_current()[1])
 
 
-def run_files(files: dict[str, str], backends: dict[str, str]) -> dict[str, str]:
+def run_files(files: dict[str, str], backends: dict[str, str], model: str | None = None) -> dict[str, str]:
     """``files`` less the kernel files of the backends that a run with ``backends`` ({op: backend},
-    as its environment.json records them) did not use (``BACKEND_FILES``)."""
+    as its environment.json records them) did not use (``BACKEND_FILES``) and, for a run of the
+    preset ``model`` (its spec.json ``model``), less the other model families' files
+    (``model_files.used_families``)."""
     unused = [pattern for (op, backend), patterns in BACKEND_FILES.items() if backends.get(op) != backend
               for pattern in patterns]
+    used = model_files.used_families(model, ROOT) if model else None
+    others = model_files.families(ROOT) - used if used is not None else set()
     return {path: digest for path, digest in files.items()
-            if not any(fnmatch.fnmatchcase(path, pattern) for pattern in unused)}
+            if path not in others and not any(fnmatch.fnmatchcase(path, pattern) for pattern in unused)}
 
 
-def changed_files(recorded: dict[str, str] | None, backends: dict[str, str] | None = None) -> list[str]:
+def changed_files(recorded: dict[str, str] | None, backends: dict[str, str] | None = None,
+                  model: str | None = None) -> list[str]:
     """The files whose current hash differs from ``recorded`` (added, removed or changed); with a
-    run's ``backends``, only those that can change that run's numbers (``run_files``)."""
+    run's ``backends`` (and ``model``), only those that can change that run's numbers (``run_files``)."""
     now = current_files()
     if not recorded:
         return []
     if backends is not None:
-        now, recorded = run_files(now, backends), run_files(recorded, backends)
+        now, recorded = run_files(now, backends, model), run_files(recorded, backends, model)
     return sorted(p for p in set(now) | set(recorded) if now.get(p) != recorded.get(p))
 
 
@@ -127,23 +134,24 @@ def _recorded_backends(status: dict, environment: dict | None) -> dict[str, str]
     return backends
 
 
-def is_stale(status: dict, environment: dict | None = None) -> bool:
+def is_stale(status: dict, environment: dict | None = None, model: str | None = None) -> bool:
     """A finished (or, a tuned grid's candidate, trained) run made with other code than the current
-    (or with unrecorded code); with its ``environment`` (environment.json), only a change to a file
-    that can change its numbers counts (``run_files``)."""
+    (or with unrecorded code); with its ``environment`` (environment.json) and ``model`` (the preset
+    its spec.json names), only a change to a file that can change its numbers counts (``run_files``)."""
     if status.get("state") not in ("done", "trained") or status.get("code_hash") == code_hash():
         return False
     backends = _recorded_backends(status, environment)
     if backends is None:
         return True
-    return combined(run_files(environment["code_files"], backends)) != combined(run_files(current_files(), backends))
+    return (combined(run_files(environment["code_files"], backends, model))
+            != combined(run_files(current_files(), backends, model)))
 
 
-def stale_reason(status: dict, environment: dict | None) -> str:
+def stale_reason(status: dict, environment: dict | None, model: str | None = None) -> str:
     """Why a stale run is stale: its code hash against the current one and, where the run recorded
     its files' hashes, which files differ (at most 4 named)."""
     if not status.get("code_hash"):
         return f"made before runs recorded their code; the current code is {code_hash()}"
-    changed = changed_files((environment or {}).get("code_files"), _recorded_backends(status, environment))
+    changed = changed_files((environment or {}).get("code_files"), _recorded_backends(status, environment), model)
     named = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
     return f"made with code {status['code_hash']}, now {code_hash()}" + (f" ({named} changed)" if changed else "")

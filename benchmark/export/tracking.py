@@ -40,8 +40,8 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _state(status: dict, environment: dict | None) -> str:
-    if status.get("state") == RunState.DONE and provenance.is_stale(status, environment):
+def _state(status: dict, environment: dict | None, model: str | None) -> str:
+    if status.get("state") == RunState.DONE and provenance.is_stale(status, environment, model):
         return "stale"
     return status.get("state", RunState.PENDING)
 
@@ -102,7 +102,7 @@ def export_grid(grid_dir, tracking_uri: str = DEFAULT_URI, tables="tables") -> t
         config = spec.get("config", {})
         health = status.get("health") or {}
         tags = {"medir.grid": metadata["name"], "medir.label": run["label"], "medir.seed": str(config.get("seed")),
-                "medir.run_id": run["id"], "medir.finished": finished, "medir.state": _state(status, environment),
+                "medir.run_id": run["id"], "medir.finished": finished, "medir.state": _state(status, environment, spec.get("model")),
                 "medir.reason": status.get("reason", ""), "medir.health": health.get("verdict", ""),
                 "medir.code_hash": status.get("code_hash", ""), "medir.commit": environment.get("git_commit") or "",
                 "medir.machine": environment.get("cpu") or environment.get("platform") or "",

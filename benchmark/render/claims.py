@@ -14,7 +14,7 @@ import pandas as pd
 from benchmark.base import markdown, provenance
 from benchmark.base.vocabulary import TASKS
 from benchmark.results import claims as paper_claims
-from benchmark.results import stats, store
+from benchmark.results import staleness, stats, store
 from benchmark.render.tables import _p, _summaries, commit_text, did_not_learn, seeds_text
 
 LEDGER = "claims.md"
@@ -56,7 +56,7 @@ def table_evidence(grid_dir: Path) -> GridStore:
         status = store.read_status(grid_dir / run["folder"])
         if status.get("state") == "done":
             environment = store.read_environment(grid_dir / run["folder"])
-            stale += provenance.is_stale(status, environment)
+            stale += provenance.is_stale(status, environment, staleness.model_or_none(grid_dir / run["folder"]))
             commits.setdefault(run["label"], []).append(commit_text(environment or {}))
     return GridStore(metadata, evidence, stale, index, commits, min_gain)
 

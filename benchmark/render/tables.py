@@ -133,8 +133,11 @@ def still_rising_note(entries: list[dict]) -> str:
             for e in entries if e.get("rising")]
     if not rows:
         return ""
+    pooled = any(e.get("other_tasks") for e in entries)      # one run trained and validated on several tasks
+    measured = ("validation PSNR over all the tasks' slices, the same figure in every task's section"
+                if pooled else "validation PSNR")
     return (f"Still rising at the end of training (the last quarter added more than {PLATEAU_DB:+g} dB to the best "
-            f"validation PSNR): {'; '.join(rows)}. Their numbers are early-training numbers, and a verdict taken "
+            f"{measured}): {'; '.join(rows)}. Their numbers are early-training numbers, and a verdict taken "
             "there can change with the machine.")
 
 
@@ -437,8 +440,8 @@ def commit_text(env: dict) -> str:
 def provenance_notes(records: list[dict]) -> tuple[str, str]:
     """(the provenance line under the title, the footnote on stale runs (``provenance.is_stale``) or "")
     of the finished runs;
-    ``records`` hold each run's ``label``, ``seed``, ``environment`` (environment.json) and
-    ``status`` (status.json)."""
+    ``records`` hold each run's ``label``, ``seed``, ``environment`` (environment.json),
+    ``status`` (status.json) and ``model`` (the preset of its spec.json, or None)."""
     done = [r for r in records if r["status"].get("state") == "done"]
     if not done:
         return "", ""
@@ -455,7 +458,7 @@ def provenance_notes(records: list[dict]) -> tuple[str, str]:
     span = f"{min(days)} to {max(days)}" if days and min(days) != max(days) else (days[0] if days else "undated")
     line = (f"Provenance of the {len(done)} finished runs: commit {_counted(commits)}; machine {_counted(machines)}; "
             f"finished {span} (UTC).")
-    stale = [r for r in done if provenance.is_stale(r["status"], r["environment"])]
+    stale = [r for r in done if provenance.is_stale(r["status"], r["environment"], r.get("model"))]
     current_code = provenance.code_hash()
     note = ""
     if stale:

@@ -56,7 +56,8 @@ def gather(grid_dir) -> GridContents:
                 if examples is not None:
                     contents.examples[run["label"]] = {"label": run["label"], "examples": examples, "id": run["id"]}
             contents.records.append({"label": run["label"], "seed": (spec or {}).get("config", {}).get("seed"),
-                                     "status": status, "environment": store.read_environment(folder)})
+                                     "status": status, "environment": store.read_environment(folder),
+                                     "model": (spec or {}).get("model")})
         except store.StoreError as err:
             contents.problems.append(str(err))
             continue

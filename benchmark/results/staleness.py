@@ -1,6 +1,6 @@
 """Which finished runs of a store are stale: made with other code than the current, counted over
 the files that can change their numbers (``benchmark.base.provenance``), read from each run's
-``status.json`` and ``environment.json``. Used by the grid's campaign (stale runs run again) and
+``status.json``, ``environment.json`` and ``spec.json`` (the model it built). Used by the grid's campaign (stale runs run again) and
 by ``benchmark.status`` (stale runs are shown as such)."""
 from __future__ import annotations
 
@@ -25,11 +25,21 @@ def environment_if_changed(status: dict, folder: Path) -> dict | None:
     return None if status.get("code_hash") == provenance.code_hash() else environment_or_none(folder)
 
 
+def model_or_none(folder: Path) -> str | None:
+    """The preset a run built (its spec.json ``model``), or None when the spec is missing or
+    unreadable (then every model family's file counts for it)."""
+    try:
+        return (store.read_spec(folder) or {}).get("model")
+    except store.StoreError:
+        return None
+
+
 def is_stale(status: dict, folder: Path) -> bool:
     """Whether the run in ``folder`` (its ``status``) is finished and stale."""
-    return provenance.is_stale(status, environment_if_changed(status, folder))
+    environment = environment_if_changed(status, folder)
+    return provenance.is_stale(status, environment, model_or_none(folder) if environment else None)
 
 
 def reason(status: dict, folder: Path) -> str:
     """Why a stale run is stale (its code against the current, the files that changed)."""
-    return provenance.stale_reason(status, environment_or_none(folder))
+    return provenance.stale_reason(status, environment_or_none(folder), model_or_none(folder))

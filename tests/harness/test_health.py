@@ -67,8 +67,12 @@ def test_a_table_names_the_runs_still_rising():
     assert [e["rising"] for e in entries] == [[(0, 0.41)], []]
     note = tables.still_rising_note(entries)
     assert note.startswith("Still rising at the end of training (the last quarter added more than +0.2 dB")
-    assert "k=1 (seed 0: +0.41 dB)" in note and "k=5" not in note
+    assert "k=1 (seed 0: +0.41 dB)" in note and "k=5" not in note and "all the tasks" not in note
     assert tables.still_rising_note(entries[1:]) == ""
+    # an all-in-one grid: the rise is measured on the pooled validation, and its note says so
+    mixed = pd.concat([index, index.assign(eval_task="ct_denoise", index=index["index"] + 3)], ignore_index=True)
+    pooled = tables.still_rising_note(tables._summaries(mixed, "mri_sr"))
+    assert "validation PSNR over all the tasks' slices, the same figure in every task's section" in pooled
 
 
 @pytest.mark.parametrize("loss, grad, what", [(math.nan, 1.0, "loss nan"), (0.1, math.inf, "gradient norm inf")])

@@ -37,7 +37,7 @@ def test_every_module_a_run_imports_is_result_code_or_declared_not():
     files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
     hashed = set(provenance.code_files())
     not_results = {"benchmark/__init__.py", "benchmark/harness/grid.py", "benchmark/results/store.py",
-                   "benchmark/base/provenance.py", "benchmark/base/processes.py",
+                   "benchmark/base/provenance.py", "benchmark/base/model_files.py", "benchmark/base/processes.py",
                    "benchmark/base/arguments.py", "benchmark/base/machine.py", "benchmark/base/yamlfile.py",
                    "benchmark/base/markdown.py", "benchmark/base/files.py",       # atomic writes, locks
                    "benchmark/harness/events.py"}                 # TensorBoard events: written, never read
@@ -145,3 +145,41 @@ def test_a_kernel_change_stales_only_the_runs_that_used_its_backend():
     status_, environment = made_before(triton, {"wkv": "cpp"})
     assert provenance.is_stale({**status_, "code_hash": "0" * 12}, environment)
     assert provenance.is_stale(status_) and not provenance.is_stale({**status_, "state": "running"}, environment)
+
+
+def test_a_model_file_change_stales_only_the_runs_of_that_model_and_of_models_importing_it():
+    now = provenance.current_files()
+
+    def stale(model, path):              # a CPU run of ``model`` that recorded another version of ``path``
+        return provenance.is_stale(*_run_made_with({**now, path: "0" * 16}, {"wkv": "cpp", "scan": "cpp"}), model)
+
+    assert stale("drmc_tiny", "models/drmc.py")
+    assert not stale("redcnn_tiny", "models/drmc.py")            # another family's file
+    assert not stale("restore_rwkv_tiny", "models/drmc.py")
+    assert stale("amir_tiny", "models/restormer.py")             # amir.py imports restormer.py
+    assert not stale("restormer_tiny", "models/amir.py")
+    assert stale("eformer_tiny", "models/swinir.py")             # eformer.py imports swinir.py
+    for shared in ("models/_unet.py", "models/_registry.py", "models/__init__.py", "models/layers/block.py"):
+        assert stale("drmc_tiny", shared) and stale("redcnn_tiny", shared)
+    assert stale(None, "models/drmc.py") and stale("a_plugin_net", "models/drmc.py")   # unknown: every file counts
+    reason = provenance.stale_reason(*_run_made_with({**now, "models/drmc.py": "0" * 16}, {}), "drmc_tiny")
+    assert "models/drmc.py changed" in reason
+
+
+def test_the_families_read_from_the_source_are_the_modules_that_register_each_preset():
+    """The static reading (no import) against the registry's record of where each preset was defined."""
+    import models
+    from models import _registry
+    from benchmark.base import model_files
+
+    for name in models.list_models():
+        module = _registry._MODULE_OF[name]
+        if not module.startswith("models."):
+            continue                                                # a plugin registered by another test
+        own = Path(sys.modules[module].__file__).resolve().relative_to(ROOT).as_posix()
+        used = model_files.used_families(name, ROOT)
+        assert used is not None and own in used, name
+    assert model_files.used_families("drmc_tiny", ROOT) == {"models/drmc.py"}
+    assert model_files.used_families("amir_tiny", ROOT) == {"models/amir.py", "models/restormer.py"}
+    assert model_files.families(ROOT) >= {"models/drmc.py", "models/restore_rwkv.py", "models/rat.py"}
+    assert not model_files.families(ROOT) & {"models/_unet.py", "models/__init__.py", "models/layers/block.py"}
