@@ -39,7 +39,7 @@ def test_tiny_preset_is_the_paper_size_over_the_common_divisor(name):
 
 
 # the rule's widths, which were measured not to learn at smoke scale (docs/calibration.md)
-RULE_WIDTHS = {"redcnn": {"features": 8}, "ctformer": {"token_dim": 2}}
+RULE_WIDTHS = {"redcnn": {"features": 8}, "ctformer": {"token_dim": 2}, "drmc": {"blocks": 2, "features": 8}}
 
 
 def test_only_presets_measured_too_narrow_are_widened_and_the_rule_would_have_kept_them():
