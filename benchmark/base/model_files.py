@@ -35,9 +35,9 @@ def _module_path(parts: list[str], root: Path) -> str | None:
     return None
 
 
-def _imports(path: str, root: Path) -> set[str]:
-    """The files under ``models/`` that the module ``path`` imports (absolute or relative imports)."""
-    tree = ast.parse((root / path).read_text(encoding="utf-8"), filename=path)
+def _imports(tree: ast.Module, path: str, root: Path) -> set[str]:
+    """The files under ``models/`` that the module ``path`` (parsed: ``tree``) imports (absolute or
+    relative imports)."""
     package = Path(path).parent.parts              # a module's package (a package's own, for __init__.py)
     found = set()
     for node in ast.walk(tree):
@@ -63,9 +63,9 @@ def _graph(root: Path) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
     registered, edges = {}, {}
     for file in sorted((root / PACKAGE).rglob("*.py")):
         path = file.relative_to(root).as_posix()
-        edges[path] = frozenset(_imports(path, root))
+        tree = ast.parse(file.read_text(encoding="utf-8"), filename=path)
+        edges[path] = frozenset(_imports(tree, path, root))
         if file.parent == root / PACKAGE:
-            tree = ast.parse(file.read_text(encoding="utf-8"), filename=path)
             for node in tree.body:
                 if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and _registers(node):
                     registered[node.name] = path
