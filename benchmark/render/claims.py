@@ -56,7 +56,7 @@ def table_evidence(grid_dir: Path) -> GridStore:
         status = store.read_status(grid_dir / run["folder"])
         if status.get("state") == "done":
             environment = store.read_environment(grid_dir / run["folder"])
-            stale += provenance.is_stale(status, environment, staleness.model_or_none(grid_dir / run["folder"]))
+            stale += staleness.is_stale(status, grid_dir / run["folder"])
             commits.setdefault(run["label"], []).append(commit_text(environment or {}))
     return GridStore(metadata, evidence, stale, index, commits, min_gain)
 
